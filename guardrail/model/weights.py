@@ -1,0 +1,102 @@
+"""The shipped weights: what training adds to the packaged encoder, and how they load.
+
+Two files beside this module: ``value_heads.safetensors`` (LoRA updates and the ten heads) and
+``value_heads.json`` (architecture, window plan, decision thresholds, training provenance). The
+model id is a hash of both, so every score names exactly the weights that produced it.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+from pathlib import Path
+
+import torch
+from pydantic import BaseModel, ConfigDict, Field
+
+from guardrail.text import WindowPlan
+from guardrail.values import VALUE_NAMES
+
+WEIGHTS_DIR = Path(__file__).parent
+WEIGHTS_FILE = "value_heads.safetensors"
+CONFIG_FILE = "value_heads.json"
+
+
+class Thresholds(BaseModel):
+    """Per-value decision thresholds on class probabilities, tuned on a validation split.
+
+    A value is labelled -1 when P(oppose) >= ``oppose[value]``, else +1 when
+    P(support) >= ``support[value]``, else 0.
+    """
+
+    model_config = ConfigDict(frozen=True)
+
+    oppose: dict[str, float] = Field(default_factory=lambda: dict.fromkeys(VALUE_NAMES, 0.5))
+    support: dict[str, float] = Field(default_factory=lambda: dict.fromkeys(VALUE_NAMES, 0.5))
+
+    def apply(self, probs: torch.Tensor) -> torch.Tensor:
+        """Labels (N, 10) in {-1, 0, 1} from probabilities (N, 10, 3)."""
+        t_opp = torch.tensor([self.oppose[v] for v in VALUE_NAMES])
+        t_sup = torch.tensor([self.support[v] for v in VALUE_NAMES])
+        labels = torch.zeros(probs.shape[:2], dtype=torch.long)
+        labels[probs[..., 2] >= t_sup] = 1
+        labels[probs[..., 0] >= t_opp] = -1
+        return labels
+
+
+class ModelConfig(BaseModel):
+    """Everything needed to rebuild the classifier from the encoder package plus our weights."""
+
+    encoder_package: str
+    encoder_version: str
+    num_layers: int
+    lora_rank: int
+    lora_alpha: float
+    window_max_length: int = 256
+    window_prompt_tokens: int = 64
+    window_overlap: int = 32
+    thresholds: Thresholds = Field(default_factory=Thresholds)
+    training: dict[str, object] = Field(default_factory=dict)
+
+    @property
+    def lora_scaling(self) -> float:
+        return self.lora_alpha / self.lora_rank
+
+    @property
+    def window_plan(self) -> WindowPlan:
+        return WindowPlan(self.window_max_length, self.window_prompt_tokens, self.window_overlap)
+
+
+def model_id_for(weights_bytes: bytes, config_bytes: bytes) -> str:
+    """A short content hash naming one set of shipped weights."""
+    digest = hashlib.sha256(weights_bytes + b"\0" + config_bytes).hexdigest()
+    return f"minilm-values-{digest[:12]}"
+
+
+def save_weights(directory: Path, tensors: dict[str, torch.Tensor], config: ModelConfig) -> str:
+    """Write the safetensors file and its config; return the new model id."""
+    from safetensors.torch import save_file
+
+    directory.mkdir(parents=True, exist_ok=True)
+    save_file({k: v.detach().contiguous().cpu() for k, v in tensors.items()}, str(directory / WEIGHTS_FILE))
+    (directory / CONFIG_FILE).write_text(json.dumps(config.model_dump(), indent=2, sort_keys=True) + "\n")
+    return model_id_for((directory / WEIGHTS_FILE).read_bytes(), (directory / CONFIG_FILE).read_bytes())
+
+
+class WeightsMissingError(FileNotFoundError):
+    """The trained weights are not where the scorer looks for them."""
+
+
+def load_weights(directory: Path = WEIGHTS_DIR) -> tuple[dict[str, torch.Tensor], ModelConfig, str]:
+    """Read (tensors, config, model id) from ``directory``."""
+    from safetensors.torch import load_file
+
+    wpath, cpath = directory / WEIGHTS_FILE, directory / CONFIG_FILE
+    if not wpath.exists() or not cpath.exists():
+        raise WeightsMissingError(
+            f"no trained value heads in {directory} (expected {WEIGHTS_FILE} and {CONFIG_FILE}); "
+            "run `guardrail train` to produce them"
+        )
+    config_bytes = cpath.read_bytes()
+    config = ModelConfig.model_validate_json(config_bytes)
+    return load_file(str(wpath)), config, model_id_for(wpath.read_bytes(), config_bytes)

@@ -1,0 +1,1 @@
+"""Scorer implementations, one file each. ``LocalScorer`` (local.py) is the default."""

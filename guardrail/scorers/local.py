@@ -1,0 +1,166 @@
+"""The default scorer: the quantized local value classifier, on CPU, offline."""
+
+from __future__ import annotations
+
+import asyncio
+import threading
+from collections.abc import Sequence
+from pathlib import Path
+from typing import Literal
+
+import torch
+from cachetools import LRUCache
+
+from guardrail.model.network import (
+    CLASSES,
+    ValueClassifier,
+    load_encoder,
+    load_tokenizer,
+    merge_lora,
+    predict_proba,
+)
+from guardrail.model.quantize import quantize_int8
+from guardrail.model.weights import WEIGHTS_DIR, load_weights
+from guardrail.score import ValueScores
+from guardrail.text import InvalidTextError, normalize_text
+from guardrail.values import VALUE_NAMES
+
+Precision = Literal["int8", "fp32"]
+
+
+class LocalScorer:
+    """Scores responses in value space with the shipped classifier; one forward pass per window.
+
+    >>> scorer = LocalScorer()                  # int8, the default
+    >>> result = scorer.score("Sure, here is how to pick a lock...", prompt="How do I break in?")
+    >>> result.labels["security"]               # -1, 0 or 1
+
+    Thread-safe. Results are cached (LRU, keyed by model id, prompt and response after
+    normalization); the async methods run inference in a worker thread.
+    """
+
+    def __init__(
+        self,
+        precision: Precision = "int8",
+        *,
+        weights_dir: Path | str | None = None,
+        cache_size: int = 4096,
+        batch_size: int = 16,
+    ) -> None:
+        if precision not in ("int8", "fp32"):
+            raise ValueError(f"precision must be 'int8' or 'fp32', got {precision!r}")
+        tensors, config, model_id = load_weights(Path(weights_dir) if weights_dir else WEIGHTS_DIR)
+        self._config = config
+        self._model_id = model_id
+        self._plan = config.window_plan
+        self._thresholds = config.thresholds
+        self._batch_size = batch_size
+        self._tokenizer = load_tokenizer()
+
+        encoder = load_encoder(config.num_layers)
+        lora = {k.removeprefix("lora."): v for k, v in tensors.items() if k.startswith("lora.")}
+        merge_lora(encoder, lora, config.lora_scaling)
+        model = ValueClassifier(encoder)
+        model.head.load_state_dict({"weight": tensors["head.weight"], "bias": tensors["head.bias"]})
+        model.eval()
+        self.precision: str = "fp32"
+        if precision == "int8":
+            quantized, self.precision = quantize_int8(model)
+            model = quantized  # type: ignore[assignment]
+        self._model = model
+        self._model_lock = threading.Lock()  # one inference at a time: 2 cores, no oversubscription
+        self._cache_lock = threading.Lock()  # held only for dict operations, never during inference
+        self._cache: LRUCache[tuple[str, str, str | None, str], ValueScores] = LRUCache(maxsize=cache_size)
+
+    @property
+    def model_id(self) -> str:
+        """Content hash of the shipped weights (see ``guardrail.model.weights``)."""
+        return self._model_id
+
+    @property
+    def module(self) -> torch.nn.Module:
+        """The underlying torch module (for inspection and benchmarks)."""
+        return self._model
+
+    def _key(self, response: str, prompt: str | None) -> tuple[str, str, str | None, str]:
+        return (self._model_id, self.precision, prompt, response)
+
+    def _clean(self, response: object, prompt: object) -> tuple[str, str | None]:
+        clean_response = normalize_text(response, field="response")
+        if prompt is None:
+            return clean_response, None
+        try:
+            return clean_response, normalize_text(prompt, field="prompt")
+        except InvalidTextError:
+            if isinstance(prompt, str):  # an empty prompt is just no context
+                return clean_response, None
+            raise
+
+    def _result(self, probs: torch.Tensor, windows: int) -> ValueScores:
+        labels = self._thresholds.apply(probs.unsqueeze(0))[0]
+        scores, label_map, confidence, probabilities = {}, {}, {}, {}
+        for i, name in enumerate(VALUE_NAMES):
+            p = probs[i]
+            label = int(labels[i])
+            scores[name] = round(float(p[2] - p[0]), 6)
+            label_map[name] = label
+            confidence[name] = round(float(p[CLASSES.index(label)]), 6)
+            probabilities[name] = (round(float(p[0]), 6), round(float(p[1]), 6), round(float(p[2]), 6))
+        return ValueScores(
+            scores=scores,
+            labels=label_map,
+            confidence=confidence,
+            probabilities=probabilities,
+            model_id=self._model_id,
+            precision=self.precision,
+            windows=windows,
+        )
+
+    def score(self, response: str, prompt: str | None = None) -> ValueScores:
+        """Score one response, with ``prompt`` as context when given."""
+        return self.score_batch([response], [prompt])[0]
+
+    def score_batch(self, responses: Sequence[str], prompts: Sequence[str | None] | None = None) -> list[ValueScores]:
+        """Score many responses, in order; cached ones are not recomputed."""
+        if isinstance(responses, str):
+            raise InvalidTextError("score_batch takes a sequence of responses, got a single string")
+        if prompts is not None and len(prompts) != len(responses):
+            raise ValueError(f"{len(responses)} responses but {len(prompts)} prompts")
+        pairs = [self._clean(r, p) for r, p in zip(responses, prompts or [None] * len(responses), strict=True)]
+        results: list[ValueScores | None] = []
+        missing: list[int] = []
+        with self._cache_lock:
+            for i, (response, prompt) in enumerate(pairs):
+                hit = self._cache.get(self._key(response, prompt))
+                results.append(hit)
+                if hit is None:
+                    missing.append(i)
+        if missing:
+            todo = [(pairs[i][1], pairs[i][0]) for i in missing]
+            with self._model_lock:
+                probs, windows = predict_proba(self._model, self._tokenizer, todo, self._plan, self._batch_size)
+            with self._cache_lock:
+                for n, i in enumerate(missing):
+                    result = self._result(probs[n], windows[n])
+                    self._cache[self._key(*pairs[i])] = result
+                    results[i] = result
+        return [r for r in results if r is not None]
+
+    def cached(self, response: str, prompt: str | None = None) -> ValueScores | None:
+        """The cached result for this input, if any (never computes)."""
+        clean_response, clean_prompt = self._clean(response, prompt)
+        with self._cache_lock:
+            return self._cache.get(self._key(clean_response, clean_prompt))
+
+    async def ascore(self, response: str, prompt: str | None = None) -> ValueScores:
+        """``score`` for async code: a cache hit returns at once, a miss runs in a worker thread."""
+        hit = self.cached(response, prompt)
+        if hit is not None:
+            return hit
+        return await asyncio.to_thread(self.score, response, prompt)
+
+    async def ascore_batch(
+        self, responses: Sequence[str], prompts: Sequence[str | None] | None = None
+    ) -> list[ValueScores]:
+        """``score_batch`` in a worker thread, so the event loop keeps running."""
+        return await asyncio.to_thread(self.score_batch, responses, prompts)

@@ -1,0 +1,73 @@
+"""Input hygiene and windowing: what happens to a text before the model sees it."""
+
+from __future__ import annotations
+
+import re
+import unicodedata
+from dataclasses import dataclass
+from typing import Any
+
+# Zero-width and other invisible format characters (Unicode category Cf) are used to slip words
+# past classifiers ("k\u200bill"). They carry no meaning for scoring, so they are removed. Soft
+# hyphens and the BOM are Cf too.
+_WHITESPACE_RUN = re.compile(r"[ \t\r\f\v]+")
+
+
+class InvalidTextError(ValueError):
+    """Raised for input that cannot be scored: not a string, or empty after normalization."""
+
+
+def normalize_text(text: object, *, field: str = "response") -> str:
+    """NFKC-normalize ``text``, drop invisible characters and collapse runs of spaces.
+
+    Obfuscated text (full-width letters, ligatures, zero-width joiners) comes out as the plain
+    text it imitates. Raises ``InvalidTextError`` naming ``field`` for non-strings or empty text.
+    """
+    if not isinstance(text, str):
+        raise InvalidTextError(f"{field} must be a string, got {type(text).__name__}")
+    cleaned = unicodedata.normalize("NFKC", text)
+    cleaned = "".join(ch for ch in cleaned if unicodedata.category(ch) != "Cf")
+    cleaned = _WHITESPACE_RUN.sub(" ", cleaned).strip()
+    if not cleaned:
+        raise InvalidTextError(f"{field} is empty (after removing invisible characters and whitespace)")
+    return cleaned
+
+
+@dataclass(frozen=True)
+class WindowPlan:
+    """How a (prompt, response) pair is cut into model inputs."""
+
+    max_length: int = 256
+    """Tokens per window, special tokens included."""
+    prompt_tokens: int = 64
+    """At most this many prompt tokens are kept as context in every window (the prompt's start)."""
+    overlap: int = 32
+    """Response tokens shared by consecutive windows, so no passage is cut in half unseen."""
+
+
+def make_windows(tokenizer: Any, response: str, prompt: str | None, plan: WindowPlan) -> list[dict[str, list[int]]]:
+    """Encode ``response`` (with ``prompt`` as context) into one or more windows.
+
+    Every response token lands in at least one window: nothing is silently truncated. Each
+    window is ``[CLS] prompt [SEP] response-chunk [SEP]`` with token type ids 0 / 1.
+    """
+    cls_id, sep_id = tokenizer.cls_token_id, tokenizer.sep_token_id
+    prompt_ids: list[int] = []
+    if prompt:
+        prompt_ids = tokenizer(prompt, add_special_tokens=False)["input_ids"][: plan.prompt_tokens]
+    response_ids: list[int] = tokenizer(response, add_special_tokens=False)["input_ids"]
+    head = [cls_id, *prompt_ids, sep_id] if prompt_ids else [cls_id]
+    room = plan.max_length - len(head) - 1
+    if room <= plan.overlap:
+        raise ValueError("window plan leaves no room for the response; raise max_length")
+    step = room - plan.overlap
+    windows: list[dict[str, list[int]]] = []
+    start = 0
+    while True:
+        chunk = response_ids[start : start + room]
+        ids = [*head, *chunk, sep_id]
+        types = [0] * len(head) + [1] * (len(chunk) + 1) if prompt_ids else [0] * len(ids)
+        windows.append({"input_ids": ids, "token_type_ids": types, "attention_mask": [1] * len(ids)})
+        if start + room >= len(response_ids):
+            return windows
+        start += step

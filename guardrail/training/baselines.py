@@ -1,0 +1,48 @@
+"""Baselines that `guardrail eval` reports beside the model, trained and run on the same split."""
+
+from __future__ import annotations
+
+import numpy as np
+
+from guardrail.training.data import Example
+from guardrail.values import VALUE_NAMES
+
+
+def _text(example: Example) -> str:
+    return f"{example.prompt or ''}\n{example.response}"
+
+
+def tfidf_logreg(train: list[Example], test: list[Example]) -> np.ndarray:
+    """TF-IDF (word 1-2 grams) + one class-balanced logistic regression per value -> (N, 10) labels."""
+    from sklearn.feature_extraction.text import TfidfVectorizer
+    from sklearn.linear_model import LogisticRegression
+
+    vectorizer = TfidfVectorizer(ngram_range=(1, 2), min_df=2, sublinear_tf=True)
+    x_train = vectorizer.fit_transform([_text(e) for e in train])
+    x_test = vectorizer.transform([_text(e) for e in test])
+    out = np.zeros((len(test), len(VALUE_NAMES)), dtype=int)
+    for i in range(len(VALUE_NAMES)):
+        y = np.array([e.label(i) or 0 for e in train])
+        if len(set(y)) < 2:
+            continue  # a value never labelled in training: predict "unrelated"
+        clf = LogisticRegression(max_iter=2000, class_weight="balanced", C=4.0)
+        clf.fit(x_train, y)
+        out[:, i] = clf.predict(x_test)
+    return out
+
+
+def pyvalues_dictionary(test: list[Example]) -> np.ndarray:
+    """The offline dictionary classifier of the PyPI package ``pyvalues`` -> (N, 10) labels.
+
+    It finds which values a text invokes, not whether it supports or opposes them, so every
+    detected value is reported as +1 and it can never flag a violation.
+    """
+    from pyvalues.dictionary_classifier import OriginalValuesDictionaryClassifier
+
+    classifier = OriginalValuesDictionaryClassifier.get_default()
+    found = classifier.classify_segments_for_original_values([e.response for e in test], language="en")
+    out = np.zeros((len(test), len(VALUE_NAMES)), dtype=int)
+    for n, values in enumerate(found):
+        for i, name in enumerate(VALUE_NAMES):
+            out[n, i] = 1 if float(getattr(values, name)) > 0 else 0
+    return out

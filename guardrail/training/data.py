@@ -1,0 +1,197 @@
+"""Reading the training and evaluation data in ../shared/data, defensively.
+
+FULCRA annotations are real and noisy ("security: -1", "benevolence: 1", "conformity: 1+",
+"achievement: =1", an 11th type "humility"). Everything that cannot be read is counted in a
+``ParseReport`` and never silently dropped.
+
+Targets are *allowed-class masks*: for each value, which of (oppose, unrelated, support) the
+example admits. An exact label admits one class; an unknown value admits all three (no loss);
+a weak label such as "does not oppose" admits two. One loss formula covers all data sources.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import re
+from collections import Counter
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Literal
+
+from guardrail.values import VALUE_NAMES
+
+Split = Literal["train", "dev", "test"]
+Mask = tuple[bool, bool, bool]  # oppose, unrelated, support
+
+EXACT: dict[int, Mask] = {-1: (True, False, False), 0: (False, True, False), 1: (False, False, True)}
+UNKNOWN: Mask = (True, True, True)
+NOT_OPPOSING: Mask = (False, True, True)
+
+# Humility is folded into conformity, as Touché23-ValueEval maps it ("restraint ... norms").
+_ALIASES = {"humility": "conformity", "self-direction": "self_direction", "self direction": "self_direction"}
+_LABEL = re.compile(r"^\s*(?P<name>[A-Za-z_\- ]+?)\s*:\s*(?P<mark>[^:]*)$")
+
+
+@dataclass(frozen=True)
+class Example:
+    """One (prompt, response) pair with a target mask per value, in FULCRA value order."""
+
+    prompt: str | None
+    response: str
+    targets: tuple[Mask, ...]
+    source: str
+    key: str
+
+    def label(self, value_index: int) -> int | None:
+        """The exact label of one value, or None where the target is not exact."""
+        for label, mask in EXACT.items():
+            if self.targets[value_index] == mask:
+                return label
+        return None
+
+    @property
+    def violates(self) -> bool:
+        """Whether the response opposes at least one value (gold)."""
+        return any(self.label(i) == -1 for i in range(len(VALUE_NAMES)))
+
+
+@dataclass
+class ParseReport:
+    """What reading a data file kept, folded and dropped."""
+
+    path: str
+    rows: int = 0
+    kept: int = 0
+    dropped_rows: list[str] = field(default_factory=list)
+    dropped_labels: Counter[str] = field(default_factory=Counter)
+    folded_labels: Counter[str] = field(default_factory=Counter)
+    odd_spellings: Counter[str] = field(default_factory=Counter)
+    conflicts: int = 0
+
+    def summary(self) -> str:
+        parts = [f"{self.path}: {self.kept}/{self.rows} rows kept"]
+        if self.dropped_rows:
+            parts.append(f"{len(self.dropped_rows)} rows dropped ({'; '.join(self.dropped_rows[:3])})")
+        if self.folded_labels:
+            parts.append("folded " + ", ".join(f"{k} x{v}" for k, v in self.folded_labels.items()))
+        if self.odd_spellings:
+            parts.append("read odd spellings " + ", ".join(f"'{k}' x{v}" for k, v in self.odd_spellings.items()))
+        if self.dropped_labels:
+            parts.append("dropped labels " + ", ".join(f"'{k}' x{v}" for k, v in self.dropped_labels.items()))
+        if self.conflicts:
+            parts.append(f"{self.conflicts} value(s) labelled both +1 and -1 in one row (kept -1)")
+        return "; ".join(parts)
+
+
+def split_of(key: str) -> Split:
+    """Deterministic split by content hash: 20% test, 13% dev (early stopping, thresholds), 67% train.
+
+    Hashing the text (not the line number) keeps a row in its split however the file is ordered.
+    """
+    bucket = int(hashlib.sha256(key.encode("utf-8")).hexdigest()[:8], 16) % 100
+    if bucket < 20:
+        return "test"
+    if bucket < 33:
+        return "dev"
+    return "train"
+
+
+def parse_label(entry: str, report: ParseReport) -> tuple[str, int] | None:
+    """Read one FULCRA ``value_types`` entry into (value name, -1 | +1), or count it as dropped."""
+    m = _LABEL.match(entry)
+    if not m:
+        report.dropped_labels[entry] += 1
+        return None
+    raw_name = m["name"].strip().lower()
+    name = _ALIASES.get(raw_name, raw_name.replace("-", "_").replace(" ", "_"))
+    if raw_name in ("humility",):
+        report.folded_labels[f"{raw_name} -> {name}"] += 1
+    mark = m["mark"].replace(" ", "")
+    if name not in VALUE_NAMES or "1" not in mark:
+        report.dropped_labels[entry] += 1
+        return None
+    if mark not in ("+1", "-1"):
+        report.odd_spellings[mark] += 1
+    return name, (-1 if "-" in mark else 1)
+
+
+def split_dialogue(dialogue: str) -> tuple[str | None, str]:
+    """Split FULCRA's "Human: <prompt>\\nBob: <response>" into its two parts."""
+    head, sep, response = dialogue.partition("\nBob:")
+    if not sep:
+        return None, dialogue.strip()
+    prompt = head.removeprefix("Human:").strip()
+    return (prompt or None), response.strip()
+
+
+def read_fulcra(path: Path | str) -> tuple[list[Example], ParseReport]:
+    """Read a FULCRA-format JSONL file (``dialogue`` + ``value_types``)."""
+    path = Path(path)
+    report = ParseReport(path=str(path))
+    examples: list[Example] = []
+    with path.open(encoding="utf-8") as f:
+        for lineno, line in enumerate(f, 1):
+            if not line.strip():
+                continue
+            report.rows += 1
+            try:
+                row = json.loads(line)
+                dialogue = row["dialogue"]
+                types = row.get("value_types") or []
+                if not isinstance(dialogue, str) or not isinstance(types, list):
+                    raise TypeError("dialogue must be a string and value_types a list")
+            except (json.JSONDecodeError, KeyError, TypeError) as exc:
+                report.dropped_rows.append(f"line {lineno}: {exc}")
+                continue
+            prompt, response = split_dialogue(dialogue)
+            if not response:
+                report.dropped_rows.append(f"line {lineno}: empty response")
+                continue
+            labels = [0] * len(VALUE_NAMES)
+            for entry in types:
+                parsed = parse_label(str(entry), report)
+                if parsed is None:
+                    continue
+                i = VALUE_NAMES.index(parsed[0])
+                if labels[i] and labels[i] != parsed[1]:
+                    report.conflicts += 1
+                labels[i] = min(labels[i], parsed[1]) if labels[i] else parsed[1]
+            examples.append(Example(prompt, response, tuple(EXACT[x] for x in labels), source="fulcra", key=dialogue))
+            report.kept += 1
+    return examples, report
+
+
+def read_toxigen(path: Path | str) -> tuple[list[Example], ParseReport]:
+    """ToxiGen statements as weak labels: hateful ones oppose universalism; neutral ones oppose nothing.
+
+    Other values of a hateful statement stay unknown (no loss): the data says nothing about them.
+    """
+    path = Path(path)
+    report = ParseReport(path=str(path))
+    uni = VALUE_NAMES.index("universalism")
+    examples: list[Example] = []
+    with path.open(encoding="utf-8") as f:
+        for lineno, line in enumerate(f, 1):
+            if not line.strip():
+                continue
+            report.rows += 1
+            try:
+                row = json.loads(line)
+                text, kind = str(row["text"]).strip(), row["kind"]
+            except (json.JSONDecodeError, KeyError) as exc:
+                report.dropped_rows.append(f"line {lineno}: {exc}")
+                continue
+            if kind == "hate":
+                targets = tuple(EXACT[-1] if i == uni else UNKNOWN for i in range(len(VALUE_NAMES)))
+            elif kind == "neutral":
+                targets = tuple(NOT_OPPOSING for _ in VALUE_NAMES)
+            else:
+                report.dropped_rows.append(f"line {lineno}: unknown kind {kind!r}")
+                continue
+            if not text:
+                report.dropped_rows.append(f"line {lineno}: empty text")
+                continue
+            examples.append(Example(None, text, targets, source="toxigen", key=text))
+            report.kept += 1
+    return examples, report

@@ -1,0 +1,61 @@
+"""The quality metrics the project reports, and threshold tuning on a validation split.
+
+- violation F1: binary F1 of "the response opposes at least one value" (any label -1);
+- frequent-value macro F1: for security, conformity, benevolence and universalism, the 3-class
+  (-1/0/+1) macro F1 of each, averaged over the four;
+- presence micro F1: micro F1 of "value is related" (label != 0) over all ten values.
+"""
+
+from __future__ import annotations
+
+import numpy as np
+import torch
+from sklearn.metrics import f1_score
+
+from guardrail.model.weights import Thresholds
+from guardrail.values import VALUE_NAMES
+
+FREQUENT_VALUES = ("security", "conformity", "benevolence", "universalism")
+
+
+def quality_metrics(gold: np.ndarray, pred: np.ndarray) -> dict[str, float]:
+    """Metrics for label matrices (N, 10) with entries in {-1, 0, 1}."""
+    out: dict[str, float] = {}
+    out["violation_f1"] = float(f1_score((gold == -1).any(1), (pred == -1).any(1), zero_division=0))
+    per_value = []
+    for name in FREQUENT_VALUES:
+        i = VALUE_NAMES.index(name)
+        f1 = float(f1_score(gold[:, i], pred[:, i], labels=[-1, 0, 1], average="macro", zero_division=0))
+        out[f"macro_f1_{name}"] = f1
+        per_value.append(f1)
+    out["frequent_macro_f1"] = float(np.mean(per_value))
+    out["presence_micro_f1"] = float(f1_score((gold != 0).ravel(), (pred != 0).ravel(), zero_division=0))
+    return out
+
+
+def tune_thresholds(probs: torch.Tensor, gold: np.ndarray) -> Thresholds:
+    """Choose decision thresholds on a validation split.
+
+    Support thresholds are tuned per value for support-detection F1 (values with fewer than five
+    validation positives keep 0.5). Opposition is rare (a few dozen validation rows), too rare to
+    tune ten thresholds without overfitting, so one shared oppose threshold is tuned for violation
+    F1 plus frequent-value macro F1.
+    """
+    grid = [round(x, 2) for x in np.arange(0.05, 0.96, 0.05)]
+    p = probs.numpy()
+    support: dict[str, float] = {}
+    for i, name in enumerate(VALUE_NAMES):
+        positives = gold[:, i] == 1
+        if positives.sum() < 5:
+            support[name] = 0.5
+            continue
+        scores = [f1_score(positives, p[:, i, 2] >= t, zero_division=0) for t in grid]
+        support[name] = grid[int(np.argmax(scores))]
+    best, best_t = -1.0, 0.5
+    for t in grid:
+        th = Thresholds(oppose=dict.fromkeys(VALUE_NAMES, t), support=support)
+        m = quality_metrics(gold, th.apply(probs).numpy())
+        objective = m["violation_f1"] + m["frequent_macro_f1"]
+        if objective > best:
+            best, best_t = objective, t
+    return Thresholds(oppose=dict.fromkeys(VALUE_NAMES, best_t), support=support)

@@ -1,0 +1,228 @@
+"""`guardrail train`: reproduce the shipped value heads from ../shared/data on a 2-core CPU.
+
+Recipe: the packaged all-MiniLM-L6-v2 encoder cut to its first ``num_layers`` blocks, LoRA
+updates on every linear layer of those blocks (via peft), one linear head giving ten 3-way
+distributions from the mean-pooled encoding. Loss: class-weighted negative log-likelihood of
+the classes each target admits (see ``data.py``), so exact FULCRA labels and weak ToxiGen labels
+share one formula. The epoch with the best validation score is kept; decision thresholds are
+tuned on the same validation split. The test split is never touched here.
+"""
+
+from __future__ import annotations
+
+import json
+import math
+import random
+import time
+from collections.abc import Callable
+from dataclasses import dataclass
+from importlib import metadata
+from pathlib import Path
+
+import numpy as np
+import torch
+from pydantic import BaseModel
+
+from guardrail.model.network import (
+    ENCODER_PACKAGE,
+    ValueClassifier,
+    load_encoder,
+    load_tokenizer,
+    pad_batch,
+    predict_proba,
+)
+from guardrail.model.weights import WEIGHTS_DIR, ModelConfig, Thresholds, save_weights
+from guardrail.text import WindowPlan, make_windows
+from guardrail.training.data import Example, read_fulcra, read_toxigen, split_of
+from guardrail.training.metrics import quality_metrics, tune_thresholds
+from guardrail.values import VALUE_NAMES
+
+
+class TrainConfig(BaseModel):
+    """Hyper-parameters of `guardrail train` (defaults reproduce the shipped weights)."""
+
+    data_dir: Path = Path("../shared/data")
+    out_dir: Path = WEIGHTS_DIR
+    seed: int = 13
+    num_layers: int = 4
+    lora_rank: int = 16
+    lora_alpha: int = 32
+    epochs: int = 8
+    batch_size: int = 16
+    lr_lora: float = 6e-4
+    lr_head: float = 2e-3
+    weight_decay: float = 0.01
+    max_length: int = 256
+    use_toxigen: bool = True
+    toxigen_weight: float = 0.5
+    threads: int = 2
+
+
+@dataclass
+class Checkpoint:
+    """The best epoch so far: its trainable weights, tuned thresholds and validation metrics."""
+
+    epoch: int
+    score: float
+    thresholds: Thresholds
+    metrics: dict[str, float]
+    state: dict[str, torch.Tensor]
+
+
+def set_seed(seed: int) -> None:
+    random.seed(seed)
+    np.random.seed(seed)
+    torch.manual_seed(seed)
+
+
+def class_weights(examples: list[Example]) -> torch.Tensor:
+    """(10, 3) weights: rarer classes of a value weigh more (square-root balancing, capped at 8)."""
+    counts = torch.ones(len(VALUE_NAMES), 3)
+    for ex in examples:
+        for i in range(len(VALUE_NAMES)):
+            label = ex.label(i)
+            if label is not None:
+                counts[i, label + 1] += 1
+    total = counts.sum(1, keepdim=True)
+    return (total / (3 * counts)).sqrt().clamp(max=8.0)
+
+
+def gold_labels(examples: list[Example]) -> np.ndarray:
+    return np.array([[ex.label(i) or 0 for i in range(len(VALUE_NAMES))] for ex in examples])
+
+
+def train(cfg: TrainConfig, log: Callable[[str], None] = print) -> dict[str, object]:
+    """Train, tune thresholds, write the weights to ``cfg.out_dir``; return a summary."""
+    from peft import LoraConfig, inject_adapter_in_model
+
+    started = time.perf_counter()
+    set_seed(cfg.seed)
+    torch.set_num_threads(cfg.threads)
+
+    fulcra, report = read_fulcra(cfg.data_dir / "fulcra" / "train.jsonl")
+    log(report.summary())
+    train_set = [e for e in fulcra if split_of(e.key) == "train"]
+    dev_set = [e for e in fulcra if split_of(e.key) == "dev"]
+    aux: list[Example] = []
+    if cfg.use_toxigen:
+        aux, aux_report = read_toxigen(cfg.data_dir / "toxigen" / "statements.jsonl")
+        log(aux_report.summary())
+    log(f"train {len(train_set)} FULCRA + {len(aux)} ToxiGen rows; dev {len(dev_set)} rows (test split untouched)")
+
+    tokenizer = load_tokenizer()
+    plan = WindowPlan(max_length=cfg.max_length)
+    encoder = load_encoder(cfg.num_layers)
+    lora_cfg = LoraConfig(
+        r=cfg.lora_rank,
+        lora_alpha=cfg.lora_alpha,
+        lora_dropout=0.05,
+        target_modules=["query", "key", "value", "dense"],
+    )
+    encoder = inject_adapter_in_model(lora_cfg, encoder)
+    for name, param in encoder.named_parameters():
+        param.requires_grad = "lora_" in name
+    model = ValueClassifier(encoder)
+
+    # Training sees the first window of each response (the label describes the whole response;
+    # later windows may not contain what earned it). Inference aggregates over all windows.
+    items = [(make_windows(tokenizer, e.response, e.prompt, plan)[0], e, 1.0) for e in train_set]
+    items += [(make_windows(tokenizer, e.response, None, plan)[0], e, cfg.toxigen_weight) for e in aux]
+    weights = class_weights(train_set)
+
+    lora_params = [p for n, p in model.named_parameters() if "lora_" in n]
+    optimizer = torch.optim.AdamW(
+        [
+            {"params": lora_params, "lr": cfg.lr_lora},
+            {"params": model.head.parameters(), "lr": cfg.lr_head},
+        ],
+        weight_decay=cfg.weight_decay,
+    )
+    steps_per_epoch = math.ceil(len(items) / cfg.batch_size)
+    total_steps = steps_per_epoch * cfg.epochs
+    warmup = max(1, int(0.06 * total_steps))
+    scheduler = torch.optim.lr_scheduler.LambdaLR(
+        optimizer, lambda s: min((s + 1) / warmup, max(0.0, (total_steps - s) / (total_steps - warmup)))
+    )
+
+    dev_pairs = [(e.prompt, e.response) for e in dev_set]
+    dev_gold = gold_labels(dev_set)
+    best: Checkpoint | None = None
+    history = []
+    rng = random.Random(cfg.seed)
+    for epoch in range(1, cfg.epochs + 1):
+        model.train()
+        # Length-bucketed shuffling: sort by length, cut into batches, shuffle the batches.
+        order = sorted(range(len(items)), key=lambda j: len(items[j][0]["input_ids"]) + rng.random() * 8)
+        batches = [order[i : i + cfg.batch_size] for i in range(0, len(order), cfg.batch_size)]
+        rng.shuffle(batches)
+        epoch_loss = 0.0
+        for idx in batches:
+            batch = pad_batch([items[j][0] for j in idx], tokenizer.pad_token_id)
+            masks = torch.tensor([items[j][1].targets for j in idx], dtype=torch.bool)  # (B, 10, 3)
+            sample_w = torch.tensor([items[j][2] for j in idx])
+            log_probs = torch.log_softmax(model(**batch), dim=-1)
+            admitted = torch.logsumexp(log_probs.masked_fill(~masks, -1e4), dim=-1)  # (B, 10)
+            exact = masks.sum(-1) == 1
+            w = torch.where(exact, (weights.unsqueeze(0) * masks.float()).sum(-1), torch.ones_like(admitted))
+            w = w * (masks.sum(-1) < 3).float() * sample_w.unsqueeze(1)
+            loss = -(w * admitted).sum() / w.sum().clamp(min=1.0)
+            optimizer.zero_grad()
+            loss.backward()  # type: ignore[no-untyped-call]
+            torch.nn.utils.clip_grad_norm_(model.parameters(), 1.0)
+            optimizer.step()
+            scheduler.step()
+            epoch_loss += float(loss.detach()) * len(idx)
+        model.eval()
+        probs, _ = predict_proba(model, tokenizer, dev_pairs, plan, batch_size=32)
+        thresholds = tune_thresholds(probs, dev_gold)
+        metrics = quality_metrics(dev_gold, thresholds.apply(probs).numpy())
+        score = metrics["violation_f1"] + metrics["frequent_macro_f1"]
+        entry = {
+            "epoch": epoch,
+            "loss": epoch_loss / len(items),
+            **{k: round(v, 4) for k, v in metrics.items()},
+        }
+        history.append(entry)
+        log(
+            f"epoch {epoch}/{cfg.epochs} loss {entry['loss']:.4f} dev violation F1 {metrics['violation_f1']:.3f} "
+            f"frequent macro F1 {metrics['frequent_macro_f1']:.3f} presence F1 {metrics['presence_micro_f1']:.3f} "
+            f"({time.perf_counter() - started:.0f}s)"
+        )
+        if best is None or score > best.score:
+            trainable = {
+                k: v.detach().clone() for k, v in model.state_dict().items() if "lora_" in k or k.startswith("head.")
+            }
+            best = Checkpoint(epoch, score, thresholds, metrics, trainable)
+
+    assert best is not None, "at least one epoch ran"
+    tensors: dict[str, torch.Tensor] = {}
+    for key, value in best.state.items():
+        # "encoder.<path>.lora_A.default.weight" -> "lora.<path>.lora_A"; "head.weight" stays.
+        if "lora_" in key:
+            path = key.removeprefix("encoder.").replace(".default.weight", "")
+            tensors[f"lora.{path}"] = value
+        else:
+            tensors[key] = value
+    config = ModelConfig(
+        encoder_package=ENCODER_PACKAGE,
+        encoder_version=metadata.version(ENCODER_PACKAGE),
+        num_layers=cfg.num_layers,
+        lora_rank=cfg.lora_rank,
+        lora_alpha=cfg.lora_alpha,
+        window_max_length=plan.max_length,
+        window_prompt_tokens=plan.prompt_tokens,
+        window_overlap=plan.overlap,
+        thresholds=best.thresholds,
+        training={
+            "recipe": json.loads(cfg.model_dump_json()),
+            "best_epoch": best.epoch,
+            "dev_metrics": {k: round(v, 4) for k, v in best.metrics.items()},
+            "history": history,
+            "data": report.summary(),
+            "seconds": round(time.perf_counter() - started, 1),
+            "torch": torch.__version__,
+        },
+    )
+    model_id = save_weights(cfg.out_dir, tensors, config)
+    log(f"best epoch {best.epoch}; wrote {cfg.out_dir} as {model_id} in {time.perf_counter() - started:.0f}s")
+    return {"model_id": model_id, "best_epoch": best.epoch, "dev_metrics": best.metrics}

@@ -1,0 +1,35 @@
+from __future__ import annotations
+
+import pytest
+
+from guardrail.model.network import load_tokenizer
+from guardrail.text import InvalidTextError, WindowPlan, make_windows, normalize_text
+
+
+def test_obfuscation_is_undone() -> None:
+    assert normalize_text("k\u200bi\u200dll \uff41ll  the\u00ad guards") == "kill all the guards"
+
+
+@pytest.mark.parametrize("bad", ["", "   ", "\u200b\u200c", None, 42, b"bytes"])
+def test_unscorable_input_gets_a_clear_error(bad: object) -> None:
+    with pytest.raises(InvalidTextError, match="response"):
+        normalize_text(bad)
+
+
+def test_long_responses_are_windowed_without_losing_a_token() -> None:
+    tokenizer = load_tokenizer()
+    response = " ".join(f"word{i}" for i in range(700))
+    plan = WindowPlan(max_length=128, prompt_tokens=16, overlap=16)
+    windows = make_windows(tokenizer, response, "a short prompt", plan)
+    assert len(windows) > 1
+    assert all(len(w["input_ids"]) <= plan.max_length for w in windows)
+    response_ids = tokenizer(response, add_special_tokens=False)["input_ids"]
+    seen = [t for w in windows for t, kind in zip(w["input_ids"], w["token_type_ids"], strict=True) if kind == 1]
+    assert set(response_ids) <= set(seen)
+    assert response_ids[-1] in windows[-1]["input_ids"]
+
+
+def test_short_response_is_one_window_with_prompt_context() -> None:
+    tokenizer = load_tokenizer()
+    (window,) = make_windows(tokenizer, "Fine, thanks.", "How are you?", WindowPlan())
+    assert window["token_type_ids"].count(0) > 2  # CLS + prompt + SEP
