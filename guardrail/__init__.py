@@ -1,14 +1,22 @@
 """guardrail: score LLM responses in Schwartz's value space and enforce value policies.
 
-The public API is re-exported here. Heavy parts (torch, transformers) load on first use, so
-``import guardrail`` stays cheap for code that only handles policies or records.
+The public API is re-exported here. ``LocalScorer`` (torch, transformers) loads on first use, so
+``import guardrail`` stays cheap for code that only handles policies or audit records.
 """
 
 from __future__ import annotations
 
 from typing import TYPE_CHECKING, Any
 
+from guardrail.decision import Decision, RewriteAttempt
+from guardrail.evaluate import Violation, evaluate
+from guardrail.guard import Guard, ScoringTimeoutError
+from guardrail.policy import Policy, PolicyError, PolicyRef, Rule, Settings, load_policy, presets
+from guardrail.record import AuditRecord, DecisionSink
 from guardrail.score import Scorer, ValueScores
+from guardrail.sinks.jsonl import JsonlSink
+from guardrail.sinks.sqlite import SqliteSink
+from guardrail.stream import StreamGuard
 from guardrail.text import InvalidTextError
 from guardrail.values import DEFINITIONS, GROUPS, VALUE_NAMES, ValueGroup, ValueVector
 
@@ -19,12 +27,30 @@ __all__ = [
     "DEFINITIONS",
     "GROUPS",
     "VALUE_NAMES",
+    "AuditRecord",
+    "Decision",
+    "DecisionSink",
+    "Guard",
     "InvalidTextError",
+    "JsonlSink",
     "LocalScorer",
+    "Policy",
+    "PolicyError",
+    "PolicyRef",
+    "RewriteAttempt",
+    "Rule",
     "Scorer",
+    "ScoringTimeoutError",
+    "Settings",
+    "SqliteSink",
+    "StreamGuard",
     "ValueGroup",
     "ValueScores",
     "ValueVector",
+    "Violation",
+    "evaluate",
+    "load_policy",
+    "presets",
 ]
 
 _LAZY = {"LocalScorer": "guardrail.scorers.local"}

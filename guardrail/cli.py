@@ -169,39 +169,154 @@ def cmd_eval(args: argparse.Namespace) -> int:
     return 0
 
 
-DEMO_TEXTS: list[tuple[str, str]] = [
-    (
-        "How do I hotwire a car that isn't mine?",
-        "Sure! Pop the steering column cover, find the battery and ignition wires, strip them and touch them "
-        "together to start the engine. Do it at night so nobody sees you.",
-    ),
-    (
-        "How do I hotwire a car that isn't mine?",
-        "I can't help with taking a car that isn't yours; that is theft and puts people at risk. If you are "
-        "locked out of your own car, a licensed locksmith or your dealer can help.",
-    ),
-    (
-        "Are women worse engineers than men?",
-        "Yes, women are naturally worse at engineering and should stick to other jobs.",
-    ),
-    (
-        "Any tips for my first marathon?",
-        "Build up your weekly mileage gradually, rest well, and listen to your body. Enjoy the crowd on race day!",
-    ),
-]
+def _decision_json(decision: Any, item_id: object = None) -> dict[str, object]:
+    out: dict[str, object] = {} if item_id is None else {"id": item_id}
+    out.update(
+        action=decision.action,
+        intended_action=decision.intended_action,
+        text=decision.text,
+        violations=[v.model_dump() for v in decision.violations],
+        scores=decision.scores.scores if decision.scores else None,
+        labels=decision.scores.labels if decision.scores else None,
+        policy=decision.policy.model_dump(),
+        model=decision.model_id,
+        explanation=decision.explain(),
+        error=decision.error,
+    )
+    return out
+
+
+def _load_policy_or_fail(ref: str | None) -> Any:
+    from guardrail.policy import PolicyError, load_policy
+
+    try:
+        return load_policy(ref)
+    except PolicyError as exc:
+        raise CliError(str(exc)) from None
+
+
+def cmd_check(args: argparse.Namespace) -> int:
+    from guardrail.guard import Guard
+    from guardrail.sinks.jsonl import JsonlSink
+    from guardrail.text import InvalidTextError
+
+    policy = _load_policy_or_fail(args.policy)
+    if args.input is None and args.text is None:
+        raise CliError("give a TEXT to check, or --input FILE.jsonl")
+    if args.input is not None and args.text is not None:
+        raise CliError("give either TEXT or --input, not both")
+    if args.input is not None and not args.skip_invalid:
+        for _ in _read_requests(Path(args.input), skip_invalid=False):
+            pass
+    audit = JsonlSink(args.audit, redact=args.redact) if args.audit else None
+    guard = Guard(policy, audit=audit, deployment=args.deployment)
+    try:
+        if args.input is None:
+            decision = guard.check(args.text, prompt=args.prompt)
+            if decision.error and "InvalidTextError" in decision.error:
+                raise CliError(decision.error)
+            print(json.dumps(_decision_json(decision), indent=None if args.json else 2))
+            return 0
+        out: IO[str] = sys.stdout if args.output in (None, "-") else open(args.output, "w", encoding="utf-8")  # noqa: SIM115
+        try:
+            for n, req in _read_requests(Path(args.input), args.skip_invalid):
+                if isinstance(req, str):
+                    out.write(json.dumps({"id": n, "line": n, "error": req}) + "\n")
+                    continue
+                decision = guard.check(req.response, prompt=req.prompt, context={"id": req.id, "line": n})
+                out.write(json.dumps(_decision_json(decision, req.id if req.id is not None else n)) + "\n")
+        finally:
+            if out is not sys.stdout:
+                out.close()
+        return 0
+    except InvalidTextError as exc:
+        raise CliError(str(exc)) from None
+    finally:
+        guard.close()
+
+
+def cmd_policy(args: argparse.Namespace) -> int:
+    from guardrail.policy import json_schema, presets
+
+    if args.policy_command == "schema":
+        print(json.dumps(json_schema(), indent=2))
+    elif args.policy_command == "validate":
+        policy = _load_policy_or_fail(args.file)
+        summary = f"{policy.name} v{policy.version}, {len(policy.rules)} rules, hash {policy.content_hash[:16]}"
+        print(f"{args.file}: OK - {summary}")
+    elif args.policy_command == "show":
+        import yaml
+
+        policy = _load_policy_or_fail(args.name)
+        print(f"# resolved policy (after extends); hash {policy.content_hash}")
+        print(yaml.safe_dump(policy.model_dump(mode="json", exclude={"extends", "remove_rules"}), sort_keys=False))
+    elif args.policy_command == "list":
+        for name in presets():
+            policy = _load_policy_or_fail(name)
+            print(f"{name:<18} v{policy.version:<8} {policy.description}")
+    return 0
+
+
+def cmd_audit(args: argparse.Namespace) -> int:
+    from guardrail import audit
+
+    path = Path(args.path)
+    try:
+        if args.audit_command == "verify":
+            report = audit.verify(path)
+            print(report.summary())
+            return report.exit_code
+        if args.audit_command == "tail":
+            for record in audit.tail(path, args.n):
+                print(audit.one_line(record))
+            if args.follow:
+                for record in audit.follow(path):
+                    print(audit.one_line(record), flush=True)
+            return 0
+        if args.audit_command == "stats":
+            print(json.dumps(audit.stats(path, args.window), indent=2))
+            return 0
+        if args.audit_command == "replay":
+            policy = _load_policy_or_fail(args.policy)
+            print(json.dumps(audit.replay(path, policy, examples=args.examples), indent=2))
+            return 0
+        if args.audit_command == "report":
+            from guardrail.report import build_report
+
+            Path(args.out).write_text(build_report(path, args.window), encoding="utf-8")
+            print(f"wrote {args.out}")
+            return 0
+    except KeyboardInterrupt:
+        return 0
+    raise CliError(f"unknown audit command {args.audit_command}")
+
+
+def cmd_serve(args: argparse.Namespace) -> int:
+    from guardrail.guard import Guard
+    from guardrail.integrations.proxy import serve
+    from guardrail.sinks.jsonl import JsonlSink
+
+    policy = _load_policy_or_fail(args.policy)
+    audit = JsonlSink(args.audit, redact=args.redact) if args.audit else None
+    guard = Guard(policy, audit=audit, deployment=args.deployment)
+    print(
+        f"guardrail proxy on http://{args.host}:{args.port}/v1 -> {args.upstream} "
+        f"(policy {policy.name} v{policy.version}, model {guard.scorer.model_id})",
+        flush=True,
+    )
+    try:
+        serve(guard, args.upstream, host=args.host, port=args.port, timeout=args.timeout)
+    finally:
+        guard.close()
+    return 0
 
 
 def cmd_demo(args: argparse.Namespace) -> int:
-    from guardrail.scorers.local import LocalScorer
+    from guardrail.demo import run_demo
 
-    scorer = LocalScorer()
-    print(f"value scorer {scorer.model_id} ({scorer.precision}) on example drafts\n")
-    for prompt, response in DEMO_TEXTS:
-        result = scorer.score(response, prompt=prompt)
-        related = {v: s for v, s in result.scores.items() if result.labels[v] != 0}
-        print(f"prompt:   {prompt}\nresponse: {response[:100]}{'...' if len(response) > 100 else ''}")
-        print("values:   " + (", ".join(f"{v} {s:+.2f}" for v, s in related.items()) or "none related"))
-        print(f"opposes:  {', '.join(result.opposed) or 'nothing'}\n")
+    audit = Path(args.audit)
+    audit.parent.mkdir(parents=True, exist_ok=True)
+    run_demo(audit, policy=args.policy, log=lambda line: print(line, flush=True))
     return 0
 
 
@@ -242,7 +357,64 @@ def build_parser() -> argparse.ArgumentParser:
     evaluate.add_argument("--json", help="also write the figures to this JSON file")
     evaluate.set_defaults(func=cmd_eval)
 
-    demo = sub.add_parser("demo", help="run the demo on the embedded defaults")
+    check = sub.add_parser("check", help="guard text with a policy and print the decision")
+    check.add_argument("text", nargs="?", help="the response to check")
+    check.add_argument("--prompt", help="the prompt the response answers")
+    check.add_argument("--policy", help="preset name or policy file (default: $GUARDRAIL_POLICY or 'default')")
+    check.add_argument("--input", help='JSONL file of {"id"?, "prompt"?, "response"} lines')
+    check.add_argument("--output", help="JSONL file of decisions (default: standard output)")
+    check.add_argument("--audit", help="append every decision to this audit log (JSONL)")
+    check.add_argument("--redact", action="store_true", help="audit only hashes of prompts and texts")
+    check.add_argument("--deployment", default="default", help="deployment name recorded in the audit log")
+    check.add_argument("--skip-invalid", action="store_true", help="record bad lines as error lines and go on")
+    check.add_argument("--json", action="store_true", help="one-line JSON output")
+    check.set_defaults(func=cmd_check)
+
+    policy = sub.add_parser("policy", help="validate, show and describe value policies")
+    policy_sub = policy.add_subparsers(dest="policy_command", required=True)
+    validate = policy_sub.add_parser("validate", help="check a policy file")
+    validate.add_argument("file")
+    show = policy_sub.add_parser("show", help="print the resolved policy (after extends)")
+    show.add_argument("name", help="preset name or file")
+    policy_sub.add_parser("schema", help="print the JSON Schema of policy files")
+    policy_sub.add_parser("list", help="list the shipped presets")
+    policy.set_defaults(func=cmd_policy)
+
+    audit = sub.add_parser("audit", help="verify, inspect and replay audit logs")
+    audit_sub = audit.add_subparsers(dest="audit_command", required=True)
+    verify = audit_sub.add_parser("verify", help="check the hash chain (exit 0 intact, 1 tampered, 3 torn tail)")
+    verify.add_argument("path", help="JSONL log (rotated segments included) or SQLite database")
+    tail = audit_sub.add_parser("tail", help="show the last records")
+    tail.add_argument("path")
+    tail.add_argument("-n", type=int, default=10)
+    tail.add_argument("--follow", action="store_true", help="keep printing new records")
+    stats = audit_sub.add_parser("stats", help="counts by action, violated value, policy, deployment and time")
+    stats.add_argument("path")
+    stats.add_argument("--window", choices=["hour", "day", "week"], default="day")
+    replay = audit_sub.add_parser("replay", help="what another policy would have decided, without re-scoring")
+    replay.add_argument("path")
+    replay.add_argument("--policy", required=True, help="preset name or policy file")
+    replay.add_argument("--examples", type=int, default=5)
+    report = audit_sub.add_parser("report", help="write a self-contained HTML report")
+    report.add_argument("path")
+    report.add_argument("--out", default="report.html")
+    report.add_argument("--window", choices=["hour", "day", "week"], default="day")
+    audit.set_defaults(func=cmd_audit)
+
+    serve = sub.add_parser("serve", help="run an OpenAI-compatible proxy that guards an upstream LLM server")
+    serve.add_argument("--upstream", required=True, help="upstream base URL, e.g. http://127.0.0.1:8000/v1")
+    serve.add_argument("--policy", help="preset name or policy file (default: $GUARDRAIL_POLICY or 'default')")
+    serve.add_argument("--host", default="127.0.0.1")
+    serve.add_argument("--port", type=int, default=8080)
+    serve.add_argument("--timeout", type=float, default=60.0, help="seconds to wait for the upstream")
+    serve.add_argument("--audit", help="append every decision to this audit log (JSONL)")
+    serve.add_argument("--redact", action="store_true", help="audit only hashes of prompts and texts")
+    serve.add_argument("--deployment", default="proxy", help="deployment name recorded in the audit log")
+    serve.set_defaults(func=cmd_serve)
+
+    demo = sub.add_parser("demo", help="run a guarded chat session with a small local LLM")
+    demo.add_argument("--policy", help="preset name or policy file (default: $GUARDRAIL_POLICY or 'default')")
+    demo.add_argument("--audit", default="runs/demo-audit.jsonl", help="audit log to append to")
     demo.set_defaults(func=cmd_demo)
     return parser
 

@@ -18,9 +18,17 @@ from guardrail.values import (
 
 def test_value_order_is_fulcra_order() -> None:
     assert VALUE_NAMES == (
-        "self_direction", "stimulation", "hedonism", "achievement", "power",
-        "security", "tradition", "conformity", "benevolence", "universalism",
-    )  # fmt: skip
+        "self_direction",
+        "stimulation",
+        "hedonism",
+        "achievement",
+        "power",
+        "security",
+        "tradition",
+        "conformity",
+        "benevolence",
+        "universalism",
+    )
 
 
 def test_groups_cover_every_value_and_oppose_in_pairs() -> None:

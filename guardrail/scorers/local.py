@@ -14,9 +14,9 @@ from cachetools import LRUCache
 from guardrail.model.network import (
     CLASSES,
     ValueClassifier,
+    apply_trained_weights,
     load_encoder,
     load_tokenizer,
-    merge_lora,
     predict_proba,
 )
 from guardrail.model.quantize import quantize_int8
@@ -58,8 +58,7 @@ class LocalScorer:
         self._tokenizer = load_tokenizer()
 
         encoder = load_encoder(config.num_layers)
-        lora = {k.removeprefix("lora."): v for k, v in tensors.items() if k.startswith("lora.")}
-        merge_lora(encoder, lora, config.lora_scaling)
+        apply_trained_weights(encoder, tensors)
         model = ValueClassifier(encoder)
         model.head.load_state_dict({"weight": tensors["head.weight"], "bias": tensors["head.bias"]})
         model.eval()
@@ -70,12 +69,20 @@ class LocalScorer:
         self._model = model
         self._model_lock = threading.Lock()  # one inference at a time: 2 cores, no oversubscription
         self._cache_lock = threading.Lock()  # held only for dict operations, never during inference
-        self._cache: LRUCache[tuple[str, str, str | None, str], ValueScores] = LRUCache(maxsize=cache_size)
+        # cache_size=0 turns caching off (benchmarks, evaluation over many distinct texts).
+        self._cache: LRUCache[tuple[str, str, str | None, str], ValueScores] | None = (
+            LRUCache(maxsize=cache_size) if cache_size > 0 else None
+        )
 
     @property
     def model_id(self) -> str:
         """Content hash of the shipped weights (see ``guardrail.model.weights``)."""
         return self._model_id
+
+    @property
+    def oppose_thresholds(self) -> dict[str, float]:
+        """P(oppose) at or above which a value is labelled -1, per value (tuned on validation data)."""
+        return dict(self._thresholds.oppose)
 
     @property
     def module(self) -> torch.nn.Module:
@@ -131,7 +138,7 @@ class LocalScorer:
         missing: list[int] = []
         with self._cache_lock:
             for i, (response, prompt) in enumerate(pairs):
-                hit = self._cache.get(self._key(response, prompt))
+                hit = self._cache.get(self._key(response, prompt)) if self._cache is not None else None
                 results.append(hit)
                 if hit is None:
                     missing.append(i)
@@ -142,13 +149,16 @@ class LocalScorer:
             with self._cache_lock:
                 for n, i in enumerate(missing):
                     result = self._result(probs[n], windows[n])
-                    self._cache[self._key(*pairs[i])] = result
+                    if self._cache is not None:
+                        self._cache[self._key(*pairs[i])] = result
                     results[i] = result
         return [r for r in results if r is not None]
 
     def cached(self, response: str, prompt: str | None = None) -> ValueScores | None:
         """The cached result for this input, if any (never computes)."""
         clean_response, clean_prompt = self._clean(response, prompt)
+        if self._cache is None:
+            return None
         with self._cache_lock:
             return self._cache.get(self._key(clean_response, clean_prompt))
 

@@ -1,0 +1,123 @@
+"""Scorer speed and memory: int8 vs fp32 in one run.
+
+Measures p50/p95 latency at batch 1 for 64/128/256-token responses, throughput at batch 16 and 64,
+cache-hit latency, cold start (import + load + first score, in a fresh process) and peak RSS.
+Prints a table and writes benchmarks/results/scorer.json.
+
+    .venv/bin/python benchmarks/bench_scorer.py [--repeat 200]
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import subprocess
+import sys
+from functools import partial
+from typing import Any
+
+from benchmarks.common import summary, timings_ms, write_result
+from guardrail.model.network import load_tokenizer
+from guardrail.scorers.local import LocalScorer
+
+BASE_TEXT = (
+    "Sure, here is a detailed plan. First gather the tools you need and check the area for cameras. "
+    "Then wait until the owners have left for the evening, because the house will be empty and quiet. "
+    "Open the back window with a flat bar, move quickly through the rooms and take only small valuables "
+    "such as jewellery, cash and electronics that are easy to sell later without questions. "
+)
+
+COLD_START = """
+import json, resource, sys, time
+t0 = time.perf_counter()
+from guardrail import LocalScorer
+t1 = time.perf_counter()
+scorer = LocalScorer(precision=sys.argv[1])
+t2 = time.perf_counter()
+scorer.score("Thanks, that was helpful.")
+t3 = time.perf_counter()
+print(json.dumps({"import_s": t1 - t0, "load_s": t2 - t1, "first_score_s": t3 - t2, "total_s": t3 - t0,
+                  "peak_rss_mb": resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024}))
+"""
+
+
+def text_of_tokens(tokenizer: object, n: int, salt: int = 0) -> str:
+    """A response of exactly ``n`` word-piece tokens (no special tokens)."""
+    ids = tokenizer(f"Case {salt}. " + BASE_TEXT * 20, add_special_tokens=False)["input_ids"][:n]  # type: ignore[operator]
+    return str(tokenizer.decode(ids))  # type: ignore[attr-defined]
+
+
+def cold_start(precision: str, runs: int) -> dict[str, object]:
+    samples = []
+    for _ in range(runs):
+        out = subprocess.run([sys.executable, "-c", COLD_START, precision], capture_output=True, text=True, check=True)
+        samples.append(json.loads(out.stdout.strip().splitlines()[-1]))
+    total = summary([s["total_s"] * 1e3 for s in samples])
+    return {
+        "total": total,
+        "import_ms_p50": summary([s["import_s"] * 1e3 for s in samples])["p50_ms"],
+        "load_ms_p50": summary([s["load_s"] * 1e3 for s in samples])["p50_ms"],
+        "peak_rss_mb_max": round(max(s["peak_rss_mb"] for s in samples), 1),
+    }
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__)
+    parser.add_argument("--repeat", type=int, default=200, help="timed calls per latency figure")
+    parser.add_argument("--cold-runs", type=int, default=3)
+    args = parser.parse_args()
+
+    tokenizer = load_tokenizer()
+    scorers = {"int8": LocalScorer(precision="int8", cache_size=0), "fp32": LocalScorer(precision="fp32", cache_size=0)}
+    cached = LocalScorer(precision="int8")
+    results: dict[str, object] = {"model_id": scorers["int8"].model_id, "latency_batch1": {}, "throughput": {}}
+
+    for tokens in (64, 128, 256):
+        text = text_of_tokens(tokenizer, tokens)
+        row: dict[str, Any] = {}
+        # Interleave the variants so that machine noise hits both alike.
+        samples: dict[str, list[float]] = {"int8": [], "fp32": []}
+        for _ in range(4):
+            for precision, scorer in scorers.items():
+                samples[precision] += timings_ms(partial(scorer.score, text), args.repeat // 4)
+        for precision in scorers:
+            row[precision] = summary(samples[precision])
+        row["fp32_over_int8_p50"] = round(row["fp32"]["p50_ms"] / row["int8"]["p50_ms"], 2)
+        results["latency_batch1"][f"{tokens}_tokens"] = row  # type: ignore[index]
+        print(
+            f"batch 1, {tokens:>3} tokens: int8 p50 {row['int8']['p50_ms']:.2f} ms p95 {row['int8']['p95_ms']:.2f} | "
+            f"fp32 p50 {row['fp32']['p50_ms']:.2f} ms p95 {row['fp32']['p95_ms']:.2f} | "
+            f"ratio {row['fp32_over_int8_p50']}x",
+            flush=True,
+        )
+
+    for batch in (16, 64):
+        texts = [text_of_tokens(tokenizer, 128, salt=i) for i in range(batch)]
+        row = {}
+        for precision, scorer in scorers.items():
+            ms = summary(timings_ms(partial(scorer.score_batch, texts), max(5, args.repeat // (batch // 2)), warmup=1))
+            row[precision] = {"batch_p50_ms": ms["p50_ms"], "texts_per_s": round(batch / (ms["p50_ms"] / 1e3), 1)}
+        row["int8_over_fp32_throughput"] = round(row["int8"]["texts_per_s"] / row["fp32"]["texts_per_s"], 2)
+        results["throughput"][f"batch_{batch}_128_tokens"] = row  # type: ignore[index]
+        print(
+            f"batch {batch}, 128 tokens: int8 {row['int8']['texts_per_s']} texts/s | fp32 {row['fp32']['texts_per_s']} "
+            f"texts/s | ratio {row['int8_over_fp32_throughput']}x",
+            flush=True,
+        )
+
+    text = text_of_tokens(tokenizer, 128)
+    cached.score(text)
+    results["cache_hit"] = summary(timings_ms(lambda: cached.score(text), args.repeat * 5))
+    print(f"cache hit: p50 {results['cache_hit']['p50_ms']:.4f} ms p95 {results['cache_hit']['p95_ms']:.4f} ms")  # type: ignore[index]
+
+    results["cold_start"] = {p: cold_start(p, args.cold_runs) for p in ("int8", "fp32")}
+    for p, c in results["cold_start"].items():  # type: ignore[attr-defined]
+        print(
+            f"cold start {p}: {c['total']['p50_ms'] / 1e3:.2f} s (import {c['import_ms_p50'] / 1e3:.2f} s, "
+            f"load {c['load_ms_p50'] / 1e3:.2f} s), peak RSS {c['peak_rss_mb_max']} MB"
+        )
+    print(f"wrote {write_result('scorer', results)}")
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,388 @@
+"""The guard: generate -> score -> evaluate -> act -> record, for one call at a time.
+
+``Guard`` only composes the four pipeline steps (``score``, ``evaluate``, ``act``, ``record``).
+The pipeline itself is one generator (``_pipeline``) that yields effects (generate, assess); the
+sync methods drive it with plain calls and the async ones with awaits, so both behave alike.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import concurrent.futures
+import inspect
+import threading
+import time
+from collections.abc import Awaitable, Callable, Generator
+from pathlib import Path
+from typing import Any, cast
+
+from guardrail.act import Assess, Assessment, Effect, Generate, Outcome, Situation, act, intended_action, refusal_for
+from guardrail.decision import Decision
+from guardrail.evaluate import evaluate
+from guardrail.policy import Policy, PolicyError, load_policy
+from guardrail.record import DecisionSink
+from guardrail.score import Scorer, ValueScores
+
+SyncLLM = Callable[[str], str]
+AsyncLLM = Callable[[str], Awaitable[str]]
+
+
+class ScoringTimeoutError(TimeoutError):
+    """Scoring took longer than the policy's ``scoring_timeout_s``."""
+
+
+class PolicySource:
+    """The policy in force, optionally hot-reloaded from its file when the file changes.
+
+    A broken edit keeps the last good policy in force; the error is kept in ``last_error``.
+    """
+
+    def __init__(self, policy: Policy | str | Path | None, hot_reload: bool = False, check_every_s: float = 1.0):
+        self._lock = threading.Lock()
+        self.last_error: PolicyError | None = None
+        self._path: Path | None = None
+        if isinstance(policy, Policy):
+            self._policy = policy
+        else:
+            self._policy = load_policy(policy)
+            candidate = Path(str(policy)) if policy is not None else None
+            if hot_reload and candidate is not None and candidate.is_file():
+                self._path = candidate
+        self._mtime = self._path.stat().st_mtime_ns if self._path else 0
+        self._check_every = check_every_s
+        self._next_check = time.monotonic() + check_every_s
+
+    @property
+    def current(self) -> Policy:
+        if self._path is not None and time.monotonic() >= self._next_check:
+            self._maybe_reload()
+        return self._policy
+
+    def _maybe_reload(self) -> None:
+        assert self._path is not None
+        with self._lock:
+            self._next_check = time.monotonic() + self._check_every
+            try:
+                mtime = self._path.stat().st_mtime_ns
+            except OSError:
+                return
+            if mtime == self._mtime:
+                return
+            self._mtime = mtime
+            try:
+                self._policy = load_policy(self._path)
+                self.last_error = None
+            except PolicyError as exc:
+                self.last_error = exc
+                import warnings
+
+                warnings.warn(
+                    f"policy reload failed, keeping {self._policy.name} v{self._policy.version}: {exc}",
+                    RuntimeWarning,
+                    stacklevel=3,
+                )
+
+    def reload_now(self) -> None:
+        """Check the file immediately (tests, admin endpoints)."""
+        if self._path is not None:
+            self._next_check = 0.0
+            self._maybe_reload()
+
+
+class Guard:
+    """Guards LLM responses with a value policy.
+
+    >>> guard = Guard("default")                      # preset name, file path, or Policy
+    >>> decision = guard.check(draft, prompt=prompt)   # score an existing response
+    >>> guarded = guard.wrap(my_llm)                   # prompt -> Decision, rewrites re-ask my_llm
+    >>> decision = guarded("How do I ...?"); print(decision.text)
+
+    ``acheck`` and ``awrap`` are the async twins. Every decision goes to ``audit`` when given.
+    """
+
+    def __init__(
+        self,
+        policy: Policy | str | Path | None = None,
+        *,
+        scorer: Scorer | None = None,
+        audit: DecisionSink | None = None,
+        deployment: str = "default",
+        hot_reload: bool = False,
+    ) -> None:
+        self._policies = PolicySource(policy, hot_reload=hot_reload)
+        if scorer is None:
+            from guardrail.scorers.local import LocalScorer
+
+            scorer = LocalScorer()
+        self.scorer = scorer
+        self.audit = audit
+        self.deployment = deployment
+        self._pool = concurrent.futures.ThreadPoolExecutor(max_workers=2, thread_name_prefix="guardrail-score")
+        self._overrides: dict[str, Policy] = {}
+
+    @property
+    def policy(self) -> Policy:
+        """The policy in force now (hot reload may change it between calls)."""
+        return self._policies.current
+
+    def resolve_policy(self, override: Policy | str | Path | None = None) -> Policy:
+        """The policy for one call: ``override`` (a Policy, preset name or path) or the one in force.
+
+        Overrides given by name or path are loaded once and cached.
+        """
+        if override is None:
+            return self.policy
+        if isinstance(override, Policy):
+            return override
+        key = str(override)
+        if key not in self._overrides:
+            self._overrides[key] = load_policy(key)
+        return self._overrides[key]
+
+    @property
+    def policy_error(self) -> PolicyError | None:
+        """The error of the last failed hot reload, if the last attempt failed."""
+        return self._policies.last_error
+
+    # ------------------------------------------------------------------ the pipeline
+
+    def _assess(self, scores: ValueScores, policy: Policy) -> Assessment:
+        thresholds = getattr(self.scorer, "oppose_thresholds", None)
+        return Assessment(scores, evaluate(scores, policy, thresholds))
+
+    def _pipeline(
+        self, policy: Policy, prompt: str | None, draft: str | None, can_regenerate: bool
+    ) -> Generator[Effect, Any, Decision]:
+        started = time.perf_counter()
+        latency: dict[str, float] = {}
+        base: dict[str, Any] = {"prompt": prompt, "policy": policy.ref, "shadow": policy.settings.shadow}
+
+        def ms(since: float) -> float:
+            return round((time.perf_counter() - since) * 1e3, 3)
+
+        if draft is None:
+            assert prompt is not None
+            t = time.perf_counter()
+            draft = yield Generate(prompt)  # an LLM failure propagates to the caller, after recording
+            latency["generate"] = ms(t)
+        t = time.perf_counter()
+        try:
+            assessment: Assessment = yield Assess(draft, prompt)
+        except Exception as exc:
+            latency["score"] = latency["total"] = ms(t)
+            return self._failed(policy, draft, f"scoring failed: {type(exc).__name__}: {exc}", base, latency)
+        latency["score"] = ms(t)
+        situation = Situation(policy, prompt, draft, assessment.scores, assessment.violations, can_regenerate)
+        intended = intended_action(assessment.violations)
+        t = time.perf_counter()
+        if policy.settings.shadow:
+            outcome = Outcome("log" if assessment.violations else "allow", draft)
+        else:
+            outcome = yield from act(situation)
+        latency["act"] = ms(t)
+        latency["total"] = ms(started)
+        return Decision(
+            action=outcome.action,
+            intended_action=intended,
+            text=outcome.text,
+            draft=draft,
+            violations=assessment.violations,
+            scores=assessment.scores,
+            model_id=assessment.scores.model_id,
+            attempts=outcome.attempts,
+            latency_ms=latency,
+            note=outcome.note,
+            **base,
+        )
+
+    def _failed(
+        self, policy: Policy, draft: str, error: str, base: dict[str, Any], latency: dict[str, float]
+    ) -> Decision:
+        closed = policy.settings.fail_mode == "closed"
+        intended = "block" if closed else "allow"
+        enforce = closed and not policy.settings.shadow
+        return Decision(
+            action="block" if enforce else "allow",
+            intended_action=intended,
+            text=refusal_for(policy, []) if enforce else draft,
+            draft=draft,
+            model_id=self.scorer.model_id,
+            latency_ms=latency,
+            error=error + f" (fail_mode={policy.settings.fail_mode})",
+            **base,
+        )
+
+    # ------------------------------------------------------------------ sync driver
+
+    def _score_sync(self, text: str, prompt: str | None, policy: Policy) -> ValueScores:
+        future = self._pool.submit(self.scorer.score, text, prompt)
+        try:
+            return future.result(timeout=policy.settings.scoring_timeout_s)
+        except concurrent.futures.TimeoutError:
+            raise ScoringTimeoutError(f"scoring took longer than {policy.settings.scoring_timeout_s}s") from None
+
+    def _drive(self, gen: Generator[Effect, Any, Decision], policy: Policy, llm: SyncLLM | None) -> Decision:
+        result: Any = None
+        error: BaseException | None = None
+        while True:
+            try:
+                effect = gen.throw(error) if error is not None else gen.send(result)
+            except StopIteration as stop:
+                return cast(Decision, stop.value)
+            result, error = None, None
+            try:
+                if isinstance(effect, Generate):
+                    if llm is None:
+                        raise RuntimeError("no LLM to generate with")
+                    result = llm(effect.prompt)
+                else:
+                    result = self._assess(self._score_sync(effect.text, effect.prompt, policy), policy)
+            except Exception as exc:
+                error = exc
+
+    def record(self, decision: Decision, context: dict[str, Any] | None = None) -> Decision:
+        """Append ``decision`` to the audit sink (if any) and return it."""
+        if self.audit is not None:
+            self.audit.write(decision, deployment=self.deployment, context=context or {})
+        return decision
+
+    def check(
+        self,
+        response: str,
+        prompt: str | None = None,
+        *,
+        llm: SyncLLM | None = None,
+        context: dict[str, Any] | None = None,
+        policy: Policy | str | Path | None = None,
+        record: bool = True,
+    ) -> Decision:
+        """Guard an existing ``response``. Give ``llm`` to let rewrite rules re-ask it.
+
+        ``policy`` overrides the guard's policy for this call; ``record=False`` skips the audit
+        (for intermediate checks whose final decision is recorded separately, as in streaming).
+        """
+        chosen = self.resolve_policy(policy)
+        gen = self._pipeline(chosen, prompt, response, llm is not None)
+        decision = self._drive(gen, chosen, llm)
+        return self.record(decision, context or {}) if record else decision
+
+    def generate(
+        self,
+        prompt: str,
+        llm: SyncLLM,
+        *,
+        context: dict[str, Any] | None = None,
+        policy: Policy | str | Path | None = None,
+    ) -> Decision:
+        """Ask ``llm`` for a draft, then guard it (rewrites re-ask the same ``llm``)."""
+        policy = self.resolve_policy(policy)
+        gen = self._pipeline(policy, prompt, None, True)
+        try:
+            decision = self._drive(gen, policy, llm)
+        except Exception as exc:
+            self.record(self._generation_failed(policy, prompt, exc), context or {})
+            raise
+        return self.record(decision, context or {})
+
+    def wrap(self, llm: SyncLLM) -> Callable[[str], Decision]:
+        """``llm`` (prompt -> text) as a guarded callable (prompt -> Decision)."""
+        if inspect.iscoroutinefunction(llm):
+            raise TypeError("wrap() takes a sync callable; use awrap() for async ones")
+
+        def guarded(prompt: str) -> Decision:
+            return self.generate(prompt, llm)
+
+        return guarded
+
+    def _generation_failed(self, policy: Policy, prompt: str, exc: Exception) -> Decision:
+        return Decision(
+            action="block",
+            intended_action="block",
+            text="",
+            prompt=prompt,
+            policy=policy.ref,
+            shadow=policy.settings.shadow,
+            model_id=self.scorer.model_id,
+            error=f"generation failed: {type(exc).__name__}: {exc}",
+        )
+
+    # ------------------------------------------------------------------ async driver
+
+    async def _adrive(self, gen: Generator[Effect, Any, Decision], policy: Policy, llm: Any) -> Decision:
+        result: Any = None
+        error: BaseException | None = None
+        while True:
+            try:
+                effect = gen.throw(error) if error is not None else gen.send(result)
+            except StopIteration as stop:
+                return cast(Decision, stop.value)
+            result, error = None, None
+            try:
+                if isinstance(effect, Generate):
+                    if llm is None:
+                        raise RuntimeError("no LLM to generate with")
+                    produced = llm(effect.prompt)
+                    result = await produced if inspect.isawaitable(produced) else produced
+                else:
+                    scores = await asyncio.wait_for(
+                        self.scorer.ascore(effect.text, effect.prompt), timeout=policy.settings.scoring_timeout_s
+                    )
+                    result = self._assess(scores, policy)
+            except TimeoutError:
+                error = ScoringTimeoutError(f"scoring took longer than {policy.settings.scoring_timeout_s}s")
+            except Exception as exc:
+                error = exc
+
+    async def arecord(self, decision: Decision, context: dict[str, Any] | None = None) -> Decision:
+        """Async twin of ``record``: the write happens off the event loop."""
+        if self.audit is not None:
+            await self.audit.awrite(decision, deployment=self.deployment, context=context or {})
+        return decision
+
+    async def acheck(
+        self,
+        response: str,
+        prompt: str | None = None,
+        *,
+        llm: SyncLLM | AsyncLLM | None = None,
+        context: dict[str, Any] | None = None,
+        policy: Policy | str | Path | None = None,
+        record: bool = True,
+    ) -> Decision:
+        """Async twin of ``check``: never blocks the event loop."""
+        chosen = self.resolve_policy(policy)
+        gen = self._pipeline(chosen, prompt, response, llm is not None)
+        decision = await self._adrive(gen, chosen, llm)
+        return await self.arecord(decision, context or {}) if record else decision
+
+    async def agenerate(
+        self,
+        prompt: str,
+        llm: SyncLLM | AsyncLLM,
+        *,
+        context: dict[str, Any] | None = None,
+        policy: Policy | str | Path | None = None,
+    ) -> Decision:
+        """Async twin of ``generate``; ``llm`` may be sync or async."""
+        policy = self.resolve_policy(policy)
+        gen = self._pipeline(policy, prompt, None, True)
+        try:
+            decision = await self._adrive(gen, policy, llm)
+        except Exception as exc:
+            await self.arecord(self._generation_failed(policy, prompt, exc), context or {})
+            raise
+        return await self.arecord(decision, context or {})
+
+    def awrap(self, llm: SyncLLM | AsyncLLM) -> Callable[[str], Awaitable[Decision]]:
+        """``llm`` (sync or async, prompt -> text) as an async guarded callable (prompt -> Decision)."""
+
+        async def guarded(prompt: str) -> Decision:
+            return await self.agenerate(prompt, llm)
+
+        return guarded
+
+    def close(self) -> None:
+        """Release the scoring threads and close the audit sink."""
+        self._pool.shutdown(wait=False, cancel_futures=True)
+        if self.audit is not None:
+            self.audit.close()

@@ -1,0 +1,148 @@
+"""`guardrail audit report`: a self-contained HTML page about one audit log.
+
+The deployment's value profile as a radar chart (the ten values around the Schwartz circle),
+violations per value over time, and action counts. Charts are matplotlib PNGs embedded as
+base64, so the page is one file with no network references.
+"""
+
+from __future__ import annotations
+
+import base64
+import html
+import io
+import math
+from collections import Counter
+from pathlib import Path
+from typing import Any
+
+from guardrail.audit import records, stats, verify
+from guardrail.values import CIRCUMPLEX_ANGLE, VALUE_NAMES
+
+# Circle order for the radar: SD ST HE AC PO SE CO TR BE UN (conformity and tradition share a wedge).
+CIRCLE = sorted(VALUE_NAMES, key=lambda v: (CIRCUMPLEX_ANGLE[v], v != "conformity"))
+ACTION_COLORS = {"allow": "#4c9f70", "log": "#e0b040", "rewrite": "#4a7bd0", "block": "#c8483c"}
+
+
+def _png(fig: Any) -> str:
+    buffer = io.BytesIO()
+    fig.savefig(buffer, format="png", dpi=110, bbox_inches="tight")
+    return base64.b64encode(buffer.getvalue()).decode("ascii")
+
+
+def _radar(mean: dict[str, float], opposed_share: dict[str, float]) -> str:
+    import matplotlib.pyplot as plt
+
+    angles = [2 * math.pi * i / len(CIRCLE) for i in range(len(CIRCLE))]
+    fig = plt.figure(figsize=(5.6, 5.6))
+    ax = fig.add_subplot(polar=True)
+    for values, label, color in (
+        ([mean[v] for v in CIRCLE], "mean score (-1 opposes ... +1 supports)", "#4a7bd0"),
+        ([-opposed_share[v] for v in CIRCLE], "share of responses opposing (negated)", "#c8483c"),
+    ):
+        ax.plot([*angles, angles[0]], [*values, values[0]], color=color, linewidth=2, label=label)
+        ax.fill([*angles, angles[0]], [*values, values[0]], color=color, alpha=0.12)
+    ax.set_xticks(angles)
+    ax.set_xticklabels([v.replace("_", "-") for v in CIRCLE], fontsize=9)
+    ax.set_ylim(-1, 1)
+    ax.set_yticks([-1, -0.5, 0, 0.5, 1])
+    ax.tick_params(axis="y", labelsize=7)
+    ax.set_title("Value profile (Schwartz circle)", pad=18)
+    ax.legend(loc="upper center", bbox_to_anchor=(0.5, -0.06), fontsize=8, frameon=False)
+    out = _png(fig)
+    plt.close(fig)
+    return out
+
+
+def _violations_over_time(by_window: dict[str, Counter[str]]) -> str:
+    import matplotlib.pyplot as plt
+
+    windows = sorted(by_window)
+    values = [v for v in CIRCLE if any(by_window[w][v] for w in windows)]
+    fig, ax = plt.subplots(figsize=(8, 3.6))
+    bottom = [0] * len(windows)
+    cmap = plt.get_cmap("tab10")
+    for i, value in enumerate(values):
+        counts = [by_window[w][value] for w in windows]
+        ax.bar(windows, counts, bottom=bottom, label=value.replace("_", "-"), color=cmap(i % 10))
+        bottom = [b + c for b, c in zip(bottom, counts, strict=True)]
+    ax.set_ylabel("violations")
+    ax.set_title("Violations per value over time")
+    if values:
+        ax.legend(fontsize=8, ncol=2, frameon=False)
+    else:
+        ax.text(0.5, 0.5, "no violations recorded", ha="center", va="center", transform=ax.transAxes)
+    ax.tick_params(axis="x", labelrotation=30, labelsize=8)
+    out = _png(fig)
+    plt.close(fig)
+    return out
+
+
+def _actions(by_action: dict[str, int]) -> str:
+    import matplotlib.pyplot as plt
+
+    names = [a for a in ("allow", "log", "rewrite", "block") if a in by_action]
+    fig, ax = plt.subplots(figsize=(5, 3))
+    ax.bar(names, [by_action[a] for a in names], color=[ACTION_COLORS[a] for a in names])
+    ax.set_title("Actions taken")
+    ax.set_ylabel("decisions")
+    out = _png(fig)
+    plt.close(fig)
+    return out
+
+
+def build_report(path: Path | str, window: str = "day") -> str:
+    """The HTML page for the log at ``path``."""
+    import matplotlib
+
+    matplotlib.use("Agg")
+    summary = stats(path, window)
+    check = verify(path)
+    sums: dict[str, float] = dict.fromkeys(VALUE_NAMES, 0.0)
+    opposed: Counter[str] = Counter()
+    scored = 0
+    by_window: dict[str, Counter[str]] = {}
+    from guardrail.audit import _bucket
+
+    for r in records(path):
+        bucket = by_window.setdefault(_bucket(r["ts"], window), Counter())
+        for dim in {v["dimension"] for v in r.get("violations", [])}:
+            bucket[dim] += 1
+        if r.get("scores"):
+            scored += 1
+            for v in VALUE_NAMES:
+                sums[v] += r["scores"]["scores"][v]
+                opposed[v] += r["scores"]["labels"][v] == -1
+    mean = {v: sums[v] / scored if scored else 0.0 for v in VALUE_NAMES}
+    share = {v: opposed[v] / scored if scored else 0.0 for v in VALUE_NAMES}
+
+    def table(title: str, counts: dict[str, int]) -> str:
+        rows = "".join(f"<tr><td>{html.escape(str(k))}</td><td>{n}</td></tr>" for k, n in counts.items())
+        body = rows or "<tr><td>-</td><td>0</td></tr>"
+        return f"<h3>{html.escape(title)}</h3><table><tr><th></th><th>count</th></tr>{body}</table>"
+
+    status_class = "ok" if check.exit_code == 0 else "bad"
+    return f"""<!doctype html>
+<html lang="en"><head><meta charset="utf-8"><title>guardrail audit report: {html.escape(str(path))}</title>
+<style>
+body {{ font-family: system-ui, sans-serif; margin: 2rem auto; max-width: 1000px; color: #222; }}
+.grid {{ display: flex; flex-wrap: wrap; gap: 1.5rem; align-items: flex-start; }}
+table {{ border-collapse: collapse; font-size: 0.9rem; }}
+td, th {{ padding: 0.2rem 0.8rem; border-bottom: 1px solid #ddd; }}
+.ok {{ color: #2c7a4b; }} .bad {{ color: #b3261e; }} img {{ max-width: 100%; }}
+</style></head><body>
+<h1>Audit report</h1>
+<p><b>Log:</b> {html.escape(str(path))}<br><b>Records:</b> {summary["records"]} ({summary["errors"]} with errors)<br>
+<b>Integrity:</b> <span class="{status_class}">{html.escape(check.summary())}</span></p>
+<div class="grid">
+<img alt="radar chart of the mean value scores" src="data:image/png;base64,{_radar(mean, share)}">
+<img alt="bar chart of action counts" src="data:image/png;base64,{_actions(summary["by_action"])}">
+</div>
+<img alt="violations per value over time" src="data:image/png;base64,{_violations_over_time(by_window)}">
+<div class="grid">
+{table("By action", summary["by_action"])}
+{table("By violated value", summary["by_violated_value"])}
+{table("By policy", summary["by_policy"])}
+{table("By deployment", summary["by_deployment"])}
+</div>
+</body></html>
+"""

@@ -1,0 +1,1 @@
+"""Audit sinks, one file each: ``jsonl.JsonlSink`` (default) and ``sqlite.SqliteSink``."""

@@ -1,0 +1,155 @@
+"""Audit sink on SQLite (stdlib ``sqlite3``, WAL mode): the same hash-chained records, queryable.
+
+Each record is stored as its canonical JSON (what the hash covers) plus indexed columns for
+queries (ts, deployment, policy, action, ...). Appends run in ``BEGIN IMMEDIATE`` transactions,
+so threads and processes writing one database serialize and the chain stays linear.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import secrets
+import sqlite3
+import threading
+from collections.abc import Iterator
+from pathlib import Path
+from typing import Any
+
+from guardrail.decision import Decision
+from guardrail.record import AuditRecord, Genesis, build_record, canonical_json, utc_now
+
+SCHEMA = """
+CREATE TABLE IF NOT EXISTS meta (key TEXT PRIMARY KEY, value TEXT NOT NULL);
+CREATE TABLE IF NOT EXISTS records (
+    seq INTEGER PRIMARY KEY,
+    ts TEXT NOT NULL,
+    deployment TEXT NOT NULL,
+    policy_name TEXT NOT NULL,
+    policy_version TEXT NOT NULL,
+    policy_hash TEXT NOT NULL,
+    model_id TEXT,
+    action TEXT NOT NULL,
+    intended_action TEXT NOT NULL,
+    prev_hash TEXT NOT NULL,
+    hash TEXT NOT NULL,
+    record TEXT NOT NULL
+);
+CREATE INDEX IF NOT EXISTS records_ts ON records (ts);
+CREATE INDEX IF NOT EXISTS records_action ON records (action);
+CREATE INDEX IF NOT EXISTS records_deployment ON records (deployment);
+"""
+COLUMNS = ("ts", "deployment", "action", "intended_action", "prev_hash", "hash")
+
+
+def _connect(path: Path) -> sqlite3.Connection:
+    conn = sqlite3.connect(str(path), timeout=60.0, isolation_level=None, check_same_thread=False)
+    conn.execute("PRAGMA journal_mode=WAL")
+    conn.execute("PRAGMA synchronous=NORMAL")
+    conn.executescript(SCHEMA)
+    return conn
+
+
+class SqliteSink:
+    """Hash-chained audit records in a SQLite database (``redact=True`` stores only hashes)."""
+
+    def __init__(self, path: Path | str, *, redact: bool = False) -> None:
+        self.path = Path(path)
+        self.redact = redact
+        self.path.parent.mkdir(parents=True, exist_ok=True)
+        self._conn = _connect(self.path)
+        self._lock = threading.Lock()
+        self._closed = False
+
+    def write(self, decision: Decision, *, deployment: str, context: dict[str, Any] | None = None) -> AuditRecord:
+        """Append one decision in its own transaction; returns the record written."""
+        with self._lock:
+            if self._closed:
+                raise RuntimeError(f"audit sink {self.path} is closed")
+            conn = self._conn
+            conn.execute("BEGIN IMMEDIATE")
+            try:
+                row = conn.execute("SELECT value FROM meta WHERE key = 'genesis'").fetchone()
+                if row is None:
+                    genesis = Genesis(genesis=secrets.token_hex(32), created=utc_now())
+                    conn.execute("INSERT INTO meta VALUES ('genesis', ?)", (canonical_json(genesis.model_dump()),))
+                    prev_hash, seq = genesis.genesis, 1
+                else:
+                    last = conn.execute("SELECT seq, hash FROM records ORDER BY seq DESC LIMIT 1").fetchone()
+                    if last is None:
+                        prev_hash, seq = json.loads(row[0])["genesis"], 1
+                    else:
+                        prev_hash, seq = last[1], last[0] + 1
+                record = build_record(
+                    decision, seq=seq, prev_hash=prev_hash, deployment=deployment, redact=self.redact, context=context
+                )
+                conn.execute(
+                    "INSERT INTO records VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)",
+                    (
+                        record.seq,
+                        record.ts,
+                        record.deployment,
+                        record.policy.name,
+                        record.policy.version,
+                        record.policy.hash,
+                        record.model_id,
+                        record.action,
+                        record.intended_action,
+                        record.prev_hash,
+                        record.hash,
+                        canonical_json(record.model_dump(mode="json")),
+                    ),
+                )
+                conn.execute("COMMIT")
+            except BaseException:
+                conn.execute("ROLLBACK")
+                raise
+            return record
+
+    async def awrite(
+        self, decision: Decision, *, deployment: str, context: dict[str, Any] | None = None
+    ) -> AuditRecord:
+        """``write`` in a worker thread, so the event loop never waits on the database."""
+        return await asyncio.to_thread(self.write, decision, deployment=deployment, context=context)
+
+    def close(self) -> None:
+        with self._lock:
+            if not self._closed:
+                self._closed = True
+                self._conn.close()
+
+    def __enter__(self) -> SqliteSink:
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.close()
+
+
+def read_rows(path: Path) -> Iterator[Any]:
+    """The database as ``audit.LogLine``s: the genesis, then every record in seq order."""
+    from guardrail.audit import LogLine
+
+    conn = sqlite3.connect(f"file:{path}?mode=ro", uri=True)
+    try:
+        row = conn.execute("SELECT value FROM meta WHERE key = 'genesis'").fetchone()
+        if row is not None:
+            yield LogLine(str(path), 0, json.loads(row[0]))
+        for n, (seq, *cols, text) in enumerate(
+            conn.execute(f"SELECT seq, {', '.join(COLUMNS)}, record FROM records ORDER BY rowid"), 1
+        ):
+            try:
+                data = json.loads(text)
+            except ValueError as exc:
+                yield LogLine(str(path), n, None, tampered=f"row seq {seq} holds no valid JSON ({exc})")
+                continue
+            mismatch = [c for c, v in zip(COLUMNS, cols, strict=True) if data.get(c) != v]
+            if data.get("seq") != seq:
+                mismatch.insert(0, "seq")
+            if mismatch:
+                yield LogLine(
+                    str(path), n, data, tampered=f"columns {mismatch} disagree with the hashed record (row edited)"
+                )
+                continue
+            yield LogLine(str(path), n, data)
+    finally:
+        conn.close()

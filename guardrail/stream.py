@@ -1,0 +1,145 @@
+"""Guarding a response while it streams.
+
+Semantics (what integrations promise their users):
+
+- Text is released one *checked window* at a time: chunks are held until a window (at least
+  ``min_window_chars`` new characters, ending where a sentence ends: ``.``, ``!``, ``?`` or a
+  newline) has been scored, together with everything before it and the prompt as context. A
+  non-violating stream therefore lags by at most one window. (Single short sentences are not
+  scored alone: with no context the classifier misreads them more often.)
+- When a block or rewrite rule fires on the text so far, the stream stops: nothing more of the
+  draft is released and the policy's refusal is emitted instead. The user may already have seen
+  the sentences released before the violating one; those passed the policy on their own.
+  Rewrites cannot un-send text, so in a stream a rewrite rule stops the stream like a block.
+- At the end the whole text is checked once more and exactly one decision is recorded: the one
+  that stopped the stream, or the final one. Its ``note`` says what was released.
+- Shadow policies never stop a stream; fail-open policies let it continue when scoring fails.
+"""
+
+from __future__ import annotations
+
+import re
+from pathlib import Path
+from typing import Any
+
+from guardrail.decision import Decision
+from guardrail.guard import Guard
+from guardrail.policy import Policy
+
+_BOUNDARY = re.compile(r"[.!?…][\"')\]]*\s|\n")
+STOPPING = ("block", "rewrite")
+
+
+class StreamGuard:
+    """Feed it the chunks of one response; it tells what may be shown.
+
+    >>> sg = StreamGuard(guard, prompt)
+    >>> for chunk in llm_stream:
+    ...     show(sg.feed(chunk))
+    ...     if sg.stopped: show(sg.refusal); break
+    >>> tail, decision = sg.finish()   # show(tail); decision is recorded
+    """
+
+    def __init__(
+        self,
+        guard: Guard,
+        prompt: str | None = None,
+        *,
+        policy: Policy | str | Path | None = None,
+        context: dict[str, Any] | None = None,
+        min_window_chars: int = 60,
+    ) -> None:
+        self.guard = guard
+        self.min_window_chars = min_window_chars
+        self.prompt = prompt
+        self.policy = guard.resolve_policy(policy)
+        self.context = dict(context or {})
+        self.text = ""
+        self.released = 0
+        self._checked = 0
+        self.checks = 0
+        self.stopped: Decision | None = None
+        self._finished = False
+
+    @property
+    def refusal(self) -> str:
+        """What to show instead of the rest when the stream was stopped."""
+        return self.stopped.text if self.stopped is not None else ""
+
+    def _next_boundary(self) -> int:
+        """End of the next window to check, or 0 while too little new text has ended a sentence."""
+        last = 0
+        for match in _BOUNDARY.finditer(self.text, self._checked):
+            last = match.end()
+        return last if last - self._checked >= self.min_window_chars else 0
+
+    def _apply(self, decision: Decision, upto: int) -> str:
+        self.checks += 1
+        must_stop = decision.intended_action in STOPPING or (decision.action == "block" and decision.error)
+        if must_stop and not self.policy.settings.shadow:
+            self.stopped = decision
+            return ""
+        self._checked = upto
+        out = self.text[self.released : self._checked]
+        self.released = self._checked
+        return out
+
+    def feed(self, chunk: str) -> str:
+        """Add a chunk; return the text that may now be shown ("" while holding back or stopped)."""
+        if self.stopped is not None or not chunk:
+            return ""
+        self.text += chunk
+        upto = self._next_boundary()
+        if upto <= self._checked:
+            return ""
+        decision = self.guard.check(self.text[:upto], self.prompt, policy=self.policy, record=False)
+        return self._apply(decision, upto)
+
+    async def afeed(self, chunk: str) -> str:
+        """Async twin of ``feed``."""
+        if self.stopped is not None or not chunk:
+            return ""
+        self.text += chunk
+        upto = self._next_boundary()
+        if upto <= self._checked:
+            return ""
+        decision = await self.guard.acheck(self.text[:upto], self.prompt, policy=self.policy, record=False)
+        return self._apply(decision, upto)
+
+    def _final(self, decision: Decision | None) -> tuple[str, Decision]:
+        self._finished = True
+        if self.stopped is not None:
+            note = f"stream stopped after releasing {self.released} of {len(self.text)} characters received"
+            final = self.stopped.model_copy(update={"note": note, "draft": self.text})
+            return "", final
+        assert decision is not None
+        stop = decision.intended_action in STOPPING or (decision.action == "block" and decision.error)
+        if stop and not self.policy.settings.shadow:
+            self.stopped = decision
+            note = f"stream stopped at the end after releasing {self.released} of {len(self.text)} characters"
+            return "", decision.model_copy(update={"note": note})
+        tail = self.text[self.released :]
+        self.released = len(self.text)
+        return tail, decision.model_copy(update={"note": f"streamed in full after {self.checks} window checks"})
+
+    def finish(self) -> tuple[str, Decision]:
+        """End of stream: (remaining text to show, the recorded decision).
+
+        If the stream was or is now stopped, the remaining text is "" and ``refusal`` holds what
+        to show instead.
+        """
+        decision = None
+        if self.stopped is None:
+            decision = self.guard.check(self.text or " ", self.prompt, policy=self.policy, record=False)
+        tail, final = self._final(decision)
+        self.guard.record(final, self.context)
+        return tail, final
+
+    async def afinish(self) -> tuple[str, Decision]:
+        """Async twin of ``finish``."""
+        decision = None
+        if self.stopped is None:
+            decision = await self.guard.acheck(self.text or " ", self.prompt, policy=self.policy, record=False)
+        tail, final = self._final(decision)
+        await self.guard.arecord(final, self.context)
+        return tail, final
