@@ -11,7 +11,6 @@ from __future__ import annotations
 import contextlib
 import importlib.util
 import io
-import textwrap
 import time
 from collections.abc import Callable
 from pathlib import Path
@@ -129,7 +128,7 @@ def render(decision: Decision, width: int = 100) -> str:
         lines.append(f"REWRITE  #{attempt.attempt} ({status}): {_short(attempt.text, width - 20)}")
     if decision.action != "allow":
         lines.append(f"SHOWN    {_short(decision.text, width)}")
-    return "\n".join(textwrap.shorten(line, 400) for line in lines)
+    return "\n".join(lines)
 
 
 def run_demo(audit_path: Path, policy: str | None = None, log: Callable[[str], None] = print) -> list[Decision]:
