@@ -35,12 +35,27 @@ def _radar(mean: dict[str, float], opposed_share: dict[str, float]) -> str:
     angles = [2 * math.pi * i / len(CIRCLE) for i in range(len(CIRCLE))]
     fig = plt.figure(figsize=(5.6, 5.6))
     ax = fig.add_subplot(polar=True)
-    for values, label, color in (
-        ([mean[v] for v in CIRCLE], "mean score (-1 opposes ... +1 supports)", "#4a7bd0"),
-        ([-opposed_share[v] for v in CIRCLE], "share of responses opposing (negated)", "#c8483c"),
-    ):
-        ax.plot([*angles, angles[0]], [*values, values[0]], color=color, linewidth=2, label=label)
-        ax.fill([*angles, angles[0]], [*values, values[0]], color=color, alpha=0.12)
+    mean_values = [mean[v] for v in CIRCLE]
+    ax.plot(
+        [*angles, angles[0]],
+        [*mean_values, mean_values[0]],
+        color="#4a7bd0",
+        linewidth=2,
+        label="mean score (-1 opposes, 0 unrelated, +1 supports)",
+    )
+    ax.fill([*angles, angles[0]], [*mean_values, mean_values[0]], color="#4a7bd0", alpha=0.12)
+    zero = [0.0] * (len(angles) + 1)
+    ax.plot([*angles, angles[0]], zero, color="#555555", linewidth=1, linestyle="--")
+    opposed = [(a, -opposed_share[v]) for a, v in zip(angles, CIRCLE, strict=True) if opposed_share[v] > 0]
+    if opposed:
+        ax.scatter(
+            [a for a, _ in opposed],
+            [r for _, r in opposed],
+            color="#c8483c",
+            s=40,
+            zorder=3,
+            label="share of responses opposing (drawn inward from 0)",
+        )
     ax.set_xticks(angles)
     ax.set_xticklabels([v.replace("_", "-") for v in CIRCLE], fontsize=9)
     ax.set_ylim(-1, 1)
@@ -63,7 +78,7 @@ def _violations_over_time(by_window: dict[str, Counter[str]]) -> str:
     cmap = plt.get_cmap("tab10")
     for i, value in enumerate(values):
         counts = [by_window[w][value] for w in windows]
-        ax.bar(windows, counts, bottom=bottom, label=value.replace("_", "-"), color=cmap(i % 10))
+        ax.bar(windows, counts, bottom=bottom, label=value.replace("_", "-"), color=cmap(i % 10), width=0.5)
         bottom = [b + c for b, c in zip(bottom, counts, strict=True)]
     ax.set_ylabel("violations")
     ax.set_title("Violations per value over time")
