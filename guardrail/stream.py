@@ -10,7 +10,8 @@ Semantics (what integrations promise their users):
 - When a block or rewrite rule fires on the text so far, the stream stops: nothing more of the
   draft is released and the policy's refusal is emitted instead. The user may already have seen
   the sentences released before the violating one; those passed the policy on their own.
-  Rewrites cannot un-send text, so in a stream a rewrite rule stops the stream like a block.
+  Rewrites cannot un-send text, so in a stream a rewrite rule's fallback applies at once: with
+  the default fallback (block) the stream stops; with ``fallback: log`` it goes on and is logged.
 - At the end the whole text is checked once more and exactly one decision is recorded: the one
   that stopped the stream, or the final one. Its ``note`` says what was released.
 - Shadow policies never stop a stream; fail-open policies let it continue when scoring fails.
@@ -27,7 +28,6 @@ from guardrail.guard import Guard
 from guardrail.policy import Policy
 
 _BOUNDARY = re.compile(r"[.!?…][\"')\]]*\s|\n")
-STOPPING = ("block", "rewrite")
 
 
 class StreamGuard:
@@ -75,8 +75,7 @@ class StreamGuard:
 
     def _apply(self, decision: Decision, upto: int) -> str:
         self.checks += 1
-        must_stop = decision.intended_action in STOPPING or (decision.action == "block" and decision.error)
-        if must_stop and not self.policy.settings.shadow:
+        if decision.action == "block":
             self.stopped = decision
             return ""
         self._checked = upto
@@ -113,8 +112,7 @@ class StreamGuard:
             final = self.stopped.model_copy(update={"note": note, "draft": self.text})
             return "", final
         assert decision is not None
-        stop = decision.intended_action in STOPPING or (decision.action == "block" and decision.error)
-        if stop and not self.policy.settings.shadow:
+        if decision.action == "block":
             self.stopped = decision
             note = f"stream stopped at the end after releasing {self.released} of {len(self.text)} characters"
             return "", decision.model_copy(update={"note": note})

@@ -133,3 +133,22 @@ def test_config_passes_through_and_lands_in_the_audit(guard: Guard, audit_path: 
     assert record["context"]["run_id"] == str(handler.runs["GuardRunnable"])
     assert record["context"]["tags"] == ["checkout"] and record["context"]["metadata"] == {"user_tier": "free"}
     assert record["policy"]["name"] == "creative-writing"  # the per-call override
+
+
+def test_a_rewrite_rule_with_log_fallback_lets_the_stream_finish(
+    guard: Guard, audit_path: Path, tmp_path: Path
+) -> None:
+    # A stream cannot be rewritten, so a rewrite rule's fallback applies at once: with
+    # ``fallback: log`` the text goes through and the decision is recorded as logged.
+    lenient = tmp_path / "lenient.yaml"
+    lenient.write_text(
+        "name: lenient\nrules:\n"
+        "  - {id: s, when: {opposes: security}, action: rewrite, fallback: log, reason: r}\n"
+        "  - {id: c, when: {opposes: conformity}, action: rewrite, fallback: log, reason: r}\n"
+    )
+    config: Any = {"configurable": {"guardrail_policy": str(lenient)}}
+    chunks = list(GuardRunnable(guard, llm=fake_llm(HARMFUL)).stream(HARMFUL_PROMPT, config=config))
+    assert "".join(str(c.content) for c in chunks) == HARMFUL
+    (record,) = list(records(audit_path))
+    assert record["policy"]["name"] == "lenient"
+    assert record["action"] == "log" and record["intended_action"] == "rewrite"
