@@ -13,7 +13,9 @@ from collections.abc import Iterator, Sequence
 from pathlib import Path
 from typing import IO, Any
 
-from pydantic import BaseModel, ConfigDict, ValidationError
+from pydantic import BaseModel, ConfigDict, ValidationError, field_validator
+
+from guardrail.text import normalize_text
 
 EXIT_INPUT_ERROR = 2
 
@@ -30,6 +32,12 @@ class ScoreRequest(BaseModel):
     id: str | int | None = None
     prompt: str | None = None
     response: str
+
+    @field_validator("response")
+    @classmethod
+    def _scorable(cls, value: str) -> str:
+        normalize_text(value)  # empty or invisible-only text is refused here, before any scoring
+        return value
 
 
 def _scores_json(result: Any, item_id: object = None) -> dict[str, object]:
@@ -59,7 +67,7 @@ def _read_requests(path: Path, skip_invalid: bool) -> Iterator[tuple[int, ScoreR
             except ValidationError as exc:
                 first = exc.errors()[0]
                 where = ".".join(str(p) for p in first["loc"]) or "line"
-                message = f"{path}:{lineno}: {where}: {first['msg']}"
+                message = f"{path}:{lineno}: {where}: {str(first['msg']).removeprefix('Value error, ')}"
                 if first["type"] == "json_invalid":
                     message = f"{path}:{lineno}: not valid JSON ({first['msg']})"
                 if not skip_invalid:
@@ -109,21 +117,10 @@ def cmd_score(args: argparse.Namespace) -> int:
         with tqdm(total=total, unit="line", file=sys.stderr, disable=total < 64 or args.quiet) as bar:
             for chunk in _chunks(_read_requests(input_path, args.skip_invalid), 64):
                 valid = [(n, req) for n, req in chunk if isinstance(req, ScoreRequest)]
-                results: dict[int, dict[str, object]] = {}
-                try:
-                    scored = scorer.score_batch([r.response for _, r in valid], [r.prompt for _, r in valid])
-                    for (n, r), s in zip(valid, scored, strict=True):
-                        results[n] = _scores_json(s, r.id if r.id is not None else n)
-                except InvalidTextError:
-                    for n, r in valid:  # find which lines are unscorable, one by one
-                        try:
-                            results[n] = _scores_json(
-                                scorer.score(r.response, r.prompt), r.id if r.id is not None else n
-                            )
-                        except InvalidTextError as exc:
-                            if not args.skip_invalid:
-                                raise CliError(f"{input_path}:{n}: {exc}") from None
-                            results[n] = {"id": r.id if r.id is not None else n, "line": n, "error": str(exc)}
+                scored = scorer.score_batch([r.response for _, r in valid], [r.prompt for _, r in valid])
+                results = {
+                    n: _scores_json(s, r.id if r.id is not None else n) for (n, r), s in zip(valid, scored, strict=True)
+                }
                 for n, item in chunk:
                     if isinstance(item, str):
                         results[n] = {"id": n, "line": n, "error": item}
@@ -198,7 +195,6 @@ def _load_policy_or_fail(ref: str | None) -> Any:
 def cmd_check(args: argparse.Namespace) -> int:
     from guardrail.guard import Guard
     from guardrail.sinks.jsonl import JsonlSink
-    from guardrail.text import InvalidTextError
 
     policy = _load_policy_or_fail(args.policy)
     if args.input is None and args.text is None:
@@ -229,8 +225,6 @@ def cmd_check(args: argparse.Namespace) -> int:
             if out is not sys.stdout:
                 out.close()
         return 0
-    except InvalidTextError as exc:
-        raise CliError(str(exc)) from None
     finally:
         guard.close()
 

@@ -117,7 +117,8 @@ class Guard:
         self.scorer = scorer
         self.audit = audit
         self.deployment = deployment
-        self._pool = concurrent.futures.ThreadPoolExecutor(max_workers=2, thread_name_prefix="guardrail-score")
+        # One scoring thread (scoring is serialized anyway): see LocalScorer on torch's thread pools.
+        self._pool = concurrent.futures.ThreadPoolExecutor(max_workers=1, thread_name_prefix="guardrail-score")
         self._overrides: dict[str, Policy] = {}
 
     @property

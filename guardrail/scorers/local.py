@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+import concurrent.futures
 import threading
 from collections.abc import Sequence
 from pathlib import Path
@@ -68,6 +69,9 @@ class LocalScorer:
             model = quantized  # type: ignore[assignment]
         self._model = model
         self._model_lock = threading.Lock()  # one inference at a time: 2 cores, no oversubscription
+        # Async inference runs on one dedicated thread: torch's OpenMP pool is per calling thread,
+        # and a new caller thread each time would start competing thread teams.
+        self._executor = concurrent.futures.ThreadPoolExecutor(max_workers=1, thread_name_prefix="guardrail-infer")
         self._cache_lock = threading.Lock()  # held only for dict operations, never during inference
         # cache_size=0 turns caching off (benchmarks, evaluation over many distinct texts).
         self._cache: LRUCache[tuple[str, str, str | None, str], ValueScores] | None = (
@@ -167,10 +171,10 @@ class LocalScorer:
         hit = self.cached(response, prompt)
         if hit is not None:
             return hit
-        return await asyncio.to_thread(self.score, response, prompt)
+        return await asyncio.get_running_loop().run_in_executor(self._executor, self.score, response, prompt)
 
     async def ascore_batch(
         self, responses: Sequence[str], prompts: Sequence[str | None] | None = None
     ) -> list[ValueScores]:
         """``score_batch`` in a worker thread, so the event loop keeps running."""
-        return await asyncio.to_thread(self.score_batch, responses, prompts)
+        return await asyncio.get_running_loop().run_in_executor(self._executor, self.score_batch, responses, prompts)
