@@ -83,24 +83,25 @@ class StreamGuard:
         self.released = self._checked
         return out
 
-    def feed(self, chunk: str) -> str:
-        """Add a chunk; return the text that may now be shown ("" while holding back or stopped)."""
+    def _take(self, chunk: str) -> int:
+        """Add ``chunk``; return the end of the window to check now, or 0 if none is ready."""
         if self.stopped is not None or not chunk:
-            return ""
+            return 0
         self.text += chunk
         upto = self._next_boundary()
-        if upto <= self._checked:
+        return upto if upto > self._checked else 0
+
+    def feed(self, chunk: str) -> str:
+        """Add a chunk; return the text that may now be shown ("" while holding back or stopped)."""
+        upto = self._take(chunk)
+        if not upto:
             return ""
-        decision = self.guard.check(self.text[:upto], self.prompt, policy=self.policy, record=False)
-        return self._apply(decision, upto)
+        return self._apply(self.guard.check(self.text[:upto], self.prompt, policy=self.policy, record=False), upto)
 
     async def afeed(self, chunk: str) -> str:
         """Async twin of ``feed``."""
-        if self.stopped is not None or not chunk:
-            return ""
-        self.text += chunk
-        upto = self._next_boundary()
-        if upto <= self._checked:
+        upto = self._take(chunk)
+        if not upto:
             return ""
         decision = await self.guard.acheck(self.text[:upto], self.prompt, policy=self.policy, record=False)
         return self._apply(decision, upto)
