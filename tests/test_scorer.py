@@ -67,13 +67,14 @@ def test_a_violating_passage_at_the_end_of_a_long_answer_is_not_diluted(scorer: 
     long = scorer.score(benign + " " + HARMFUL, prompt=HARMFUL_PROMPT)
     assert long.windows > 1
     worst = min(short.scores, key=lambda v: short.scores[v])
-    assert long.scores[worst] <= short.scores[worst] + 0.3
+    # The window holding the passage decides the opposition; benign windows cannot cancel it.
+    assert long.scores[worst] < 0
     assert long.probabilities[worst][0] >= 0.5 * short.probabilities[worst][0]
 
 
-@pytest.mark.parametrize(("precision", "tolerance"), [("fp32", 1e-4), ("int8", 0.05)])
+@pytest.mark.parametrize(("precision", "tolerance"), [("fp32", 1e-4), ("int8", 1e-6)])
 def test_batch_matches_single_and_keeps_order(precision: str, tolerance: float) -> None:
-    # int8 activations are quantized with one scale per batch, so batch-mates move scores slightly.
+    # int8 runs one window per forward pass: batch-mates must not move a text's scores at all.
     fresh = LocalScorer(precision=precision, cache_size=0)  # type: ignore[arg-type]
     batch = fresh.score_batch([HARMFUL, REFUSAL, "Nice weather today."], [HARMFUL_PROMPT, HARMFUL_PROMPT, None])
     for text, prompt, got in zip([HARMFUL, REFUSAL], [HARMFUL_PROMPT, HARMFUL_PROMPT], batch, strict=False):

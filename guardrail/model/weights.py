@@ -1,7 +1,8 @@
 """The shipped weights: what training adds to the packaged encoder, and how they load.
 
 Two files beside this module: ``value_heads.safetensors`` (updates to the encoder's transformer
-blocks and the ten heads; see ``network.apply_trained_weights``) and
+blocks and the ten heads, see ``network.apply_trained_weights``; activation statistics for int8,
+see ``quantize.py``) and
 ``value_heads.json`` (architecture, window plan, decision thresholds, training provenance). The
 model id is a hash of both, so every score names exactly the weights that produced it.
 """
@@ -76,6 +77,14 @@ def save_weights(directory: Path, tensors: dict[str, torch.Tensor], config: Mode
     save_file({k: v.detach().contiguous().cpu() for k, v in tensors.items()}, str(directory / WEIGHTS_FILE))
     (directory / CONFIG_FILE).write_text(json.dumps(config.model_dump(), indent=2, sort_keys=True) + "\n")
     return model_id_for((directory / WEIGHTS_FILE).read_bytes(), (directory / CONFIG_FILE).read_bytes())
+
+
+CALIBRATION_PREFIX = "calib."
+
+
+def calibration_of(tensors: dict[str, torch.Tensor]) -> dict[str, torch.Tensor]:
+    """The activation statistics shipped for int8 (``calib.<module>``), keyed by module name."""
+    return {k.removeprefix(CALIBRATION_PREFIX): v for k, v in tensors.items() if k.startswith(CALIBRATION_PREFIX)}
 
 
 class WeightsMissingError(FileNotFoundError):

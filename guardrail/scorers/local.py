@@ -21,7 +21,7 @@ from guardrail.model.network import (
     predict_proba,
 )
 from guardrail.model.quantize import quantize_int8
-from guardrail.model.weights import WEIGHTS_DIR, load_weights
+from guardrail.model.weights import WEIGHTS_DIR, calibration_of, load_weights
 from guardrail.score import ValueScores
 from guardrail.text import InvalidTextError, normalize_text
 from guardrail.values import VALUE_NAMES
@@ -37,7 +37,9 @@ class LocalScorer:
     >>> result.labels["security"]               # -1, 0 or 1
 
     Thread-safe. Results are cached (LRU, keyed by model id, prompt and response after
-    normalization); the async methods run inference in a worker thread.
+    normalization); the async methods run inference in a worker thread. ``batch_size`` is the
+    number of windows per forward pass in fp32; int8 runs one window per pass, so that a text's
+    scores never depend on what it was batched with.
     """
 
     def __init__(
@@ -55,7 +57,6 @@ class LocalScorer:
         self._model_id = model_id
         self._plan = config.window_plan
         self._thresholds = config.thresholds
-        self._batch_size = batch_size
         self._tokenizer = load_tokenizer()
 
         encoder = load_encoder(config.num_layers)
@@ -65,9 +66,14 @@ class LocalScorer:
         model.eval()
         self.precision: str = "fp32"
         if precision == "int8":
-            quantized, self.precision = quantize_int8(model)
+            quantized, self.precision = quantize_int8(model, calibration_of(tensors))
             model = quantized  # type: ignore[assignment]
         self._model = model
+        # int8 activations get one quantization scale per forward pass, so in a padded batch a
+        # text's scores would depend on its batch-mates. int8 therefore runs one window per pass:
+        # a text scores the same alone, in any batch, in the CLI and on replay (batching gained
+        # int8 only ~10% throughput here; see benchmarks/).
+        self._batch_size = batch_size if self.precision == "fp32" else 1
         self._model_lock = threading.Lock()  # one inference at a time: 2 cores, no oversubscription
         # Async inference runs on one dedicated thread: torch's OpenMP pool is per calling thread,
         # and a new caller thread each time would start competing thread teams.
@@ -108,15 +114,14 @@ class LocalScorer:
             raise
 
     def _result(self, probs: torch.Tensor, windows: int) -> ValueScores:
-        labels = self._thresholds.apply(probs.unsqueeze(0))[0]
+        label_list = self._thresholds.apply(probs.unsqueeze(0))[0].tolist()
+        rows = probs.tolist()  # one conversion instead of forty tensor reads
         scores, label_map, confidence, probabilities = {}, {}, {}, {}
-        for i, name in enumerate(VALUE_NAMES):
-            p = probs[i]
-            label = int(labels[i])
-            scores[name] = round(float(p[2] - p[0]), 6)
+        for name, label, (p_opp, p_unrel, p_sup) in zip(VALUE_NAMES, label_list, rows, strict=True):
+            scores[name] = round(p_sup - p_opp, 6)
             label_map[name] = label
-            confidence[name] = round(float(p[CLASSES.index(label)]), 6)
-            probabilities[name] = (round(float(p[0]), 6), round(float(p[1]), 6), round(float(p[2]), 6))
+            confidence[name] = round((p_opp, p_unrel, p_sup)[CLASSES.index(label)], 6)
+            probabilities[name] = (round(p_opp, 6), round(p_unrel, 6), round(p_sup, 6))
         return ValueScores(
             scores=scores,
             labels=label_map,

@@ -35,7 +35,8 @@ from guardrail.model.network import (
     predict_proba,
     quantize_delta,
 )
-from guardrail.model.weights import WEIGHTS_DIR, ModelConfig, Thresholds, save_weights
+from guardrail.model.quantize import calibrate
+from guardrail.model.weights import CALIBRATION_PREFIX, WEIGHTS_DIR, ModelConfig, Thresholds, save_weights
 from guardrail.text import WindowPlan, make_windows
 from guardrail.training.data import Example, read_fulcra, read_toxigen, split_of
 from guardrail.training.metrics import quality_metrics, tune_thresholds
@@ -120,13 +121,16 @@ def check_shipped(
     """Reload what was written, through the real scorer, and make sure it reproduces the best epoch."""
     from guardrail.scorers.local import LocalScorer
 
-    scorer = LocalScorer(precision="fp32", weights_dir=out_dir, cache_size=0)
-    results = scorer.score_batch([r for _, r in pairs], [p for p, _ in pairs])
-    pred = np.array([[s.labels[v] for v in VALUE_NAMES] for s in results])
-    got = quality_metrics(gold, pred)
+    metrics = {}
+    for precision in ("fp32", "int8"):
+        scorer = LocalScorer(precision=precision, weights_dir=out_dir, cache_size=0)
+        results = scorer.score_batch([r for _, r in pairs], [p for p, _ in pairs])
+        metrics[precision] = quality_metrics(gold, np.array([[s.labels[v] for v in VALUE_NAMES] for s in results]))
+    got, int8 = metrics["fp32"], metrics["int8"]
     log(
         f"reloaded weights: dev violation F1 {got['violation_f1']:.3f} (trained {expected['violation_f1']:.3f}), "
-        f"frequent macro F1 {got['frequent_macro_f1']:.3f} (trained {expected['frequent_macro_f1']:.3f})"
+        f"frequent macro F1 {got['frequent_macro_f1']:.3f} (trained {expected['frequent_macro_f1']:.3f}); "
+        f"int8: {int8['violation_f1']:.3f} / {int8['frequent_macro_f1']:.3f}"
     )
     if abs(got["frequent_macro_f1"] - expected["frequent_macro_f1"]) > 0.03:
         raise RuntimeError("the written weights do not reproduce the trained model; refusing to ship them")
@@ -230,6 +234,15 @@ def train(cfg: TrainConfig, log: Callable[[str], None] = print) -> dict[str, obj
 
     assert best is not None, "at least one epoch ran"
     tensors = shippable_tensors(best.state, cfg.num_layers)
+    # int8 needs the activation ranges of the best epoch's FFN down-projections (quantize.py).
+    model.load_state_dict(best.state, strict=False)
+    model.eval()
+    calib_batches = (
+        pad_batch([items[j][0] for j in range(i, min(i + 32, len(items)))], tokenizer.pad_token_id)
+        for i in range(0, len(items), 32)
+    )
+    for name, absmax in calibrate(model, calib_batches).items():
+        tensors[f"{CALIBRATION_PREFIX}{name}"] = absmax
     config = ModelConfig(
         encoder_package=ENCODER_PACKAGE,
         encoder_version=metadata.version(ENCODER_PACKAGE),
