@@ -123,3 +123,22 @@ async def test_async_scoring_does_not_block_the_event_loop(scorer: LocalScorer) 
     assert len(results) == 24 and single.model_id == scorer.model_id
     # The loop kept running while the model worked: at least a few ticks per 100 ms of scoring.
     assert ticks >= max(3, int(elapsed / 0.1))
+
+
+def test_scoring_from_any_thread_runs_torch_on_the_one_inference_thread(scorer: LocalScorer) -> None:
+    # Two OpenMP thread teams on 2 cores halve the speed of both (see inference_thread).
+    import threading
+    from concurrent.futures import ThreadPoolExecutor
+
+    from guardrail.scorers.local import inference_thread
+
+    seen: list[int] = []
+    hook = scorer.module.register_forward_pre_hook(lambda *_: seen.append(threading.get_ident()))
+    try:
+        with ThreadPoolExecutor(2) as pool:
+            from_threads = list(pool.map(lambda i: scorer.score(f"Thread answer {i} about tea."), range(4)))
+        from_main = [scorer.score(f"Thread answer {i} about tea.") for i in range(4)]
+    finally:
+        hook.remove()
+    assert set(seen) == {inference_thread()[1]} and len(seen) == 4
+    assert [r.scores for r in from_threads] == [r.scores for r in from_main]

@@ -28,6 +28,25 @@ from guardrail.values import VALUE_NAMES
 
 Precision = Literal["int8", "fp32"]
 
+_INFERENCE: tuple[concurrent.futures.ThreadPoolExecutor, int] | None = None
+_INFERENCE_LOCK = threading.Lock()
+
+
+def inference_thread() -> tuple[concurrent.futures.ThreadPoolExecutor, int]:
+    """The one thread (executor and thread id) on which every LocalScorer of this process runs torch.
+
+    torch's OpenMP thread team belongs to the calling thread, and on 2 cores two teams slow each
+    other down for good: a forward pass measured 5.5 ms on the thread that built the model and
+    10-11 ms on it once another thread had run torch work too. Loading and inference of all
+    scorers therefore share this thread; calls from any other thread hand their work to it.
+    """
+    global _INFERENCE
+    with _INFERENCE_LOCK:
+        if _INFERENCE is None:
+            executor = concurrent.futures.ThreadPoolExecutor(max_workers=1, thread_name_prefix="guardrail-infer")
+            _INFERENCE = (executor, executor.submit(threading.get_ident).result())
+        return _INFERENCE
+
 
 class LocalScorer:
     """Scores responses in value space with the shipped classifier; one forward pass per window.
@@ -59,30 +78,35 @@ class LocalScorer:
         self._thresholds = config.thresholds
         self._tokenizer = load_tokenizer()
 
-        encoder = load_encoder(config.num_layers)
-        apply_trained_weights(encoder, tensors)
-        model = ValueClassifier(encoder)
-        model.head.load_state_dict({"weight": tensors["head.weight"], "bias": tensors["head.bias"]})
-        model.eval()
-        self.precision: str = "fp32"
-        if precision == "int8":
-            quantized, self.precision = quantize_int8(model, calibration_of(tensors))
-            model = quantized  # type: ignore[assignment]
-        self._model = model
+        self._executor, self._infer_thread = inference_thread()
+        self._model, self.precision = self._executor.submit(self._build, tensors, config.num_layers, precision).result()
         # int8 activations get one quantization scale per forward pass, so in a padded batch a
         # text's scores would depend on its batch-mates. int8 therefore runs one window per pass:
         # a text scores the same alone, in any batch, in the CLI and on replay (batching gained
         # int8 only ~10% throughput here; see benchmarks/).
         self._batch_size = batch_size if self.precision == "fp32" else 1
-        self._model_lock = threading.Lock()  # one inference at a time: 2 cores, no oversubscription
-        # Async inference runs on one dedicated thread: torch's OpenMP pool is per calling thread,
-        # and a new caller thread each time would start competing thread teams.
-        self._executor = concurrent.futures.ThreadPoolExecutor(max_workers=1, thread_name_prefix="guardrail-infer")
         self._cache_lock = threading.Lock()  # held only for dict operations, never during inference
         # cache_size=0 turns caching off (benchmarks, evaluation over many distinct texts).
         self._cache: LRUCache[tuple[str, str, str | None, str], ValueScores] | None = (
             LRUCache(maxsize=cache_size) if cache_size > 0 else None
         )
+
+    @staticmethod
+    def _build(tensors: dict[str, torch.Tensor], num_layers: int, precision: Precision) -> tuple[torch.nn.Module, str]:
+        encoder = load_encoder(num_layers)
+        apply_trained_weights(encoder, tensors)
+        model = ValueClassifier(encoder)
+        model.head.load_state_dict({"weight": tensors["head.weight"], "bias": tensors["head.bias"]})
+        model.eval()
+        if precision == "int8":
+            return quantize_int8(model, calibration_of(tensors))
+        return model, "fp32"
+
+    def _infer(self, todo: list[tuple[str | None, str]]) -> tuple[torch.Tensor, list[int]]:
+        """Run the model on the inference thread (inline when already on it, as ``ascore`` is)."""
+        if threading.get_ident() == self._infer_thread:
+            return predict_proba(self._model, self._tokenizer, todo, self._plan, self._batch_size)
+        return self._executor.submit(self._infer, todo).result()
 
     @property
     def model_id(self) -> str:
@@ -153,8 +177,7 @@ class LocalScorer:
                     missing.append(i)
         if missing:
             todo = [(pairs[i][1], pairs[i][0]) for i in missing]
-            with self._model_lock:
-                probs, windows = predict_proba(self._model, self._tokenizer, todo, self._plan, self._batch_size)
+            probs, windows = self._infer(todo)
             with self._cache_lock:
                 for n, i in enumerate(missing):
                     result = self._result(probs[n], windows[n])
