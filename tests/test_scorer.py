@@ -142,3 +142,22 @@ def test_scoring_from_any_thread_runs_torch_on_the_one_inference_thread(scorer: 
         hook.remove()
     assert set(seen) == {inference_thread()[1]} and len(seen) == 4
     assert [r.scores for r in from_threads] == [r.scores for r in from_main]
+
+
+def test_a_scorer_built_before_fork_scores_in_the_child(scorer: LocalScorer) -> None:
+    # Pre-forking servers load once and fork workers; the child must not wait on the parent's thread.
+    import multiprocessing
+
+    context = multiprocessing.get_context("fork")
+    results = context.Queue()
+    text = "An answer scored first in a forked worker."
+    child = context.Process(target=lambda: results.put(scorer.score(text).scores))
+    child.start()
+    try:
+        got = results.get(timeout=60)
+    finally:
+        child.join(timeout=10)
+        if child.is_alive():
+            child.kill()
+    assert child.exitcode == 0
+    assert got == scorer.score(text).scores

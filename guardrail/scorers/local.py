@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import asyncio
 import concurrent.futures
+import os
 import threading
 from collections.abc import Sequence
 from pathlib import Path
@@ -28,7 +29,7 @@ from guardrail.values import VALUE_NAMES
 
 Precision = Literal["int8", "fp32"]
 
-_INFERENCE: tuple[concurrent.futures.ThreadPoolExecutor, int] | None = None
+_INFERENCE: tuple[concurrent.futures.ThreadPoolExecutor, int, int] | None = None  # executor, thread id, pid
 _INFERENCE_LOCK = threading.Lock()
 
 
@@ -42,10 +43,11 @@ def inference_thread() -> tuple[concurrent.futures.ThreadPoolExecutor, int]:
     """
     global _INFERENCE
     with _INFERENCE_LOCK:
-        if _INFERENCE is None:
+        # A forked child (pre-forking servers) inherits the executor but not its thread: start anew.
+        if _INFERENCE is None or _INFERENCE[2] != os.getpid():
             executor = concurrent.futures.ThreadPoolExecutor(max_workers=1, thread_name_prefix="guardrail-infer")
-            _INFERENCE = (executor, executor.submit(threading.get_ident).result())
-        return _INFERENCE
+            _INFERENCE = (executor, executor.submit(threading.get_ident).result(), os.getpid())
+        return _INFERENCE[0], _INFERENCE[1]
 
 
 class LocalScorer:
@@ -78,8 +80,8 @@ class LocalScorer:
         self._thresholds = config.thresholds
         self._tokenizer = load_tokenizer()
 
-        self._executor, self._infer_thread = inference_thread()
-        self._model, self.precision = self._executor.submit(self._build, tensors, config.num_layers, precision).result()
+        executor, _ = inference_thread()
+        self._model, self.precision = executor.submit(self._build, tensors, config.num_layers, precision).result()
         # int8 activations get one quantization scale per forward pass, so in a padded batch a
         # text's scores would depend on its batch-mates. int8 therefore runs one window per pass:
         # a text scores the same alone, in any batch, in the CLI and on replay (batching gained
@@ -104,9 +106,10 @@ class LocalScorer:
 
     def _infer(self, todo: list[tuple[str | None, str]]) -> tuple[torch.Tensor, list[int]]:
         """Run the model on the inference thread (inline when already on it, as ``ascore`` is)."""
-        if threading.get_ident() == self._infer_thread:
+        executor, thread_id = inference_thread()
+        if threading.get_ident() == thread_id:
             return predict_proba(self._model, self._tokenizer, todo, self._plan, self._batch_size)
-        return self._executor.submit(self._infer, todo).result()
+        return executor.submit(self._infer, todo).result()
 
     @property
     def model_id(self) -> str:
@@ -199,10 +202,12 @@ class LocalScorer:
         hit = self.cached(response, prompt)
         if hit is not None:
             return hit
-        return await asyncio.get_running_loop().run_in_executor(self._executor, self.score, response, prompt)
+        return await asyncio.get_running_loop().run_in_executor(inference_thread()[0], self.score, response, prompt)
 
     async def ascore_batch(
         self, responses: Sequence[str], prompts: Sequence[str | None] | None = None
     ) -> list[ValueScores]:
         """``score_batch`` in a worker thread, so the event loop keeps running."""
-        return await asyncio.get_running_loop().run_in_executor(self._executor, self.score_batch, responses, prompts)
+        return await asyncio.get_running_loop().run_in_executor(
+            inference_thread()[0], self.score_batch, responses, prompts
+        )
