@@ -69,8 +69,8 @@ def is_ffn_down(name: str) -> bool:
 def calibrate(model: nn.Module, batches: Iterable[dict[str, torch.Tensor]]) -> dict[str, torch.Tensor]:
     """Per-input-channel max |activation| of every FFN down-projection, over ``batches``.
 
-    Keys are module names in ``model``; padding positions are included (they are zeroed later by
-    the attention mask, but the layer sees them).
+    Keys are module names in ``model``. Padding positions count too: the layer sees them, even
+    though mean pooling ignores their outputs later.
     """
     stats: dict[str, torch.Tensor] = {}
 
