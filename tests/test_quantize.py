@@ -74,3 +74,21 @@ def test_weights_without_statistics_keep_the_down_projections_fp32(tmp_path: obj
     assert older.precision == "int8"
     assert count_quantized_linear(older.module) == 5 * layers
     assert not any(isinstance(m, SmoothedLinear) for m in older.module.modules())
+
+
+def test_the_lean_inference_pass_equals_transformers_forward(scorer_fp32: LocalScorer) -> None:
+    from guardrail.model.network import encode, load_tokenizer, pad_batch
+    from guardrail.text import WindowPlan, make_windows
+
+    tokenizer = load_tokenizer()
+    texts = ["Short.", "A longer answer that gets padded less, about gardening and tea. " * 4]
+    windows = [make_windows(tokenizer, t, "Any prompt?", WindowPlan())[0] for t in texts]
+    batch = pad_batch(windows, tokenizer.pad_token_id)
+    bert = scorer_fp32.module.get_submodule("encoder")
+    with torch.inference_mode():
+        reference = bert(**batch).last_hidden_state
+        lean = encode(bert, batch["input_ids"], batch["attention_mask"], batch["token_type_ids"])
+        single = encode(bert, **{k: v[1:] for k, v in batch.items()})
+    real = batch["attention_mask"].bool()  # padded positions are never pooled
+    assert torch.allclose(reference[real], lean[real], atol=1e-5)
+    assert torch.allclose(reference[1], single[0], atol=1e-5)
