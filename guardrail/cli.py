@@ -142,6 +142,7 @@ def cmd_train(args: argparse.Namespace) -> int:
             "out_dir": args.out,
             "epochs": args.epochs,
             "seed": args.seed,
+            "final_fit": args.final_fit or None,
         }.items()
         if v is not None
     }
@@ -333,6 +334,9 @@ def build_parser() -> argparse.ArgumentParser:
     train.add_argument("--out", type=Path, help="where to write the weights (default: the package's model/ folder)")
     train.add_argument("--epochs", type=int)
     train.add_argument("--seed", type=int)
+    train.add_argument(
+        "--final-fit", action="store_true", help="after choosing epochs and thresholds on dev, retrain on train + dev"
+    )
     train.set_defaults(func=cmd_train)
 
     evaluate = sub.add_parser("eval", help="measure quality on FULCRA-format data, model vs baselines")
