@@ -117,7 +117,8 @@ class Guard:
         self.scorer = scorer
         self.audit = audit
         self.deployment = deployment
-        # One scoring thread (scoring is serialized anyway): see LocalScorer on torch's thread pools.
+        # Sync scoring runs on this thread so that the policy's scoring timeout can be enforced
+        # (LocalScorer then hands the inference itself to its shared torch thread).
         self._pool = concurrent.futures.ThreadPoolExecutor(max_workers=1, thread_name_prefix="guardrail-score")
         self._overrides: dict[str, Policy] = {}
 

@@ -26,7 +26,6 @@ checks that the int8 path really produces quantized layers, so the day the API g
 
 from __future__ import annotations
 
-import copy
 import warnings
 from collections.abc import Iterable
 
@@ -121,7 +120,8 @@ def quantize_int8(
     """Return ``(model, precision)``: the int8-quantized model and "int8", or the input and "fp32".
 
     ``input_absmax`` (from ``calibrate``, shipped with the weights) lets the FFN down-projections
-    be smoothed and quantized; without it they stay fp32. ``model`` itself is not modified.
+    be smoothed and quantized; without it they stay fp32. ``model`` is converted in place: its
+    only caller discards the fp32 model, and quantizing a copy held both in memory at start-up.
     """
     try:
         from torch.ao.nn.quantized.dynamic import Linear as DynamicQuantizedLinear
@@ -161,7 +161,6 @@ def quantize_int8(
     weight = PerChannelMinMaxObserver.with_args(dtype=torch.qint8, qscheme=torch.per_channel_symmetric)
     qconfig = QConfig(activation=activation, weight=weight)  # type: ignore[no-untyped-call]
     if input_absmax:
-        model = copy.deepcopy(model)
         smooth(model, input_absmax, alpha)
     # A SmoothedLinear's inner layer is called "...output.dense.linear": keep_int8 accepts it.
     targets = {
@@ -172,7 +171,7 @@ def quantize_int8(
         warnings.simplefilter("ignore", FutureWarning)
         warnings.filterwarnings("ignore", message=".*quantize_per_(tensor|channel).*")
         quantized = quantize_dynamic(  # type: ignore[no-untyped-call]
-            model, targets, dtype=torch.qint8, mapping={nn.Linear: DynamicQuantizedLinear}, inplace=bool(input_absmax)
+            model, targets, dtype=torch.qint8, mapping={nn.Linear: DynamicQuantizedLinear}, inplace=True
         )
     return quantized, "int8"
 
