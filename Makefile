@@ -38,13 +38,15 @@ unit: $(STAMP)
 	$(BIN)/pytest -q
 
 bench: $(STAMP)
-	$(BIN)/python benchmarks/bench_scorer.py
+	$(BIN)/python -m benchmarks.bench_scorer
+	$(BIN)/python -m benchmarks.bench_guard
+	$(BIN)/python -m benchmarks.bench_proxy
 
 train: $(STAMP)
 	$(BIN)/guardrail train
 
 eval: $(STAMP)
-	$(BIN)/guardrail eval --data ../shared/data/fulcra/train.jsonl --split validation
+	$(BIN)/guardrail eval --data ../shared/data/fulcra/train.jsonl --split test
 
 clean:
 	rm -rf $(VENV) build *.egg-info .mypy_cache .ruff_cache .pytest_cache
