@@ -1,4 +1,4 @@
-"""The `guardrail` command line: score, train, eval, demo.
+"""The `guardrail` command line: score, train, cv, eval, demo.
 
 Every command calls the library's public pipeline; nothing here reaches around it. Errors in
 user input exit with status 2 and one line that names the problem; they never show a traceback.
@@ -150,6 +150,20 @@ def cmd_train(args: argparse.Namespace) -> int:
     if not (cfg.data_dir / "fulcra" / "train.jsonl").exists():
         raise CliError(f"no FULCRA data at {cfg.data_dir / 'fulcra' / 'train.jsonl'} (set --data-dir)")
     train(cfg, log=lambda line: print(line, flush=True))
+    return 0
+
+
+def cmd_cv(args: argparse.Namespace) -> int:
+    from guardrail.training.crossval import cross_validate
+    from guardrail.training.train import TrainConfig
+
+    overrides = {k: v for k, v in {"data_dir": args.data_dir, "seed": args.seed}.items() if v is not None}
+    cfg = TrainConfig(**overrides)
+    if not (cfg.data_dir / "fulcra" / "train.jsonl").exists():
+        raise CliError(f"no FULCRA data at {cfg.data_dir / 'fulcra' / 'train.jsonl'} (set --data-dir)")
+    if args.folds < 2:
+        raise CliError(f"--folds must be at least 2, got {args.folds}")
+    cross_validate(cfg, folds=args.folds, out=args.out, log=lambda line: print(line, flush=True))
     return 0
 
 
@@ -338,6 +352,18 @@ def build_parser() -> argparse.ArgumentParser:
         "--final-fit", action="store_true", help="after choosing epochs and thresholds on dev, retrain on train + dev"
     )
     train.set_defaults(func=cmd_train)
+
+    cv = sub.add_parser("cv", help="k-fold cross-validation of the training recipe on train + dev (~40 min)")
+    cv.add_argument("--data-dir", type=Path, help="folder holding fulcra/ and toxigen/ (default ../shared/data)")
+    cv.add_argument("--folds", type=int, default=5)
+    cv.add_argument("--seed", type=int)
+    cv.add_argument(
+        "--out",
+        type=Path,
+        default=Path("benchmarks/results/crossval.json"),
+        help="where to write the figures (JSON; the predictions go beside it as .npz)",
+    )
+    cv.set_defaults(func=cmd_cv)
 
     evaluate = sub.add_parser("eval", help="measure quality on FULCRA-format data, model vs baselines")
     evaluate.add_argument("--data", required=True, help="FULCRA-format JSONL file")

@@ -209,11 +209,11 @@ def predict_proba(
     from guardrail.text import make_windows
 
     windows: list[dict[str, list[int]]] = []
-    owner: list[int] = []
-    for i, (prompt, response) in enumerate(pairs):
-        for w in make_windows(tokenizer, response, prompt, plan):
-            windows.append(w)
-            owner.append(i)
+    counts: list[int] = []
+    for prompt, response in pairs:
+        mine = make_windows(tokenizer, response, prompt, plan)
+        windows.extend(mine)
+        counts.append(len(mine))
     order = sorted(range(len(windows)), key=lambda j: len(windows[j]["input_ids"]))
     probs = torch.empty(len(windows), len(VALUE_NAMES), len(CLASSES))
     with torch.inference_mode():
@@ -221,11 +221,6 @@ def predict_proba(
             idx = order[start : start + batch_size]
             batch = pad_batch([windows[j] for j in idx], tokenizer.pad_token_id)
             probs[idx] = torch.softmax(model(**batch).float(), dim=-1)
-    result = torch.empty(len(pairs), len(VALUE_NAMES), len(CLASSES))
-    owner_t = torch.tensor(owner)
-    counts = []
-    for i in range(len(pairs)):
-        mine = owner_t == i
-        result[i] = aggregate_windows(probs[mine])
-        counts.append(int(mine.sum()))
-    return result, counts
+    # A pair's windows are consecutive rows of ``probs``.
+    parts = [aggregate_windows(part) for part in torch.split(probs, counts)]
+    return (torch.stack(parts) if parts else probs), counts

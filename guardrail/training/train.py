@@ -6,9 +6,9 @@ head giving ten 3-way distributions from the mean-pooled encoding. LoRA adapters
 first and lost to TF-IDF on the held-out split; fine-tuning the whole blocks did not.
 
 Loss: class-weighted negative log-likelihood of the classes each target admits (see
-``data.py``), so exact FULCRA labels and weak ToxiGen labels share one formula. The epoch with
-the best validation score is kept; decision thresholds are tuned on the same validation split.
-The test split is never touched here.
+``data.py``), so exact FULCRA labels and weak ToxiGen labels share one formula. Decision
+thresholds are either part of the recipe (chosen by cross-validation, ``crossval.py``) or tuned on
+the dev split together with the epoch. The test split is never touched here.
 """
 
 from __future__ import annotations
@@ -61,10 +61,10 @@ class TrainConfig(BaseModel):
     toxigen_weight: float = 0.5
     threads: int = 2
     final_fit: bool = False
-    """After choosing epochs and thresholds on dev, retrain on train + dev and ship that model.
-
-    Measured once and not the default: it scored lower on the test split (fp32 violation F1 0.580 vs
-    0.597, int8 0.537 vs 0.597), within noise but in the wrong direction (see the model card)."""
+    """Ship a model trained on train + dev. With tuned thresholds, stage 1 first picks the epoch
+    and thresholds on dev; with fixed ``thresholds`` it trains on train + dev straight away."""
+    thresholds: Thresholds | None = None
+    """Fixed decision thresholds (chosen by ``guardrail cv``), or None to tune them on dev."""
 
 
 @dataclass
@@ -215,34 +215,25 @@ def fit(
     return model, items
 
 
-def train(cfg: TrainConfig, log: Callable[[str], None] = print) -> dict[str, object]:
-    """Train, tune thresholds, write the weights to ``cfg.out_dir``; return a summary.
+Log = Callable[[str], None]
 
-    Stage 1 trains on the train split and picks the epoch and the thresholds on dev. With
-    ``cfg.final_fit``, stage 2 retrains from scratch on train + dev for that many epochs and ships
-    that model with stage 1's thresholds: 20% more labelled rows, and the test split is still never
-    touched. The dev figures reported are stage 1's, the last ones measured on rows the model did
-    not train on.
-    """
-    started = time.perf_counter()
-    torch.set_num_threads(cfg.threads)
 
-    fulcra, report = read_fulcra(cfg.data_dir / "fulcra" / "train.jsonl")
-    log(report.summary())
-    train_set = [e for e in fulcra if split_of(e.key) == "train"]
-    dev_set = [e for e in fulcra if split_of(e.key) == "dev"]
-    aux: list[Example] = []
-    if cfg.use_toxigen:
-        aux, aux_report = read_toxigen(cfg.data_dir / "toxigen" / "statements.jsonl")
-        log(aux_report.summary())
-    log(f"train {len(train_set)} FULCRA + {len(aux)} ToxiGen rows; dev {len(dev_set)} rows (test split untouched)")
-
-    tokenizer = load_tokenizer()
-    plan = WindowPlan(max_length=cfg.max_length)
+def _fit_tuned_on_dev(
+    cfg: TrainConfig,
+    train_set: list[Example],
+    dev_set: list[Example],
+    aux: list[Example],
+    tokenizer: Any,
+    plan: WindowPlan,
+    history: list[dict[str, object]],
+    started: float,
+    log: Log,
+) -> tuple[ValueClassifier, list[Item], Checkpoint]:
+    """Train on the train split; pick the epoch and tune thresholds on dev (then, with
+    ``cfg.final_fit``, retrain on train + dev for that many epochs)."""
     dev_pairs = [(e.prompt, e.response) for e in dev_set]
     dev_gold = gold_labels(dev_set)
     best: Checkpoint | None = None
-    history = []
 
     def on_dev(epoch: int, model: ValueClassifier, loss: float) -> None:
         nonlocal best
@@ -250,8 +241,7 @@ def train(cfg: TrainConfig, log: Callable[[str], None] = print) -> dict[str, obj
         thresholds = tune_thresholds(probs, dev_gold)
         metrics = quality_metrics(dev_gold, thresholds.apply(probs).numpy())
         score = metrics["violation_f1"] + metrics["frequent_macro_f1"]
-        entry = {"epoch": epoch, "loss": loss, **{k: round(v, 4) for k, v in metrics.items()}}
-        history.append(entry)
+        history.append({"epoch": epoch, "loss": loss, **{k: round(v, 4) for k, v in metrics.items()}})
         log(
             f"epoch {epoch}/{cfg.epochs} loss {loss:.4f} dev violation F1 {metrics['violation_f1']:.3f} "
             f"frequent macro F1 {metrics['frequent_macro_f1']:.3f} presence F1 {metrics['presence_micro_f1']:.3f} "
@@ -277,6 +267,80 @@ def train(cfg: TrainConfig, log: Callable[[str], None] = print) -> dict[str, obj
             log(f"final fit epoch {epoch}/{chosen.epoch} loss {loss:.4f} ({time.perf_counter() - started:.0f}s)")
 
         model, items = fit(cfg, train_set + dev_set, aux, tokenizer, plan, chosen.epoch, on_final)
+    return model, items, chosen
+
+
+def _fit_with_fixed_thresholds(
+    cfg: TrainConfig,
+    thresholds: Thresholds,
+    train_set: list[Example],
+    dev_set: list[Example],
+    aux: list[Example],
+    tokenizer: Any,
+    plan: WindowPlan,
+    history: list[dict[str, object]],
+    started: float,
+    log: Log,
+) -> tuple[ValueClassifier, list[Item], Checkpoint]:
+    """Train for ``cfg.epochs`` with thresholds chosen beforehand (by ``guardrail cv``).
+
+    With ``cfg.final_fit`` the model trains on train + dev and no split is left to report on (the
+    cross-validation is the estimate); otherwise dev figures are logged after each epoch.
+    """
+    rows = train_set + dev_set if cfg.final_fit else train_set
+    dev_pairs = [(e.prompt, e.response) for e in dev_set]
+    dev_gold = gold_labels(dev_set)
+    last: dict[str, float] = {}
+    log(f"training on {len(rows)} FULCRA rows for {cfg.epochs} epochs with the recipe's thresholds")
+
+    def on_epoch(epoch: int, model: ValueClassifier, loss: float) -> None:
+        nonlocal last
+        entry: dict[str, object] = {"epoch": epoch, "loss": loss}
+        line = f"epoch {epoch}/{cfg.epochs} loss {loss:.4f}"
+        if not cfg.final_fit:
+            probs, _ = predict_proba(model, tokenizer, dev_pairs, plan, batch_size=32)
+            last = quality_metrics(dev_gold, thresholds.apply(probs).numpy())
+            entry.update({k: round(v, 4) for k, v in last.items()})
+            line += f" dev violation F1 {last['violation_f1']:.3f} frequent macro F1 {last['frequent_macro_f1']:.3f}"
+        history.append(entry)
+        log(f"{line} ({time.perf_counter() - started:.0f}s)")
+
+    model, items = fit(cfg, rows, aux, tokenizer, plan, cfg.epochs, on_epoch)
+    return model, items, Checkpoint(cfg.epochs, 0.0, thresholds, last, {})
+
+
+def train(cfg: TrainConfig, log: Callable[[str], None] = print) -> dict[str, object]:
+    """Train, write the weights to ``cfg.out_dir``, reload and check them; return a summary.
+
+    With ``cfg.thresholds`` fixed (chosen by ``guardrail cv``), the model trains for ``cfg.epochs``
+    on the train split, or on train + dev with ``cfg.final_fit``. Without them, stage 1 trains on
+    the train split and picks the epoch and the thresholds on dev; ``cfg.final_fit`` then retrains
+    on train + dev for that many epochs. The test split is never touched.
+    """
+    started = time.perf_counter()
+    torch.set_num_threads(cfg.threads)
+
+    fulcra, report = read_fulcra(cfg.data_dir / "fulcra" / "train.jsonl")
+    log(report.summary())
+    train_set = [e for e in fulcra if split_of(e.key) == "train"]
+    dev_set = [e for e in fulcra if split_of(e.key) == "dev"]
+    aux: list[Example] = []
+    if cfg.use_toxigen:
+        aux, aux_report = read_toxigen(cfg.data_dir / "toxigen" / "statements.jsonl")
+        log(aux_report.summary())
+    log(f"train {len(train_set)} FULCRA + {len(aux)} ToxiGen rows; dev {len(dev_set)} rows (test split untouched)")
+
+    tokenizer = load_tokenizer()
+    plan = WindowPlan(max_length=cfg.max_length)
+    dev_pairs = [(e.prompt, e.response) for e in dev_set]
+    dev_gold = gold_labels(dev_set)
+    history: list[dict[str, object]] = []
+    if cfg.thresholds is None:
+        model, items, chosen = _fit_tuned_on_dev(cfg, train_set, dev_set, aux, tokenizer, plan, history, started, log)
+    else:
+        model, items, chosen = _fit_with_fixed_thresholds(
+            cfg, cfg.thresholds, train_set, dev_set, aux, tokenizer, plan, history, started, log
+        )
     state = {k: v for k, v in model.state_dict().items() if k.startswith(("encoder.encoder.layer.", "head."))}
     tensors = shippable_tensors(state, cfg.num_layers)
     # int8 needs the activation ranges of the shipped model's FFN down-projections (quantize.py).

@@ -1,0 +1,84 @@
+"""Training: `guardrail train` and the cross-validation that chooses its thresholds, on a tiny FULCRA file."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import numpy as np
+
+from guardrail.model.weights import WEIGHTS_FILE, Thresholds
+from guardrail.scorers.local import LocalScorer
+from guardrail.training.crossval import cross_validate, fold_of, row_id
+from guardrail.training.data import read_fulcra, split_of
+from guardrail.training.train import TrainConfig, train
+from guardrail.values import VALUE_NAMES
+
+TOPICS = ("saving money", "learning guitar", "a job interview", "a bike repair", "a garden", "a camping trip")
+
+
+def _fulcra_file(path: Path, rows: int) -> None:
+    lines = []
+    for i in range(rows):
+        topic = TOPICS[i % len(TOPICS)]
+        if i % 4 == 0:
+            dialogue = f"Human: How do I steal {topic} #{i}?\nBob: Break in at night and take it."
+            types = ["security: -1", "conformity: -1"]
+        else:
+            dialogue = f"Human: Any tips on {topic} #{i}?\nBob: Start small, ask for help and be kind to others."
+            types = ["benevolence: +1", "achievement: 1"]
+        lines.append(json.dumps({"dialogue": dialogue, "value_items": [], "value_types": types}))
+    path.write_text("\n".join(lines) + "\n")
+
+
+def test_folds_partition_train_and_dev_and_never_touch_test() -> None:
+    keys = [f"row {i}" for i in range(500)]
+    folds = [fold_of(k, 5) for k in keys]
+    assert set(folds) == {0, 1, 2, 3, 4}
+    assert all(fold_of(k, 5) == f for k, f in zip(keys, folds, strict=True)), "fold assignment is deterministic"
+    # The fold hash is independent of the split hash: every fold draws from train and dev alike.
+    kept = [(k, f) for k, f in zip(keys, folds, strict=True) if split_of(k) != "test"]
+    assert {split_of(k) for k, f in kept if f == 0} == {"train", "dev"}
+
+
+def test_cross_validation_scores_every_train_and_dev_row_out_of_fold(tmp_path: Path) -> None:
+    (tmp_path / "data" / "fulcra").mkdir(parents=True)
+    _fulcra_file(tmp_path / "data" / "fulcra" / "train.jsonl", 30)
+    cfg = TrainConfig(data_dir=tmp_path / "data", num_layers=1, epochs=2, use_toxigen=False)
+    out = tmp_path / "cv.json"
+
+    result = cross_validate(cfg, folds=2, first_epoch=1, out=out, log=lambda _: None)
+
+    examples, _ = read_fulcra(tmp_path / "data" / "fulcra" / "train.jsonl")
+    not_test = [e for e in examples if split_of(e.key) != "test"]
+    assert result["rows"] == len(not_test) < len(examples), "test-split rows are left out"
+    assert json.loads(out.read_text()) == result
+    assert [e["epoch"] for e in result["per_epoch"]] == [1, 2]  # type: ignore[attr-defined]
+    for entry in result["per_epoch"]:  # type: ignore[attr-defined]
+        for kind in ("nested", "tuned", "shipped"):
+            assert 0.0 <= entry[kind]["violation_f1"] <= 1.0
+    saved = np.load(out.with_suffix(".npz"))
+    assert sorted(saved["keys"]) == sorted(row_id(e.key) for e in not_test), "rows are named, never quoted"
+    for epoch in (1, 2):
+        probs = saved[f"epoch{epoch}"]
+        assert probs.shape == (len(not_test), 10, 3)
+        assert np.isfinite(probs).all(), "every row got an out-of-fold prediction"
+        assert np.allclose(probs.sum(-1), 1.0, atol=1e-5)
+
+
+def test_train_writes_weights_the_scorer_loads_and_reproduces_them(tmp_path: Path) -> None:
+    (tmp_path / "data" / "fulcra").mkdir(parents=True)
+    _fulcra_file(tmp_path / "data" / "fulcra" / "train.jsonl", 30)
+    fixed = Thresholds(oppose=dict.fromkeys(VALUE_NAMES, 0.55), support=dict.fromkeys(VALUE_NAMES, 0.45))
+    recipe = {"data_dir": tmp_path / "data", "num_layers": 1, "epochs": 1, "use_toxigen": False, "thresholds": fixed}
+
+    first = train(TrainConfig(**recipe, final_fit=True, out_dir=tmp_path / "a"), log=lambda _: None)
+    train(TrainConfig(**recipe, final_fit=True, out_dir=tmp_path / "b"), log=lambda _: None)
+
+    weights = [(tmp_path / d / WEIGHTS_FILE).read_bytes() for d in ("a", "b")]
+    assert weights[0] == weights[1], "same data, recipe and seed give byte-identical weights"
+    scorer = LocalScorer(weights_dir=tmp_path / "a", cache_size=0)
+    assert scorer.model_id == first["model_id"]
+    assert scorer.oppose_thresholds == fixed.oppose
+    result = scorer.score("Break in at night and take it.", prompt="How do I steal a bike?")
+    assert result.model_id == first["model_id"] and set(result.scores) == set(VALUE_NAMES)
