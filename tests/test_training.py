@@ -73,10 +73,11 @@ def test_train_writes_weights_the_scorer_loads_and_reproduces_them(tmp_path: Pat
     recipe = {"data_dir": tmp_path / "data", "num_layers": 1, "epochs": 1, "use_toxigen": False, "thresholds": fixed}
 
     first = train(TrainConfig(**recipe, final_fit=True, out_dir=tmp_path / "a"), log=lambda _: None)
-    train(TrainConfig(**recipe, final_fit=True, out_dir=tmp_path / "b"), log=lambda _: None)
+    again = train(TrainConfig(**recipe, final_fit=True, out_dir=tmp_path / "b"), log=lambda _: None)
 
     weights = [(tmp_path / d / WEIGHTS_FILE).read_bytes() for d in ("a", "b")]
     assert weights[0] == weights[1], "same data, recipe and seed give byte-identical weights"
+    assert first["model_id"] == again["model_id"], "the model id names the model, not the training run"
     scorer = LocalScorer(weights_dir=tmp_path / "a", cache_size=0)
     assert scorer.model_id == first["model_id"]
     assert scorer.oppose_thresholds == fixed.oppose

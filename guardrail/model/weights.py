@@ -63,9 +63,12 @@ class ModelConfig(BaseModel):
         return WindowPlan(self.window_max_length, self.window_prompt_tokens, self.window_overlap)
 
 
-def model_id_for(weights_bytes: bytes, config_bytes: bytes) -> str:
-    """A short content hash naming one set of shipped weights."""
-    digest = hashlib.sha256(weights_bytes + b"\0" + config_bytes).hexdigest()
+def model_id_for(weights_bytes: bytes, config: ModelConfig) -> str:
+    """A short content hash naming one model: the weights file plus everything in the config that
+    changes a score (architecture, window plan, thresholds). The training provenance (timings,
+    per-epoch history) is left out, so a rerun of `guardrail train` reproduces the id itself."""
+    scoring = json.dumps(config.model_dump(mode="json", exclude={"training"}), sort_keys=True).encode()
+    digest = hashlib.sha256(weights_bytes + b"\0" + scoring).hexdigest()
     return f"minilm-values-{digest[:12]}"
 
 
@@ -76,7 +79,7 @@ def save_weights(directory: Path, tensors: dict[str, torch.Tensor], config: Mode
     directory.mkdir(parents=True, exist_ok=True)
     save_file({k: v.detach().contiguous().cpu() for k, v in tensors.items()}, str(directory / WEIGHTS_FILE))
     (directory / CONFIG_FILE).write_text(json.dumps(config.model_dump(), indent=2, sort_keys=True) + "\n")
-    return model_id_for((directory / WEIGHTS_FILE).read_bytes(), (directory / CONFIG_FILE).read_bytes())
+    return model_id_for((directory / WEIGHTS_FILE).read_bytes(), config)
 
 
 CALIBRATION_PREFIX = "calib."
@@ -101,6 +104,5 @@ def load_weights(directory: Path = WEIGHTS_DIR) -> tuple[dict[str, torch.Tensor]
             f"no trained value heads in {directory} (expected {WEIGHTS_FILE} and {CONFIG_FILE}); "
             "run `guardrail train` to produce them"
         )
-    config_bytes = cpath.read_bytes()
-    config = ModelConfig.model_validate_json(config_bytes)
-    return load_file(str(wpath)), config, model_id_for(wpath.read_bytes(), config_bytes)
+    config = ModelConfig.model_validate_json(cpath.read_bytes())
+    return load_file(str(wpath)), config, model_id_for(wpath.read_bytes(), config)

@@ -359,7 +359,7 @@ def train(cfg: TrainConfig, log: Callable[[str], None] = print) -> dict[str, obj
         window_overlap=plan.overlap,
         thresholds=chosen.thresholds,
         training={
-            "recipe": json.loads(cfg.model_dump_json()),
+            "recipe": json.loads(cfg.model_dump_json(exclude={"out_dir"})),
             "best_epoch": chosen.epoch,
             "dev_metrics": {k: round(v, 4) for k, v in chosen.metrics.items()},
             "history": history,
