@@ -11,7 +11,9 @@ Reported per epoch, on the pooled out-of-fold predictions:
   out-of-fold predictions, so no row helps choose its own threshold (the honest estimate);
 - ``tuned``: thresholds tuned on all out-of-fold predictions (the thresholds a final model would
   ship with; its figures are slightly optimistic);
-- ``shipped``: the thresholds of the shipped model, for comparison.
+- ``shipped``: the thresholds of the shipped model, for comparison;
+- ``violation_average_precision``: how well the top P(oppose) ranks violating rows first, with no
+  threshold at all.
 """
 
 from __future__ import annotations
@@ -24,6 +26,7 @@ from pathlib import Path
 
 import numpy as np
 import torch
+from sklearn.metrics import average_precision_score
 
 from guardrail.model.network import ValueClassifier, load_tokenizer, predict_proba
 from guardrail.model.weights import WEIGHTS_DIR, load_weights
@@ -95,6 +98,7 @@ def cross_validate(
         # Rows are named by a hash of their dialogue: the predictions file carries no data text.
         arrays.update(gold=gold, fold=fold, keys=np.array([row_id(e.key) for e in rows]))
         np.savez_compressed(out.with_suffix(".npz"), **arrays)  # type: ignore[arg-type]
+        log(f"wrote the out-of-fold predictions to {out.with_suffix('.npz')}")
     return summarize(oof, gold, fold, cfg, report.summary(), started, out, log)
 
 
@@ -119,8 +123,11 @@ def summarize(
             others, mine = fold != k, fold == k
             thresholds = tune_thresholds(probs[torch.from_numpy(others)], gold[others])
             nested_pred[mine] = thresholds.apply(probs[torch.from_numpy(mine)]).numpy()
+        # Threshold-free: how well P(oppose) of the most-opposed value ranks violating rows first.
+        ap = average_precision_score((gold == -1).any(1), probs[..., 0].amax(1).numpy())
         entry: dict[str, object] = {
             "epoch": epoch,
+            "violation_average_precision": round(float(ap), 4),
             "nested": _rounded(quality_metrics(gold, nested_pred)),
             "tuned": _rounded(quality_metrics(gold, tuned.apply(probs).numpy())),
             "shipped": _rounded(quality_metrics(gold, shipped_config.thresholds.apply(probs).numpy())),
@@ -133,13 +140,13 @@ def summarize(
             f"tuned {entry['tuned']['violation_f1']:.3f} / {entry['tuned']['frequent_macro_f1']:.3f}, "  # type: ignore[index]
             f"shipped thresholds {entry['shipped']['violation_f1']:.3f} / "  # type: ignore[index]
             f"{entry['shipped']['frequent_macro_f1']:.3f}; tuned oppose threshold "  # type: ignore[index]
-            f"{tuned.oppose['security']:.2f}"
+            f"{tuned.oppose['security']:.2f}; violation average precision {ap:.3f}"
         )
     result: dict[str, object] = {
         "folds": folds,
         "rows": len(gold),
         "violations": int((gold == -1).any(1).sum()),
-        "recipe": json.loads(cfg.model_dump_json()),
+        "recipe": json.loads(cfg.model_dump_json(exclude={"out_dir"})),
         "shipped_model": shipped_id,
         "data": data_summary,
         "per_epoch": per_epoch,
@@ -147,5 +154,5 @@ def summarize(
     }
     if out is not None:
         out.write_text(json.dumps(result, indent=2) + "\n")
-        log(f"wrote {out} and {out.with_suffix('.npz')}")
+        log(f"wrote {out}")
     return result

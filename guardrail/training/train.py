@@ -65,6 +65,10 @@ class TrainConfig(BaseModel):
     and thresholds on dev; with fixed ``thresholds`` it trains on train + dev straight away."""
     thresholds: Thresholds | None = None
     """Fixed decision thresholds (chosen by ``guardrail cv``), or None to tune them on dev."""
+    violation_weight: float = 0.0
+    """Weight of an extra loss on "opposes any value": binary cross-entropy of the noisy-OR of the
+    ten P(oppose) against whether the row opposes a value (rows whose oppose targets are all
+    known). 0 turns it off."""
 
 
 @dataclass
@@ -142,6 +146,23 @@ def check_shipped(
         raise RuntimeError("the written weights do not reproduce the trained model; refusing to ship them")
 
 
+def violation_loss(log_probs: torch.Tensor, masks: torch.Tensor, sample_w: torch.Tensor) -> torch.Tensor:
+    """BCE of P(opposes any value) = 1 - prod(1 - P_i(oppose)) against the gold "violates".
+
+    A row violates when some value admits only "oppose"; it does not when no value admits
+    "oppose". Rows in between (weak labels that leave opposition open) are left out.
+    """
+    only_oppose = masks[..., 0] & ~masks[..., 1] & ~masks[..., 2]
+    violates = only_oppose.any(-1)
+    known = violates | ~masks[..., 0].any(-1)
+    # log P(no value opposed) = sum_i log(1 - P_i(oppose)), computed stably from log-probabilities.
+    log_clean = torch.log1p(-log_probs[..., 0].exp().clamp(max=1 - 1e-6)).sum(-1)
+    log_violate = torch.log1p(-log_clean.exp().clamp(max=1 - 1e-6))
+    nll = -torch.where(violates, log_violate, log_clean)
+    w = sample_w * known.float()
+    return (w * nll).sum() / w.sum().clamp(min=1.0)
+
+
 Item = tuple[dict[str, list[int]], Example, float]  # first window, example, sample weight
 
 
@@ -204,6 +225,8 @@ def fit(
             w = torch.where(exact, (weights.unsqueeze(0) * masks.float()).sum(-1), torch.ones_like(admitted))
             w = w * (masks.sum(-1) < 3).float() * sample_w.unsqueeze(1)
             loss = -(w * admitted).sum() / w.sum().clamp(min=1.0)
+            if cfg.violation_weight > 0:
+                loss = loss + cfg.violation_weight * violation_loss(log_probs, masks, sample_w)
             optimizer.zero_grad()
             loss.backward()  # type: ignore[no-untyped-call]
             torch.nn.utils.clip_grad_norm_(model.parameters(), 1.0)
