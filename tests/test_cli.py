@@ -106,3 +106,13 @@ def test_policy_commands(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> 
     assert code == 0 and json.loads(out)["title"] == "guardrail value policy"
     code, out, _ = run(["policy", "list"], capsys)
     assert code == 0 and "creative-writing" in out
+
+
+def test_train_and_cv_name_a_missing_data_folder(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    for command in (["train", "--out", str(tmp_path / "w")], ["cv", "--out", str(tmp_path / "cv.json")]):
+        code, _, err = run([*command, "--data-dir", str(tmp_path / "nowhere")], capsys)
+        assert code == 2 and f"{tmp_path / 'nowhere' / 'fulcra' / 'train.jsonl'}" in err
+    (tmp_path / "data" / "fulcra").mkdir(parents=True)
+    (tmp_path / "data" / "fulcra" / "train.jsonl").write_text("")
+    code, _, err = run(["cv", "--data-dir", str(tmp_path / "data"), "--folds", "1"], capsys)
+    assert code == 2 and "--folds must be at least 2" in err

@@ -65,6 +65,8 @@ class TrainConfig(BaseModel):
     and thresholds on dev; with fixed ``thresholds`` it trains on train + dev straight away."""
     thresholds: Thresholds | None = None
     """Fixed decision thresholds (chosen by ``guardrail cv``), or None to tune them on dev."""
+    ema_decay: float = 0.0
+    """Evaluate and ship an exponential moving average of the weights (decay per step); 0 = off."""
     violation_weight: float = 0.0
     """Weight of an extra loss on "opposes any value": binary cross-entropy of the noisy-OR of the
     ten P(oppose) against whether the row opposes a value (rows whose oppose targets are all
@@ -208,6 +210,8 @@ def fit(
         optimizer, lambda s: min((s + 1) / warmup, max(0.0, (total_steps - s) / (total_steps - warmup)))
     )
     rng = random.Random(cfg.seed)
+    trainable = [p for p in model.parameters() if p.requires_grad]
+    average = [p.detach().clone() for p in trainable] if cfg.ema_decay > 0 else []
     for epoch in range(1, epochs + 1):
         model.train()
         # Length-bucketed shuffling: sort by length, cut into batches, shuffle the batches.
@@ -232,10 +236,26 @@ def fit(
             torch.nn.utils.clip_grad_norm_(model.parameters(), 1.0)
             optimizer.step()
             scheduler.step()
+            if average:
+                with torch.no_grad():
+                    for avg, param in zip(average, trainable, strict=True):
+                        avg.lerp_(param, 1.0 - cfg.ema_decay)
             epoch_loss += float(loss.detach()) * len(idx)
         model.eval()
+        live = [p.detach().clone() for p in trainable] if average else []
+        _load(trainable, average)  # evaluate (and, after the last epoch, ship) the averaged weights
         after_epoch(epoch, model, epoch_loss / len(items))
+        if epoch < epochs:
+            _load(trainable, live)
     return model, items
+
+
+def _load(params: list[torch.nn.Parameter], values: list[torch.Tensor]) -> None:
+    if not values:
+        return
+    with torch.no_grad():
+        for param, value in zip(params, values, strict=True):
+            param.copy_(value)
 
 
 Log = Callable[[str], None]
