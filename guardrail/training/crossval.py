@@ -31,6 +31,7 @@ from sklearn.metrics import average_precision_score
 from guardrail.model.network import ValueClassifier, load_tokenizer, predict_proba
 from guardrail.model.weights import WEIGHTS_DIR, load_weights
 from guardrail.text import WindowPlan
+from guardrail.training.baselines import tfidf_logreg
 from guardrail.training.data import Example, read_fulcra, read_toxigen, split_of
 from guardrail.training.metrics import quality_metrics, tune_thresholds
 from guardrail.training.train import TrainConfig, fit, gold_labels
@@ -99,7 +100,18 @@ def cross_validate(
         arrays.update(gold=gold, fold=fold, keys=np.array([row_id(e.key) for e in rows]))
         np.savez_compressed(out.with_suffix(".npz"), **arrays)  # type: ignore[arg-type]
         log(f"wrote the out-of-fold predictions to {out.with_suffix('.npz')}")
-    return summarize(oof, gold, fold, cfg, report.summary(), started, out, log)
+    baseline = tfidf_out_of_fold(rows, fold)
+    return summarize(oof, gold, fold, cfg, report.summary(), started, out, log, baseline)
+
+
+def tfidf_out_of_fold(rows: list[Example], fold: np.ndarray) -> np.ndarray:
+    """The TF-IDF + logistic regression baseline's labels for every row, from the same folds."""
+    labels = np.zeros((len(rows), 10), dtype=int)
+    for k in range(int(fold.max()) + 1):
+        held = np.flatnonzero(fold == k)
+        fit_rows = [rows[i] for i in np.flatnonzero(fold != k)]
+        labels[held] = tfidf_logreg(fit_rows, [rows[i] for i in held])
+    return labels
 
 
 def summarize(
@@ -111,8 +123,10 @@ def summarize(
     started: float,
     out: Path | None,
     log: Callable[[str], None] = print,
+    baseline: np.ndarray | None = None,
 ) -> dict[str, object]:
-    """Metrics of pooled out-of-fold predictions, per epoch (see the module docstring)."""
+    """Metrics of pooled out-of-fold predictions, per epoch (see the module docstring), and of
+    the ``baseline``'s out-of-fold labels when given."""
     folds = int(fold.max()) + 1
     _, shipped_config, shipped_id = load_weights(WEIGHTS_DIR)
     per_epoch: list[dict[str, object]] = []
@@ -152,6 +166,12 @@ def summarize(
         "per_epoch": per_epoch,
         "seconds": round(time.perf_counter() - started, 1),
     }
+    if baseline is not None:
+        result["tfidf_logreg"] = _rounded(quality_metrics(gold, baseline))
+        log(
+            f"TF-IDF + logistic regression, same folds: violation F1 {result['tfidf_logreg']['violation_f1']:.3f} / "  # type: ignore[index]
+            f"frequent macro F1 {result['tfidf_logreg']['frequent_macro_f1']:.3f}"  # type: ignore[index]
+        )
     if out is not None:
         out.write_text(json.dumps(result, indent=2) + "\n")
         log(f"wrote {out}")
