@@ -7,7 +7,7 @@ from pathlib import Path
 
 import numpy as np
 
-from guardrail.model.weights import WEIGHTS_FILE, Thresholds
+from guardrail.model.weights import WEIGHTS_FILE, Thresholds, load_weights
 from guardrail.scorers.local import LocalScorer
 from guardrail.training.crossval import cross_validate, fold_of, row_id
 from guardrail.training.data import read_fulcra, split_of
@@ -83,3 +83,16 @@ def test_train_writes_weights_the_scorer_loads_and_reproduces_them(tmp_path: Pat
     assert scorer.oppose_thresholds == fixed.oppose
     result = scorer.score("Break in at night and take it.", prompt="How do I steal a bike?")
     assert result.model_id == first["model_id"] and set(result.scores) == set(VALUE_NAMES)
+
+
+def test_train_without_fixed_thresholds_tunes_them_on_dev(tmp_path: Path) -> None:
+    (tmp_path / "data" / "fulcra").mkdir(parents=True)
+    _fulcra_file(tmp_path / "data" / "fulcra" / "train.jsonl", 30)
+    cfg = TrainConfig(data_dir=tmp_path / "data", out_dir=tmp_path / "w", num_layers=1, epochs=2, use_toxigen=False)
+
+    result = train(cfg, log=lambda _: None)
+
+    _, config, model_id = load_weights(tmp_path / "w")
+    assert model_id == result["model_id"] and config.training["best_epoch"] in (1, 2)
+    assert [entry["epoch"] for entry in config.training["history"]] == [1, 2]  # type: ignore[attr-defined]
+    assert all(0.3 <= t <= 0.7 for t in config.thresholds.oppose.values()), "tuned within the search grid"

@@ -261,19 +261,26 @@ def _load(params: list[torch.nn.Parameter], values: list[torch.Tensor]) -> None:
 Log = Callable[[str], None]
 
 
-def _fit_tuned_on_dev(
-    cfg: TrainConfig,
-    train_set: list[Example],
-    dev_set: list[Example],
-    aux: list[Example],
-    tokenizer: Any,
-    plan: WindowPlan,
-    history: list[dict[str, object]],
-    started: float,
-    log: Log,
-) -> tuple[ValueClassifier, list[Item], Checkpoint]:
+@dataclass
+class Run:
+    """What both ways of training share: recipe, data, tokenizer and window plan, and the log."""
+
+    cfg: TrainConfig
+    train_set: list[Example]
+    dev_set: list[Example]
+    aux: list[Example]
+    tokenizer: Any
+    plan: WindowPlan
+    history: list[dict[str, object]]
+    started: float
+    log: Log
+
+
+def _fit_tuned_on_dev(run: Run) -> tuple[ValueClassifier, list[Item], Checkpoint]:
     """Train on the train split; pick the epoch and tune thresholds on dev (then, with
     ``cfg.final_fit``, retrain on train + dev for that many epochs)."""
+    cfg, tokenizer, plan, log, started = run.cfg, run.tokenizer, run.plan, run.log, run.started
+    train_set, dev_set, aux = run.train_set, run.dev_set, run.aux
     dev_pairs = [(e.prompt, e.response) for e in dev_set]
     dev_gold = gold_labels(dev_set)
     best: Checkpoint | None = None
@@ -284,7 +291,7 @@ def _fit_tuned_on_dev(
         thresholds = tune_thresholds(probs, dev_gold)
         metrics = quality_metrics(dev_gold, thresholds.apply(probs).numpy())
         score = metrics["violation_f1"] + metrics["frequent_macro_f1"]
-        history.append({"epoch": epoch, "loss": loss, **{k: round(v, 4) for k, v in metrics.items()}})
+        run.history.append({"epoch": epoch, "loss": loss, **{k: round(v, 4) for k, v in metrics.items()}})
         log(
             f"epoch {epoch}/{cfg.epochs} loss {loss:.4f} dev violation F1 {metrics['violation_f1']:.3f} "
             f"frequent macro F1 {metrics['frequent_macro_f1']:.3f} presence F1 {metrics['presence_micro_f1']:.3f} "
@@ -313,23 +320,14 @@ def _fit_tuned_on_dev(
     return model, items, chosen
 
 
-def _fit_with_fixed_thresholds(
-    cfg: TrainConfig,
-    thresholds: Thresholds,
-    train_set: list[Example],
-    dev_set: list[Example],
-    aux: list[Example],
-    tokenizer: Any,
-    plan: WindowPlan,
-    history: list[dict[str, object]],
-    started: float,
-    log: Log,
-) -> tuple[ValueClassifier, list[Item], Checkpoint]:
+def _fit_with_fixed_thresholds(run: Run, thresholds: Thresholds) -> tuple[ValueClassifier, list[Item], Checkpoint]:
     """Train for ``cfg.epochs`` with thresholds chosen beforehand (by ``guardrail cv``).
 
     With ``cfg.final_fit`` the model trains on train + dev and no split is left to report on (the
     cross-validation is the estimate); otherwise dev figures are logged after each epoch.
     """
+    cfg, tokenizer, plan, log, started = run.cfg, run.tokenizer, run.plan, run.log, run.started
+    train_set, dev_set, aux = run.train_set, run.dev_set, run.aux
     rows = train_set + dev_set if cfg.final_fit else train_set
     dev_pairs = [(e.prompt, e.response) for e in dev_set]
     dev_gold = gold_labels(dev_set)
@@ -345,7 +343,7 @@ def _fit_with_fixed_thresholds(
             last = quality_metrics(dev_gold, thresholds.apply(probs).numpy())
             entry.update({k: round(v, 4) for k, v in last.items()})
             line += f" dev violation F1 {last['violation_f1']:.3f} frequent macro F1 {last['frequent_macro_f1']:.3f}"
-        history.append(entry)
+        run.history.append(entry)
         log(f"{line} ({time.perf_counter() - started:.0f}s)")
 
     model, items = fit(cfg, rows, aux, tokenizer, plan, cfg.epochs, on_epoch)
@@ -378,12 +376,11 @@ def train(cfg: TrainConfig, log: Callable[[str], None] = print) -> dict[str, obj
     dev_pairs = [(e.prompt, e.response) for e in dev_set]
     dev_gold = gold_labels(dev_set)
     history: list[dict[str, object]] = []
+    run = Run(cfg, train_set, dev_set, aux, tokenizer, plan, history, started, log)
     if cfg.thresholds is None:
-        model, items, chosen = _fit_tuned_on_dev(cfg, train_set, dev_set, aux, tokenizer, plan, history, started, log)
+        model, items, chosen = _fit_tuned_on_dev(run)
     else:
-        model, items, chosen = _fit_with_fixed_thresholds(
-            cfg, cfg.thresholds, train_set, dev_set, aux, tokenizer, plan, history, started, log
-        )
+        model, items, chosen = _fit_with_fixed_thresholds(run, cfg.thresholds)
     state = {k: v for k, v in model.state_dict().items() if k.startswith(("encoder.encoder.layer.", "head."))}
     tensors = shippable_tensors(state, cfg.num_layers)
     # int8 needs the activation ranges of the shipped model's FFN down-projections (quantize.py).
