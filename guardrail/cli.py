@@ -132,35 +132,30 @@ def cmd_score(args: argparse.Namespace) -> int:
     return 0
 
 
-def cmd_train(args: argparse.Namespace) -> int:
-    from guardrail.training.train import TrainConfig, train
+def _recipe(**overrides: object) -> Any:
+    """The training recipe with the options the user gave (None = not given), its data checked."""
+    from guardrail.training.train import TrainConfig
 
-    overrides = {
-        k: v
-        for k, v in {
-            "data_dir": args.data_dir,
-            "out_dir": args.out,
-            "epochs": args.epochs,
-            "seed": args.seed,
-            "final_fit": args.final_fit or None,
-        }.items()
-        if v is not None
-    }
-    cfg = TrainConfig(**overrides)
+    cfg = TrainConfig(**{k: v for k, v in overrides.items() if v is not None})
     if not (cfg.data_dir / "fulcra" / "train.jsonl").exists():
         raise CliError(f"no FULCRA data at {cfg.data_dir / 'fulcra' / 'train.jsonl'} (set --data-dir)")
+    return cfg
+
+
+def cmd_train(args: argparse.Namespace) -> int:
+    from guardrail.training.train import train
+
+    cfg = _recipe(
+        data_dir=args.data_dir, out_dir=args.out, epochs=args.epochs, seed=args.seed, final_fit=args.final_fit or None
+    )
     train(cfg, log=lambda line: print(line, flush=True))
     return 0
 
 
 def cmd_cv(args: argparse.Namespace) -> int:
     from guardrail.training.crossval import cross_validate
-    from guardrail.training.train import TrainConfig
 
-    overrides = {k: v for k, v in {"data_dir": args.data_dir, "seed": args.seed}.items() if v is not None}
-    cfg = TrainConfig(**overrides)
-    if not (cfg.data_dir / "fulcra" / "train.jsonl").exists():
-        raise CliError(f"no FULCRA data at {cfg.data_dir / 'fulcra' / 'train.jsonl'} (set --data-dir)")
+    cfg = _recipe(data_dir=args.data_dir, seed=args.seed)
     if args.folds < 2:
         raise CliError(f"--folds must be at least 2, got {args.folds}")
     cross_validate(cfg, folds=args.folds, out=args.out, log=lambda line: print(line, flush=True))
