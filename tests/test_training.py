@@ -2,16 +2,21 @@
 
 from __future__ import annotations
 
+import dataclasses
 import json
 from pathlib import Path
 
 import numpy as np
+import torch
 
+from guardrail.model.network import aggregate_windows, load_tokenizer
 from guardrail.model.weights import WEIGHTS_FILE, Thresholds, load_weights
 from guardrail.scorers.local import LocalScorer
-from guardrail.training.crossval import cross_validate, fold_of, row_id
+from guardrail.text import WindowPlan
+from guardrail.training.crossval import ENSEMBLE_WEIGHTS, _rounded, cross_validate, fold_of, row_id
 from guardrail.training.data import read_fulcra, split_of
-from guardrail.training.train import TrainConfig, train
+from guardrail.training.metrics import quality_metrics
+from guardrail.training.train import TrainConfig, fit, row_log_probs, train
 from guardrail.values import VALUE_NAMES
 
 TOPICS = ("saving money", "learning guitar", "a job interview", "a bike repair", "a garden", "a camping trip")
@@ -57,6 +62,9 @@ def test_cross_validation_scores_every_train_and_dev_row_out_of_fold(tmp_path: P
     for entry in result["per_epoch"]:  # type: ignore[attr-defined]
         for kind in ("nested", "tuned", "shipped"):
             assert 0.0 <= entry[kind]["violation_f1"] <= 1.0
+        mixes = entry["ensemble_with_tfidf"]
+        assert set(mixes) == {f"tfidf_weight_{w}" for w in ENSEMBLE_WEIGHTS}
+        assert all(0.0 <= m["frequent_macro_f1"] <= 1.0 for m in mixes.values())
     saved = np.load(out.with_suffix(".npz"))
     assert sorted(saved["keys"]) == sorted(row_id(e.key) for e in not_test), "rows are named, never quoted"
     for epoch in (1, 2):
@@ -64,6 +72,10 @@ def test_cross_validation_scores_every_train_and_dev_row_out_of_fold(tmp_path: P
         assert probs.shape == (len(not_test), 10, 3)
         assert np.isfinite(probs).all(), "every row got an out-of-fold prediction"
         assert np.allclose(probs.sum(-1), 1.0, atol=1e-5)
+    tfidf = saved["tfidf"]
+    assert tfidf.shape == (len(not_test), 10, 3) and np.allclose(tfidf.sum(-1), 1.0)
+    # The baseline's labels are its most probable class.
+    assert result["tfidf_logreg"] == _rounded(quality_metrics(saved["gold"], tfidf.argmax(2) - 1))
 
 
 def test_train_writes_weights_the_scorer_loads_and_reproduces_them(tmp_path: Path) -> None:
@@ -96,3 +108,37 @@ def test_train_without_fixed_thresholds_tunes_them_on_dev(tmp_path: Path) -> Non
     assert model_id == result["model_id"] and config.training["best_epoch"] in (1, 2)
     assert [entry["epoch"] for entry in config.training["history"]] == [1, 2]  # type: ignore[attr-defined]
     assert all(0.3 <= t <= 0.7 for t in config.thresholds.oppose.values()), "tuned within the search grid"
+
+
+def test_row_log_probs_combine_a_rows_windows_as_inference_does() -> None:
+    torch.manual_seed(0)
+    logits = torch.randn(4, 10, 3, requires_grad=True)  # row 0: one window; row 1: three windows
+    out = row_log_probs(logits, [1, 3])
+
+    assert torch.allclose(out[0], torch.log_softmax(logits[0], dim=-1))
+    assert torch.allclose(out[1].exp(), aggregate_windows(torch.softmax(logits[1:], dim=-1)), atol=1e-6)
+    # Multiple-instance learning: the window that opposes a value most is the one the loss moves.
+    strongest = int(torch.softmax(logits[1:], dim=-1)[:, 0, 0].argmax()) + 1
+    out[1, 0, 0].backward()  # type: ignore[no-untyped-call]
+    assert logits.grad is not None
+    moved = logits.grad[:, 0].abs().sum(-1)
+    assert moved[strongest] > 0 and all(moved[j] == 0 for j in (1, 2, 3) if j != strongest)
+
+
+def test_all_windows_training_sees_every_window_of_a_long_response(tmp_path: Path) -> None:
+    (tmp_path / "data" / "fulcra").mkdir(parents=True)
+    _fulcra_file(tmp_path / "data" / "fulcra" / "train.jsonl", 12)
+    rows, _ = read_fulcra(tmp_path / "data" / "fulcra" / "train.jsonl")
+    long = dataclasses.replace(rows[0], response="Break in at night and take what you want. " * 60)
+    tokenizer, plan = load_tokenizer(), WindowPlan(max_length=128)
+    losses: dict[bool, float] = {}
+    for all_windows in (False, True):
+        cfg = TrainConfig(num_layers=1, epochs=1, use_toxigen=False, all_windows=all_windows)
+
+        def note(_epoch: int, _model: object, loss: float, key: bool = all_windows) -> None:
+            losses[key] = loss
+
+        _, items = fit(cfg, [long, *rows[1:]], [], tokenizer, plan, 1, note)
+        assert len(items[0][0]) == (7 if all_windows else 1), "the long response's windows trained on"
+        assert all(len(windows) == 1 for windows, _, _ in items[1:])
+    assert np.isfinite(list(losses.values())).all() and losses[True] != losses[False]

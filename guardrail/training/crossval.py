@@ -31,7 +31,7 @@ from sklearn.metrics import average_precision_score
 from guardrail.model.network import ValueClassifier, load_tokenizer, predict_proba
 from guardrail.model.weights import WEIGHTS_DIR, load_weights
 from guardrail.text import WindowPlan
-from guardrail.training.baselines import tfidf_logreg
+from guardrail.training.baselines import tfidf_proba
 from guardrail.training.data import Example, read_fulcra, read_toxigen, split_of
 from guardrail.training.metrics import quality_metrics, tune_thresholds
 from guardrail.training.train import TrainConfig, fit, gold_labels
@@ -93,25 +93,58 @@ def cross_validate(
 
         fit(cfg, [rows[i] for i in np.flatnonzero(fold != k)], aux, tokenizer, plan, cfg.epochs, on_epoch)
 
+    baseline = tfidf_out_of_fold(rows, fold)
     if out is not None:  # the raw predictions first: the analysis below can be redone from them
         out.parent.mkdir(parents=True, exist_ok=True)
         arrays = {f"epoch{e}": oof[e].numpy() for e in epochs}
         # Rows are named by a hash of their dialogue: the predictions file carries no data text.
-        arrays.update(gold=gold, fold=fold, keys=np.array([row_id(e.key) for e in rows]))
+        arrays.update(gold=gold, fold=fold, tfidf=baseline, keys=np.array([row_id(e.key) for e in rows]))
         np.savez_compressed(out.with_suffix(".npz"), **arrays)  # type: ignore[arg-type]
         log(f"wrote the out-of-fold predictions to {out.with_suffix('.npz')}")
-    baseline = tfidf_out_of_fold(rows, fold)
     return summarize(oof, gold, fold, cfg, report.summary(), started, out, log, baseline)
 
 
 def tfidf_out_of_fold(rows: list[Example], fold: np.ndarray) -> np.ndarray:
-    """The TF-IDF + logistic regression baseline's labels for every row, from the same folds."""
-    labels = np.zeros((len(rows), 10), dtype=int)
+    """The TF-IDF + logistic regression baseline's class probabilities (N, 10, 3) for every row,
+    from the same folds."""
+    probs = np.zeros((len(rows), 10, 3))
     for k in range(int(fold.max()) + 1):
         held = np.flatnonzero(fold == k)
         fit_rows = [rows[i] for i in np.flatnonzero(fold != k)]
-        labels[held] = tfidf_logreg(fit_rows, [rows[i] for i in held])
-    return labels
+        probs[held] = tfidf_proba(fit_rows, [rows[i] for i in held])
+    return probs
+
+
+ENSEMBLE_WEIGHTS = (0.2, 0.35, 0.5)
+
+
+def _nested(probs: torch.Tensor, gold: np.ndarray, fold: np.ndarray) -> np.ndarray:
+    """Labels for every row from thresholds tuned on the other folds' predictions."""
+    pred = np.zeros_like(gold)
+    for k in range(int(fold.max()) + 1):
+        others, mine = fold != k, fold == k
+        thresholds = tune_thresholds(probs[torch.from_numpy(others)], gold[others])
+        pred[mine] = thresholds.apply(probs[torch.from_numpy(mine)]).numpy()
+    return pred
+
+
+def _violation_ap(probs: torch.Tensor, gold: np.ndarray) -> float:
+    """Threshold-free: how well P(oppose) of the most-opposed value ranks violating rows first."""
+    return float(average_precision_score((gold == -1).any(1), probs[..., 0].amax(1).numpy()))
+
+
+def ensemble_figures(
+    probs: torch.Tensor, baseline: np.ndarray, gold: np.ndarray, fold: np.ndarray
+) -> dict[str, object]:
+    """Mix the model's and the TF-IDF baseline's out-of-fold probabilities,
+    ``(1 - w) * model + w * tfidf``, and score each mix with nested thresholds."""
+    figures: dict[str, object] = {}
+    for w in ENSEMBLE_WEIGHTS:
+        mixed = (1 - w) * probs + w * torch.from_numpy(baseline).float()
+        entry = _rounded(quality_metrics(gold, _nested(mixed, gold, fold)))
+        entry["violation_average_precision"] = round(_violation_ap(mixed, gold), 4)
+        figures[f"tfidf_weight_{w}"] = entry
+    return figures
 
 
 def summarize(
@@ -126,27 +159,29 @@ def summarize(
     baseline: np.ndarray | None = None,
 ) -> dict[str, object]:
     """Metrics of pooled out-of-fold predictions, per epoch (see the module docstring), and of
-    the ``baseline``'s out-of-fold labels when given."""
+    the ``baseline``'s out-of-fold probabilities (N, 10, 3) when given: alone, and mixed with the
+    model's (``ensemble_with_tfidf``)."""
     folds = int(fold.max()) + 1
     _, shipped_config, shipped_id = load_weights(WEIGHTS_DIR)
     per_epoch: list[dict[str, object]] = []
     for epoch, probs in sorted(oof.items()):
         tuned = tune_thresholds(probs, gold)
-        nested_pred = np.zeros_like(gold)
-        for k in range(folds):
-            others, mine = fold != k, fold == k
-            thresholds = tune_thresholds(probs[torch.from_numpy(others)], gold[others])
-            nested_pred[mine] = thresholds.apply(probs[torch.from_numpy(mine)]).numpy()
-        # Threshold-free: how well P(oppose) of the most-opposed value ranks violating rows first.
-        ap = average_precision_score((gold == -1).any(1), probs[..., 0].amax(1).numpy())
+        ap = _violation_ap(probs, gold)
         entry: dict[str, object] = {
             "epoch": epoch,
-            "violation_average_precision": round(float(ap), 4),
-            "nested": _rounded(quality_metrics(gold, nested_pred)),
+            "violation_average_precision": round(ap, 4),
+            "nested": _rounded(quality_metrics(gold, _nested(probs, gold, fold))),
             "tuned": _rounded(quality_metrics(gold, tuned.apply(probs).numpy())),
             "shipped": _rounded(quality_metrics(gold, shipped_config.thresholds.apply(probs).numpy())),
             "tuned_thresholds": json.loads(tuned.model_dump_json()),
         }
+        if baseline is not None:
+            entry["ensemble_with_tfidf"] = mixes = ensemble_figures(probs, baseline, gold, fold)
+            for name, figures in mixes.items():
+                log(
+                    f"  {name}: nested {figures['violation_f1']:.3f} / {figures['frequent_macro_f1']:.3f}, "  # type: ignore[index]
+                    f"violation average precision {figures['violation_average_precision']:.3f}"  # type: ignore[index]
+                )
         per_epoch.append(entry)
         log(
             f"epoch {epoch}: violation F1 / frequent macro F1 nested "
@@ -167,7 +202,7 @@ def summarize(
         "seconds": round(time.perf_counter() - started, 1),
     }
     if baseline is not None:
-        result["tfidf_logreg"] = _rounded(quality_metrics(gold, baseline))
+        result["tfidf_logreg"] = _rounded(quality_metrics(gold, baseline.argmax(2) - 1))
         log(
             f"TF-IDF + logistic regression, same folds: violation F1 {result['tfidf_logreg']['violation_f1']:.3f} / "  # type: ignore[index]
             f"frequent macro F1 {result['tfidf_logreg']['frequent_macro_f1']:.3f}"  # type: ignore[index]

@@ -30,6 +30,7 @@ from pydantic import BaseModel
 from guardrail.model.network import (
     ENCODER_PACKAGE,
     ValueClassifier,
+    aggregate_windows,
     load_encoder,
     load_tokenizer,
     pad_batch,
@@ -67,6 +68,9 @@ class TrainConfig(BaseModel):
     """Fixed decision thresholds (chosen by ``guardrail cv``), or None to tune them on dev."""
     ema_decay: float = 0.0
     """Evaluate and ship an exponential moving average of the weights (decay per step); 0 = off."""
+    all_windows: bool = False
+    """Train on every window of a long response, aggregated as at inference (the strongest
+    opposition of any window wins), instead of its first window only."""
     violation_weight: float = 0.0
     """Weight of an extra loss on "opposes any value": binary cross-entropy of the noisy-OR of the
     ten P(oppose) against whether the row opposes a value (rows whose oppose targets are all
@@ -165,7 +169,24 @@ def violation_loss(log_probs: torch.Tensor, masks: torch.Tensor, sample_w: torch
     return (w * nll).sum() / w.sum().clamp(min=1.0)
 
 
-Item = tuple[dict[str, list[int]], Example, float]  # first window, example, sample weight
+Item = tuple[list[dict[str, list[int]]], Example, float]  # windows trained on, example, sample weight
+
+
+def row_log_probs(logits: torch.Tensor, counts: list[int]) -> torch.Tensor:
+    """Per-row log class probabilities (B, 10, 3) from the logits of the rows' windows.
+
+    A row with one window gets its log-softmax; a row with several gets the log of the
+    windows' probabilities combined as inference combines them (``aggregate_windows``).
+    """
+    if all(c == 1 for c in counts):
+        return torch.log_softmax(logits, dim=-1)
+    rows = []
+    for part in torch.split(logits, counts):
+        if len(part) == 1:
+            rows.append(torch.log_softmax(part[0], dim=-1))
+        else:
+            rows.append(aggregate_windows(torch.softmax(part, dim=-1)).clamp(min=1e-7).log())
+    return torch.stack(rows)
 
 
 def fit(
@@ -189,10 +210,12 @@ def fit(
         param.requires_grad = name.startswith("encoder.layer.")
     model = ValueClassifier(encoder)
 
-    # Training sees the first window of each response (the label describes the whole response;
-    # later windows may not contain what earned it). Inference aggregates over all windows.
-    items: list[Item] = [(make_windows(tokenizer, e.response, e.prompt, plan)[0], e, 1.0) for e in rows]
-    items += [(make_windows(tokenizer, e.response, None, plan)[0], e, cfg.toxigen_weight) for e in aux]
+    # By default training sees the first window of each response; inference aggregates over all
+    # windows. With ``all_windows`` training aggregates the same way (multiple-instance learning:
+    # the label describes the whole response, and a later window may hold what earned it).
+    keep = slice(None) if cfg.all_windows else slice(1)
+    items: list[Item] = [(make_windows(tokenizer, e.response, e.prompt, plan)[keep], e, 1.0) for e in rows]
+    items += [(make_windows(tokenizer, e.response, None, plan)[keep], e, cfg.toxigen_weight) for e in aux]
     weights = class_weights(rows)
 
     block_params = [p for p in encoder.parameters() if p.requires_grad]
@@ -207,7 +230,7 @@ def fit(
     total_steps = steps_per_epoch * cfg.epochs
     warmup = max(1, int(0.06 * total_steps))
     scheduler = torch.optim.lr_scheduler.LambdaLR(
-        optimizer, lambda s: min((s + 1) / warmup, max(0.0, (total_steps - s) / (total_steps - warmup)))
+        optimizer, lambda s: min((s + 1) / warmup, max(0.0, (total_steps - s) / max(1, total_steps - warmup)))
     )
     rng = random.Random(cfg.seed)
     trainable = [p for p in model.parameters() if p.requires_grad]
@@ -215,15 +238,15 @@ def fit(
     for epoch in range(1, epochs + 1):
         model.train()
         # Length-bucketed shuffling: sort by length, cut into batches, shuffle the batches.
-        order = sorted(range(len(items)), key=lambda j: len(items[j][0]["input_ids"]) + rng.random() * 8)
+        order = sorted(range(len(items)), key=lambda j: _tokens(items[j]) + rng.random() * 8)
         batches = [order[i : i + cfg.batch_size] for i in range(0, len(order), cfg.batch_size)]
         rng.shuffle(batches)
         epoch_loss = 0.0
         for idx in batches:
-            batch = pad_batch([items[j][0] for j in idx], tokenizer.pad_token_id)
+            batch = pad_batch([w for j in idx for w in items[j][0]], tokenizer.pad_token_id)
             masks = torch.tensor([items[j][1].targets for j in idx], dtype=torch.bool)  # (B, 10, 3)
             sample_w = torch.tensor([items[j][2] for j in idx])
-            log_probs = torch.log_softmax(model(**batch), dim=-1)
+            log_probs = row_log_probs(model(**batch), [len(items[j][0]) for j in idx])
             admitted = torch.logsumexp(log_probs.masked_fill(~masks, -1e4), dim=-1)  # (B, 10)
             exact = masks.sum(-1) == 1
             w = torch.where(exact, (weights.unsqueeze(0) * masks.float()).sum(-1), torch.ones_like(admitted))
@@ -248,6 +271,10 @@ def fit(
         if epoch < epochs:
             _load(trainable, live)
     return model, items
+
+
+def _tokens(item: Item) -> int:
+    return sum(len(w["input_ids"]) for w in item[0])
 
 
 def _load(params: list[torch.nn.Parameter], values: list[torch.Tensor]) -> None:
@@ -385,7 +412,7 @@ def train(cfg: TrainConfig, log: Callable[[str], None] = print) -> dict[str, obj
     tensors = shippable_tensors(state, cfg.num_layers)
     # int8 needs the activation ranges of the shipped model's FFN down-projections (quantize.py).
     calib_batches = (
-        pad_batch([items[j][0] for j in range(i, min(i + 32, len(items)))], tokenizer.pad_token_id)
+        pad_batch([items[j][0][0] for j in range(i, min(i + 32, len(items)))], tokenizer.pad_token_id)
         for i in range(0, len(items), 32)
     )
     for name, absmax in calibrate(model, calib_batches).items():
