@@ -175,13 +175,6 @@ def summarize(
             "shipped": _rounded(quality_metrics(gold, shipped_config.thresholds.apply(probs).numpy())),
             "tuned_thresholds": json.loads(tuned.model_dump_json()),
         }
-        if baseline is not None:
-            entry["ensemble_with_tfidf"] = mixes = ensemble_figures(probs, baseline, gold, fold)
-            for name, figures in mixes.items():
-                log(
-                    f"  {name}: nested {figures['violation_f1']:.3f} / {figures['frequent_macro_f1']:.3f}, "  # type: ignore[index]
-                    f"violation average precision {figures['violation_average_precision']:.3f}"  # type: ignore[index]
-                )
         per_epoch.append(entry)
         log(
             f"epoch {epoch}: violation F1 / frequent macro F1 nested "
@@ -191,6 +184,13 @@ def summarize(
             f"{entry['shipped']['frequent_macro_f1']:.3f}; tuned oppose threshold "  # type: ignore[index]
             f"{tuned.oppose['security']:.2f}; violation average precision {ap:.3f}"
         )
+        if baseline is not None:
+            entry["ensemble_with_tfidf"] = mixes = ensemble_figures(probs, baseline, gold, fold)
+            for name, figures in mixes.items():
+                log(
+                    f"  {name}: nested {figures['violation_f1']:.3f} / {figures['frequent_macro_f1']:.3f}, "  # type: ignore[index]
+                    f"violation average precision {figures['violation_average_precision']:.3f}"  # type: ignore[index]
+                )
     result: dict[str, object] = {
         "folds": folds,
         "rows": len(gold),
