@@ -2,11 +2,20 @@
 
 from __future__ import annotations
 
+from typing import Any
+
 import torch
 from torch import nn
 
 from guardrail import LocalScorer
-from guardrail.model.quantize import SmoothedLinear, calibrate, count_quantized_linear, is_ffn_down, smooth
+from guardrail.model.quantize import (
+    SmoothedLinear,
+    calibrate,
+    count_quantized_linear,
+    fuse_qkv,
+    is_ffn_down,
+    smooth,
+)
 from guardrail.model.weights import WEIGHTS_DIR, calibration_of, load_weights
 
 
@@ -54,8 +63,8 @@ def test_shipped_statistics_put_every_encoder_linear_in_int8(scorer: LocalScorer
     tensors, config, _ = load_weights(WEIGHTS_DIR)
     stats = calibration_of(tensors)
     assert len(stats) == config.num_layers, "training ships one statistics vector per FFN down-projection"
-    # 6 linear layers per BERT block (query, key, value, attention output, intermediate, output).
-    assert count_quantized_linear(scorer.module) == 6 * config.num_layers
+    # 4 linear layers per BERT block: query-key-value (fused), attention output, intermediate, output.
+    assert count_quantized_linear(scorer.module) == 4 * config.num_layers
     assert sum(isinstance(m, SmoothedLinear) for m in scorer.module.modules()) == config.num_layers
 
 
@@ -72,7 +81,7 @@ def test_weights_without_statistics_keep_the_down_projections_fp32(tmp_path: obj
     older = LocalScorer(weights_dir=folder / "w", cache_size=0)
     layers = load_weights(WEIGHTS_DIR)[1].num_layers
     assert older.precision == "int8"
-    assert count_quantized_linear(older.module) == 5 * layers
+    assert count_quantized_linear(older.module) == 3 * layers
     assert not any(isinstance(m, SmoothedLinear) for m in older.module.modules())
 
 
@@ -92,3 +101,22 @@ def test_the_lean_inference_pass_equals_transformers_forward(scorer_fp32: LocalS
     real = batch["attention_mask"].bool()  # padded positions are never pooled
     assert torch.allclose(reference[real], lean[real], atol=1e-5)
     assert torch.allclose(reference[1], single[0], atol=1e-5)
+
+
+def test_fused_query_key_value_compute_what_the_three_projections_did(scorer_fp32: LocalScorer) -> None:
+    import copy
+
+    from guardrail.model.network import encode, load_tokenizer, pad_batch
+    from guardrail.text import WindowPlan, make_windows
+
+    tokenizer = load_tokenizer()
+    window = make_windows(tokenizer, "Lock the door and keep your keys safe. " * 5, "Any tips?", WindowPlan())[0]
+    batch = pad_batch([window], tokenizer.pad_token_id)
+    bert = scorer_fp32.module.get_submodule("encoder")
+    fused = copy.deepcopy(bert)
+    blocks: Any = fused.get_submodule("encoder.layer")
+    assert fuse_qkv(fused) == len(blocks)
+    attention: Any = blocks[0].attention.self
+    assert not hasattr(attention, "query") and attention.qkv.out_features == 3 * attention.qkv.in_features
+    with torch.inference_mode():
+        assert torch.allclose(encode(bert, **batch), encode(fused, **batch), atol=1e-5)

@@ -94,10 +94,13 @@ def encode(
     mask = None if bool(attention_mask.all()) else attention_mask[:, None, None, :].bool()
     for layer in getattr(bert, "encoder").layer:  # noqa: B009
         attention = layer.attention.self
-        q, k, v = (
-            proj(hidden).view(batch, length, heads, head_size).transpose(1, 2)
-            for proj in (attention.query, attention.key, attention.value)
-        )
+        if hasattr(attention, "qkv"):  # fused by quantize.fuse_qkv: one projection instead of three
+            q, k, v = attention.qkv(hidden).view(batch, length, 3, heads, head_size).permute(2, 0, 3, 1, 4).unbind(0)
+        else:
+            q, k, v = (
+                proj(hidden).view(batch, length, heads, head_size).transpose(1, 2)
+                for proj in (attention.query, attention.key, attention.value)
+            )
         context = nn.functional.scaled_dot_product_attention(q, k, v, attn_mask=mask)
         context = context.transpose(1, 2).reshape(batch, length, heads * head_size)
         hidden = layer.attention.output.LayerNorm(layer.attention.output.dense(context) + hidden)

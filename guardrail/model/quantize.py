@@ -114,6 +114,32 @@ def smooth(model: nn.Module, input_absmax: dict[str, torch.Tensor], alpha: float
     return replaced
 
 
+def fuse_qkv(model: nn.Module) -> int:
+    """Replace each attention block's query, key and value projections by one ``qkv`` layer.
+
+    The three read the same input. Dynamically quantized apart, that input is quantized three
+    times and three small matrix products run; fused, once and one. Per-output-channel weight
+    scales and the per-pass activation scale are the same either way, so the int8 arithmetic is
+    too. Only ``network.encode`` knows the fused layout, so this is for inference only. Returns
+    how many blocks were fused.
+    """
+    fused = 0
+    for module in list(model.modules()):
+        parts = [getattr(module, name, None) for name in ("query", "key", "value")]
+        if not all(isinstance(p, nn.Linear) and p.bias is not None for p in parts):
+            continue
+        linears: list[nn.Linear] = parts  # type: ignore[assignment]
+        qkv = nn.Linear(linears[0].in_features, sum(p.out_features for p in linears))
+        with torch.no_grad():
+            qkv.weight.copy_(torch.cat([p.weight for p in linears]))
+            qkv.bias.copy_(torch.cat([p.bias for p in linears]))
+        module.qkv = qkv
+        for name in ("query", "key", "value"):
+            delattr(module, name)
+        fused += 1
+    return fused
+
+
 def quantize_int8(
     model: nn.Module, input_absmax: dict[str, torch.Tensor] | None = None, alpha: float = SMOOTHING_ALPHA
 ) -> tuple[nn.Module, str]:
@@ -162,6 +188,7 @@ def quantize_int8(
     qconfig = QConfig(activation=activation, weight=weight)  # type: ignore[no-untyped-call]
     if input_absmax:
         smooth(model, input_absmax, alpha)
+    fuse_qkv(model)
     # A SmoothedLinear's inner layer is called "...output.dense.linear": keep_int8 accepts it.
     targets = {
         name: qconfig for name, module in model.named_modules() if isinstance(module, nn.Linear) and keep_int8(name)
