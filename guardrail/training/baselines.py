@@ -2,9 +2,6 @@
 
 from __future__ import annotations
 
-from collections.abc import Iterator
-from typing import Any
-
 import numpy as np
 
 from guardrail.training.data import Example
@@ -15,11 +12,12 @@ def _text(example: Example) -> str:
     return f"{example.prompt or ''}\n{example.response}"
 
 
-def _tfidf_fits(train: list[Example], test: list[Example]) -> Iterator[tuple[int, Any, Any]]:
-    """TF-IDF (word 1-2 grams) + one class-balanced logistic regression per value.
+def tfidf_proba(train: list[Example], test: list[Example]) -> np.ndarray:
+    """TF-IDF (word 1-2 grams) + one class-balanced logistic regression per value, fitted on
+    ``train`` -> class probabilities for ``test`` (N, 10, 3): P(oppose), P(unrelated), P(support).
 
-    Yields (value index, fitted classifier, test features) for each value labelled in two or
-    more classes in ``train``.
+    A class never seen for a value in ``train`` gets probability 0 (a value never labelled at
+    all: P(unrelated) = 1).
     """
     from sklearn.feature_extraction.text import TfidfVectorizer
     from sklearn.linear_model import LogisticRegression
@@ -27,35 +25,23 @@ def _tfidf_fits(train: list[Example], test: list[Example]) -> Iterator[tuple[int
     vectorizer = TfidfVectorizer(ngram_range=(1, 2), min_df=2, sublinear_tf=True)
     x_train = vectorizer.fit_transform([_text(e) for e in train])
     x_test = vectorizer.transform([_text(e) for e in test])
+    out = np.zeros((len(test), len(VALUE_NAMES), 3))
+    out[:, :, 1] = 1.0
     for i in range(len(VALUE_NAMES)):
         y = np.array([e.label(i) or 0 for e in train])
         if len(set(y)) < 2:
             continue  # a value never labelled in training: "unrelated"
         clf = LogisticRegression(max_iter=2000, class_weight="balanced", C=4.0)
         clf.fit(x_train, y)
-        yield i, clf, x_test
-
-
-def tfidf_logreg(train: list[Example], test: list[Example]) -> np.ndarray:
-    """The TF-IDF + logistic regression baseline's labels for ``test`` -> (N, 10) in {-1, 0, 1}."""
-    out = np.zeros((len(test), len(VALUE_NAMES)), dtype=int)
-    for i, clf, x_test in _tfidf_fits(train, test):
-        out[:, i] = clf.predict(x_test)
-    return out
-
-
-def tfidf_proba(train: list[Example], test: list[Example]) -> np.ndarray:
-    """The same baseline's class probabilities -> (N, 10, 3): P(oppose), P(unrelated), P(support).
-
-    A class never seen for a value in ``train`` gets probability 0 (a value never labelled at
-    all: P(unrelated) = 1).
-    """
-    out = np.zeros((len(test), len(VALUE_NAMES), 3))
-    out[:, :, 1] = 1.0
-    for i, clf, x_test in _tfidf_fits(train, test):
         out[:, i] = 0.0
         out[:, i, np.asarray(clf.classes_) + 1] = clf.predict_proba(x_test)
     return out
+
+
+def tfidf_logreg(train: list[Example], test: list[Example]) -> np.ndarray:
+    """The same baseline's labels for ``test`` -> (N, 10) in {-1, 0, 1}: its most probable class."""
+    labels: np.ndarray = tfidf_proba(train, test).argmax(2) - 1
+    return labels
 
 
 def pyvalues_dictionary(test: list[Example]) -> np.ndarray:
