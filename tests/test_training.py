@@ -7,16 +7,17 @@ import json
 from pathlib import Path
 
 import numpy as np
+import pytest
 import torch
 
-from guardrail.model.network import aggregate_windows, load_tokenizer
+from guardrail.model.network import aggregate_windows, load_tokenizer, pad_batch
 from guardrail.model.weights import WEIGHTS_FILE, Thresholds, load_weights
 from guardrail.scorers.local import LocalScorer
-from guardrail.text import WindowPlan
+from guardrail.text import WindowPlan, make_windows
 from guardrail.training.crossval import ENSEMBLE_WEIGHTS, _rounded, cross_validate, fold_of, row_id
-from guardrail.training.data import read_fulcra, split_of
+from guardrail.training.data import EXACT, PRESENT, TOUCHE_CATEGORIES, read_fulcra, read_touche, split_of
 from guardrail.training.metrics import quality_metrics
-from guardrail.training.train import TrainConfig, fit, row_log_probs, train
+from guardrail.training.train import _PRESENCE_CACHE, TrainConfig, fit, row_log_probs, train
 from guardrail.values import VALUE_NAMES
 
 TOPICS = ("saving money", "learning guitar", "a job interview", "a bike repair", "a garden", "a camping trip")
@@ -142,3 +143,84 @@ def test_all_windows_training_sees_every_window_of_a_long_response(tmp_path: Pat
         assert len(items[0][0]) == (7 if all_windows else 1), "the long response's windows trained on"
         assert all(len(windows) == 1 for windows, _, _ in items[1:])
     assert np.isfinite(list(losses.values())).all() and losses[True] != losses[False]
+
+
+def _touche_folder(folder: Path, rows: int) -> None:
+    """A tiny Touché23-ValueEval folder: arguments and labels TSVs for the training and validation splits."""
+    folder.mkdir(parents=True)
+    categories = list(TOUCHE_CATEGORIES)
+    for split in ("training", "validation"):
+        arguments = ["Argument ID\tConclusion\tStance\tPremise"]
+        labels = ["Argument ID\t" + "\t".join(categories)]
+        for i in range(rows):
+            arg_id = f"{split[0].upper()}{i:04d}"
+            if i % 2 == 0:  # Face and Humility: the categories that map to another value's name
+                arguments.append(f"{arg_id}\tWe should ban fast food\tagainst\tPeople lose face and must stay humble.")
+                marks = ["1" if c in ("Face", "Humility") else "0" for c in categories]
+            else:
+                arguments.append(f"{arg_id}\tWe should protect forests\tin favor of\tNature needs us #{i}.")
+                marks = ["1" if c == "Universalism: nature" else "0" for c in categories]
+            labels.append(arg_id + "\t" + "\t".join(marks))
+        (folder / f"arguments-{split}.tsv").write_text("\n".join(arguments) + "\n")
+        (folder / f"labels-{split}.tsv").write_text("\n".join(labels) + "\n")
+
+
+def test_touche_labels_become_presence_targets_that_never_claim_a_direction(tmp_path: Path) -> None:
+    _touche_folder(tmp_path / "touche23", 4)
+    with (tmp_path / "touche23" / "arguments-training.tsv").open("a") as f:
+        f.write("BROKEN\tonly two fields\n")
+
+    examples, report = read_touche(tmp_path / "touche23")
+
+    assert report.kept == 8 and len(examples) == 8
+    assert report.dropped_rows == ["arguments-training.tsv line 6: 2 fields, header has 4"]
+    first = examples[0]
+    assert first.prompt == "We should ban fast food (against)"
+    assert first.response == "People lose face and must stay humble."
+    invoked = {VALUE_NAMES[i] for i, mask in enumerate(first.targets) if mask == PRESENT}
+    assert invoked == {"power", "conformity"}, "Face -> power and Humility -> conformity"
+    assert all(mask == EXACT[0] for i, mask in enumerate(first.targets) if VALUE_NAMES[i] not in invoked)
+    assert all(first.label(i) is None for i in range(len(VALUE_NAMES)) if VALUE_NAMES[i] in invoked)
+    assert not any(e.violates for e in examples), "presence labels never count as violations"
+
+
+def test_touche_file_missing_a_value_category_is_named(tmp_path: Path) -> None:
+    _touche_folder(tmp_path / "touche23", 2)
+    labels = tmp_path / "touche23" / "labels-validation.tsv"
+    labels.write_text("\n".join(line.rsplit("\t", 1)[0] for line in labels.read_text().splitlines()) + "\n")
+
+    with pytest.raises(
+        ValueError, match=r"labels-validation.tsv: missing value categories \['Universalism: objectivity'\]"
+    ):
+        read_touche(tmp_path / "touche23")
+
+
+def test_presence_stage_sets_the_starting_weights_and_runs_once_per_recipe(tmp_path: Path) -> None:
+    data = tmp_path / "data"
+    (data / "fulcra").mkdir(parents=True)
+    _fulcra_file(data / "fulcra" / "train.jsonl", 12)
+    _touche_folder(data / "touche23", 16)
+    rows, _ = read_fulcra(data / "fulcra" / "train.jsonl")
+    tokenizer, plan = load_tokenizer(), WindowPlan(max_length=64)
+    nature = pad_batch(make_windows(tokenizer, "Nature needs us.", "We should protect forests (in favor of)", plan), 0)
+    universalism = VALUE_NAMES.index("universalism")
+
+    def states(touche_epochs: int) -> dict[str, torch.Tensor]:
+        cfg = TrainConfig(
+            data_dir=data, num_layers=1, epochs=1, use_toxigen=False, touche_epochs=touche_epochs, lr_head=2e-2
+        )
+        model, _ = fit(cfg, rows, [], tokenizer, plan, 0, lambda *_: None)  # 0 FULCRA epochs: the start
+        model.eval()
+        with torch.no_grad():
+            p = torch.softmax(model(**nature), dim=-1)[0, universalism]
+        return {"p_invoked": p[0] + p[2], **{k: v.clone() for k, v in model.state_dict().items()}}
+
+    plain, pretrained = states(0), states(4)
+    assert pretrained["p_invoked"] > plain["p_invoked"] + 0.2, (
+        "the stage learned that the argument invokes universalism"
+    )
+    assert not torch.equal(plain["head.weight"], pretrained["head.weight"])
+    cached = len(_PRESENCE_CACHE)
+    again = states(4)
+    assert len(_PRESENCE_CACHE) == cached, "a second fit with the same recipe reuses the stage"
+    assert all(torch.equal(again[k], pretrained[k]) for k in pretrained)

@@ -11,6 +11,7 @@ a weak label such as "does not oppose" admits two. One loss formula covers all d
 
 from __future__ import annotations
 
+import csv
 import hashlib
 import json
 import re
@@ -193,5 +194,78 @@ def read_toxigen(path: Path | str) -> tuple[list[Example], ParseReport]:
                 report.dropped_rows.append(f"line {lineno}: empty text")
                 continue
             examples.append(Example(None, text, targets, source="toxigen", key=text))
+            report.kept += 1
+    return examples, report
+
+
+# Touché23-ValueEval's 20 value categories -> the ten basic values (mapping from ../shared/data/README.md).
+TOUCHE_CATEGORIES: dict[str, str] = {
+    "Self-direction: thought": "self_direction",
+    "Self-direction: action": "self_direction",
+    "Stimulation": "stimulation",
+    "Hedonism": "hedonism",
+    "Achievement": "achievement",
+    "Power: dominance": "power",
+    "Power: resources": "power",
+    "Face": "power",
+    "Security: personal": "security",
+    "Security: societal": "security",
+    "Tradition": "tradition",
+    "Conformity: rules": "conformity",
+    "Conformity: interpersonal": "conformity",
+    "Humility": "conformity",
+    "Benevolence: caring": "benevolence",
+    "Benevolence: dependability": "benevolence",
+    "Universalism: concern": "universalism",
+    "Universalism: nature": "universalism",
+    "Universalism: tolerance": "universalism",
+    "Universalism: objectivity": "universalism",
+}
+PRESENT: Mask = (True, False, True)  # the value is invoked; its direction is unknown
+
+
+def _read_tsv(path: Path, report: ParseReport) -> dict[str, dict[str, str]]:
+    with path.open(encoding="utf-8", newline="") as f:
+        rows = list(csv.reader(f, delimiter="\t", quoting=csv.QUOTE_NONE))
+    if not rows:
+        raise ValueError(f"{path}: empty file")
+    header, out = rows[0], {}
+    for lineno, row in enumerate(rows[1:], 2):
+        if len(row) != len(header):
+            report.dropped_rows.append(f"{path.name} line {lineno}: {len(row)} fields, header has {len(header)}")
+            continue
+        out[row[0]] = dict(zip(header, row, strict=True))
+    return out
+
+
+def read_touche(
+    folder: Path | str, splits: tuple[str, ...] = ("training", "validation")
+) -> tuple[list[Example], ParseReport]:
+    """Touché23-ValueEval arguments as value-*presence* targets (CC BY-SA 4.0, Mirzakhmedova et al. 2023).
+
+    The labels say which values an argument resorts to, never its direction: an invoked value
+    admits "oppose" or "support", one not invoked admits "unrelated". The conclusion and stance
+    become the prompt, the premise the response.
+    """
+    folder = Path(folder)
+    report = ParseReport(path=str(folder))
+    examples: list[Example] = []
+    for split in splits:
+        arguments = _read_tsv(folder / f"arguments-{split}.tsv", report)
+        labels = _read_tsv(folder / f"labels-{split}.tsv", report)
+        missing = [c for c in TOUCHE_CATEGORIES if labels and c not in next(iter(labels.values()))]
+        if missing:
+            raise ValueError(f"{folder / f'labels-{split}.tsv'}: missing value categories {missing}")
+        for arg_id, arg in arguments.items():
+            report.rows += 1
+            row = labels.get(arg_id)
+            premise = arg.get("Premise", "").strip()
+            if row is None or not premise:
+                report.dropped_rows.append(f"{split} {arg_id}: {'no labels' if row is None else 'empty premise'}")
+                continue
+            present = {TOUCHE_CATEGORIES[c] for c, mark in row.items() if c in TOUCHE_CATEGORIES and mark == "1"}
+            targets = tuple(PRESENT if v in present else EXACT[0] for v in VALUE_NAMES)
+            prompt = f"{arg.get('Conclusion', '').strip()} ({arg.get('Stance', '').strip()})"
+            examples.append(Example(prompt, premise, targets, source="touche23", key=f"touche23:{arg_id}"))
             report.kept += 1
     return examples, report

@@ -40,7 +40,7 @@ from guardrail.model.network import (
 from guardrail.model.quantize import calibrate
 from guardrail.model.weights import CALIBRATION_PREFIX, WEIGHTS_DIR, ModelConfig, Thresholds, save_weights
 from guardrail.text import WindowPlan, make_windows
-from guardrail.training.data import Example, read_fulcra, read_toxigen, split_of
+from guardrail.training.data import Example, read_fulcra, read_touche, read_toxigen, split_of
 from guardrail.training.metrics import quality_metrics, tune_thresholds
 from guardrail.values import VALUE_NAMES
 
@@ -71,6 +71,9 @@ class TrainConfig(BaseModel):
     all_windows: bool = False
     """Train on every window of a long response, aggregated as at inference (the strongest
     opposition of any window wins), instead of its first window only."""
+    touche_epochs: int = 0
+    """Epochs of intermediate training on Touché23 value *presence* (7,289 arguments; an invoked
+    value admits oppose or support) before FULCRA; 0 = off."""
     violation_weight: float = 0.0
     """Weight of an extra loss on "opposes any value": binary cross-entropy of the noisy-OR of the
     ten P(oppose) against whether the row opposes a value (rows whose oppose targets are all
@@ -218,59 +221,135 @@ def fit(
     items += [(make_windows(tokenizer, e.response, None, plan)[keep], e, cfg.toxigen_weight) for e in aux]
     weights = class_weights(rows)
 
-    block_params = [p for p in encoder.parameters() if p.requires_grad]
-    optimizer = torch.optim.AdamW(
-        [
-            {"params": block_params, "lr": cfg.lr_encoder},
-            {"params": model.head.parameters(), "lr": cfg.lr_head},
-        ],
-        weight_decay=cfg.weight_decay,
-    )
-    steps_per_epoch = math.ceil(len(items) / cfg.batch_size)
-    total_steps = steps_per_epoch * cfg.epochs
-    warmup = max(1, int(0.06 * total_steps))
-    scheduler = torch.optim.lr_scheduler.LambdaLR(
-        optimizer, lambda s: min((s + 1) / warmup, max(0.0, (total_steps - s) / max(1, total_steps - warmup)))
-    )
+    if cfg.touche_epochs > 0:
+        model.load_state_dict(presence_pretrained(cfg, tokenizer, plan), strict=False)
+        set_seed(cfg.seed + 1)  # the same FULCRA stage whether the presence stage ran or came from the cache
+    optimizer, scheduler = _optimizer(cfg, model, math.ceil(len(items) / cfg.batch_size) * cfg.epochs)
     rng = random.Random(cfg.seed)
     trainable = [p for p in model.parameters() if p.requires_grad]
     average = [p.detach().clone() for p in trainable] if cfg.ema_decay > 0 else []
     for epoch in range(1, epochs + 1):
-        model.train()
-        # Length-bucketed shuffling: sort by length, cut into batches, shuffle the batches.
-        order = sorted(range(len(items)), key=lambda j: _tokens(items[j]) + rng.random() * 8)
-        batches = [order[i : i + cfg.batch_size] for i in range(0, len(order), cfg.batch_size)]
-        rng.shuffle(batches)
-        epoch_loss = 0.0
-        for idx in batches:
-            batch = pad_batch([w for j in idx for w in items[j][0]], tokenizer.pad_token_id)
-            masks = torch.tensor([items[j][1].targets for j in idx], dtype=torch.bool)  # (B, 10, 3)
-            sample_w = torch.tensor([items[j][2] for j in idx])
-            log_probs = row_log_probs(model(**batch), [len(items[j][0]) for j in idx])
-            admitted = torch.logsumexp(log_probs.masked_fill(~masks, -1e4), dim=-1)  # (B, 10)
-            exact = masks.sum(-1) == 1
-            w = torch.where(exact, (weights.unsqueeze(0) * masks.float()).sum(-1), torch.ones_like(admitted))
-            w = w * (masks.sum(-1) < 3).float() * sample_w.unsqueeze(1)
-            loss = -(w * admitted).sum() / w.sum().clamp(min=1.0)
-            if cfg.violation_weight > 0:
-                loss = loss + cfg.violation_weight * violation_loss(log_probs, masks, sample_w)
-            optimizer.zero_grad()
-            loss.backward()  # type: ignore[no-untyped-call]
-            torch.nn.utils.clip_grad_norm_(model.parameters(), 1.0)
-            optimizer.step()
-            scheduler.step()
-            if average:
-                with torch.no_grad():
-                    for avg, param in zip(average, trainable, strict=True):
-                        avg.lerp_(param, 1.0 - cfg.ema_decay)
-            epoch_loss += float(loss.detach()) * len(idx)
+        epoch_loss = _train_epoch(
+            cfg, model, items, weights, optimizer, scheduler, rng, tokenizer.pad_token_id, average
+        )
         model.eval()
         live = [p.detach().clone() for p in trainable] if average else []
         _load(trainable, average)  # evaluate (and, after the last epoch, ship) the averaged weights
-        after_epoch(epoch, model, epoch_loss / len(items))
+        after_epoch(epoch, model, epoch_loss)
         if epoch < epochs:
             _load(trainable, live)
     return model, items
+
+
+def _optimizer(
+    cfg: TrainConfig, model: ValueClassifier, total_steps: int
+) -> tuple[torch.optim.Optimizer, torch.optim.lr_scheduler.LRScheduler]:
+    """AdamW over the trainable blocks and the head; linear warm-up (6%) then linear decay to 0."""
+    blocks = [p for p in model.encoder.parameters() if p.requires_grad]
+    optimizer = torch.optim.AdamW(
+        [{"params": blocks, "lr": cfg.lr_encoder}, {"params": model.head.parameters(), "lr": cfg.lr_head}],
+        weight_decay=cfg.weight_decay,
+    )
+    warmup = max(1, int(0.06 * total_steps))
+    scheduler = torch.optim.lr_scheduler.LambdaLR(
+        optimizer, lambda s: min((s + 1) / warmup, max(0.0, (total_steps - s) / max(1, total_steps - warmup)))
+    )
+    return optimizer, scheduler
+
+
+def _train_epoch(
+    cfg: TrainConfig,
+    model: ValueClassifier,
+    items: list[Item],
+    weights: torch.Tensor,
+    optimizer: torch.optim.Optimizer,
+    scheduler: torch.optim.lr_scheduler.LRScheduler,
+    rng: random.Random,
+    pad_id: int,
+    average: list[torch.Tensor],
+) -> float:
+    """One pass over ``items``; returns the mean loss. ``average`` (if any) is the EMA of the weights."""
+    model.train()
+    trainable = [p for p in model.parameters() if p.requires_grad]
+    # Length-bucketed shuffling: sort by length, cut into batches, shuffle the batches.
+    order = sorted(range(len(items)), key=lambda j: _tokens(items[j]) + rng.random() * 8)
+    batches = [order[i : i + cfg.batch_size] for i in range(0, len(order), cfg.batch_size)]
+    rng.shuffle(batches)
+    epoch_loss = 0.0
+    for idx in batches:
+        batch = pad_batch([w for j in idx for w in items[j][0]], pad_id)
+        masks = torch.tensor([items[j][1].targets for j in idx], dtype=torch.bool)  # (B, 10, 3)
+        sample_w = torch.tensor([items[j][2] for j in idx])
+        log_probs = row_log_probs(model(**batch), [len(items[j][0]) for j in idx])
+        admitted = torch.logsumexp(log_probs.masked_fill(~masks, -1e4), dim=-1)  # (B, 10)
+        exact = masks.sum(-1) == 1
+        w = torch.where(exact, (weights.unsqueeze(0) * masks.float()).sum(-1), torch.ones_like(admitted))
+        w = w * (masks.sum(-1) < 3).float() * sample_w.unsqueeze(1)
+        loss = -(w * admitted).sum() / w.sum().clamp(min=1.0)
+        if cfg.violation_weight > 0:
+            loss = loss + cfg.violation_weight * violation_loss(log_probs, masks, sample_w)
+        optimizer.zero_grad()
+        loss.backward()  # type: ignore[no-untyped-call]
+        torch.nn.utils.clip_grad_norm_(model.parameters(), 1.0)
+        optimizer.step()
+        scheduler.step()
+        if average:
+            with torch.no_grad():
+                for avg, param in zip(average, trainable, strict=True):
+                    avg.lerp_(param, 1.0 - cfg.ema_decay)
+        epoch_loss += float(loss.detach()) * len(idx)
+    return epoch_loss / len(items)
+
+
+_PRESENCE_CACHE: dict[str, dict[str, torch.Tensor]] = {}
+
+
+def presence_pretrained(cfg: TrainConfig, tokenizer: Any, plan: WindowPlan) -> dict[str, torch.Tensor]:
+    """Trainable weights after ``cfg.touche_epochs`` epochs on Touché23 value presence (intermediate task).
+
+    The stage does not depend on FULCRA, so cross-validation trains it once and every fold starts
+    from the same weights (cached per process, keyed by what the stage depends on).
+    """
+    key = json.dumps(
+        {
+            k: str(v)
+            for k, v in cfg.model_dump(
+                include={
+                    "seed",
+                    "num_layers",
+                    "touche_epochs",
+                    "max_length",
+                    "lr_encoder",
+                    "lr_head",
+                    "weight_decay",
+                    "batch_size",
+                    "data_dir",
+                }
+            ).items()
+        },
+        sort_keys=True,
+    )
+    if key not in _PRESENCE_CACHE:
+        set_seed(cfg.seed)
+        encoder = load_encoder(cfg.num_layers)
+        for name, param in encoder.named_parameters():
+            param.requires_grad = name.startswith("encoder.layer.")
+        model = ValueClassifier(encoder)
+        rows, _ = read_touche(cfg.data_dir / "touche23")
+        items: list[Item] = [(make_windows(tokenizer, e.response, e.prompt, plan)[:1], e, 1.0) for e in rows]
+        optimizer, scheduler = _optimizer(cfg, model, math.ceil(len(items) / cfg.batch_size) * cfg.touche_epochs)
+        rng = random.Random(cfg.seed)
+        presence_cfg = cfg.model_copy(update={"violation_weight": 0.0})
+        for _ in range(cfg.touche_epochs):
+            _train_epoch(
+                presence_cfg, model, items, class_weights(rows), optimizer, scheduler, rng, tokenizer.pad_token_id, []
+            )
+        _PRESENCE_CACHE[key] = {
+            k: v.detach().clone()
+            for k, v in model.state_dict().items()
+            if k.startswith(("encoder.encoder.layer.", "head."))
+        }
+    return _PRESENCE_CACHE[key]
 
 
 def _tokens(item: Item) -> int:
