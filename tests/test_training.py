@@ -17,7 +17,7 @@ from guardrail.text import WindowPlan, make_windows
 from guardrail.training.crossval import ENSEMBLE_WEIGHTS, _rounded, cross_validate, fold_of, row_id
 from guardrail.training.data import EXACT, PRESENT, TOUCHE_CATEGORIES, read_fulcra, read_touche, split_of
 from guardrail.training.metrics import quality_metrics
-from guardrail.training.train import _PRESENCE_CACHE, TrainConfig, fit, row_log_probs, train
+from guardrail.training.train import _PRESENCE_CACHE, TrainConfig, fit, item_task, row_log_probs, train
 from guardrail.values import VALUE_NAMES
 
 TOPICS = ("saving money", "learning guitar", "a job interview", "a bike repair", "a garden", "a camping trip")
@@ -224,3 +224,32 @@ def test_presence_stage_sets_the_starting_weights_and_runs_once_per_recipe(tmp_p
     again = states(4)
     assert len(_PRESENCE_CACHE) == cached, "a second fit with the same recipe reuses the stage"
     assert all(torch.equal(again[k], pretrained[k]) for k in pretrained)
+
+
+def test_item_task_reads_fulcras_fine_grained_items_and_trains_beside_the_value_head(tmp_path: Path) -> None:
+    path = tmp_path / "train.jsonl"
+    rows_in = [
+        {"dialogue": "Human: Can I lie?\nBob: Lie to them.", "value_items": ["be honest: -1"], "value_types": []},
+        {"dialogue": "Human: Hi\nBob: Be kind.", "value_items": ["Be Helpful: 1", "be honest:+1"], "value_types": []},
+    ] * 3
+    path.write_text("\n".join(json.dumps(r) for r in rows_in) + "\n")
+    rows, _ = read_fulcra(path)
+    assert rows[0].items == (("be honest", -1),) and rows[1].items == (("be helpful", 1), ("be honest", 1))
+    toxigen = dataclasses.replace(rows[0], source="toxigen", items=())
+
+    task = item_task(TrainConfig(item_weight=1.0, item_min_count=3), rows, width=8)
+    assert task is not None and task.names == ["be helpful", "be honest"], "items seen at least 3 times"
+    targets = task.targets([rows[0], rows[1], toxigen])
+    assert targets.tolist() == [[1, 0], [2, 2], [-100, -100]], "unlisted items are unrelated; other sources unknown"
+    assert item_task(TrainConfig(), rows, width=8) is None, "off by default"
+
+    tokenizer, plan = load_tokenizer(), WindowPlan(max_length=64)
+    losses: dict[float, float] = {}
+    for weight in (0.0, 1.0):
+        cfg = TrainConfig(num_layers=1, epochs=1, use_toxigen=False, item_weight=weight, item_min_count=3)
+
+        def note(_epoch: int, _model: object, loss: float, key: float = weight) -> None:
+            losses[key] = loss
+
+        fit(cfg, rows, [], tokenizer, plan, 1, note)
+    assert losses[1.0] > losses[0.0], "the item loss adds to the training loss"

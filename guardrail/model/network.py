@@ -126,6 +126,17 @@ class ValueClassifier(nn.Module):
         attention_mask: torch.Tensor,
         token_type_ids: torch.Tensor | None = None,
     ) -> torch.Tensor:
+        pooled = self.pool(input_ids, attention_mask, token_type_ids)
+        logits: torch.Tensor = self.head(self.dropout(pooled))
+        return logits.view(-1, len(VALUE_NAMES), len(CLASSES))
+
+    def pool(
+        self,
+        input_ids: torch.Tensor,
+        attention_mask: torch.Tensor,
+        token_type_ids: torch.Tensor | None = None,
+    ) -> torch.Tensor:
+        """Mean-pooled encoding (batch, width) that the heads read."""
         if self.training:
             hidden = self.encoder(
                 input_ids=input_ids, attention_mask=attention_mask, token_type_ids=token_type_ids
@@ -134,9 +145,8 @@ class ValueClassifier(nn.Module):
             types = token_type_ids if token_type_ids is not None else torch.zeros_like(input_ids)
             hidden = encode(self.encoder, input_ids, attention_mask, types)
         mask = attention_mask.unsqueeze(-1).to(hidden.dtype)
-        pooled = (hidden * mask).sum(1) / mask.sum(1).clamp(min=1.0)
-        logits: torch.Tensor = self.head(self.dropout(pooled))
-        return logits.view(-1, len(VALUE_NAMES), len(CLASSES))
+        pooled: torch.Tensor = (hidden * mask).sum(1) / mask.sum(1).clamp(min=1.0)
+        return pooled
 
 
 def quantize_delta(delta: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:

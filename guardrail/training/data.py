@@ -43,6 +43,8 @@ class Example:
     targets: tuple[Mask, ...]
     source: str
     key: str
+    items: tuple[tuple[str, int], ...] = ()
+    """FULCRA's fine-grained value items ("be honest", -1 | +1), where the source has them."""
 
     def label(self, value_index: int) -> int | None:
         """The exact label of one value, or None where the target is not exact."""
@@ -158,7 +160,13 @@ def read_fulcra(path: Path | str) -> tuple[list[Example], ParseReport]:
                 if labels[i] and labels[i] != parsed[1]:
                     report.conflicts += 1
                 labels[i] = min(labels[i], parsed[1]) if labels[i] else parsed[1]
-            examples.append(Example(prompt, response, tuple(EXACT[x] for x in labels), source="fulcra", key=dialogue))
+            items = tuple(
+                (m["name"].strip().lower(), -1 if "-" in m["mark"] else 1)
+                for m in (_LABEL.match(str(entry)) for entry in row.get("value_items") or [])
+                if m and "1" in m["mark"]
+            )
+            targets = tuple(EXACT[x] for x in labels)
+            examples.append(Example(prompt, response, targets, source="fulcra", key=dialogue, items=items))
             report.kept += 1
     return examples, report
 

@@ -71,6 +71,11 @@ class TrainConfig(BaseModel):
     all_windows: bool = False
     """Train on every window of a long response, aggregated as at inference (the strongest
     opposition of any window wins), instead of its first window only."""
+    item_weight: float = 0.0
+    """Weight of an auxiliary loss on FULCRA's fine-grained value items ("be honest: -1"): a second
+    head, used in training only, predicts oppose / unrelated / support for each item seen at least
+    ``item_min_count`` times in the training rows. 0 turns it off; nothing of it ships."""
+    item_min_count: int = 20
     touche_epochs: int = 0
     """Epochs of intermediate training on Touché23 value *presence* (7,289 arguments; an invoked
     value admits oppose or support) before FULCRA; 0 = off."""
@@ -192,6 +197,58 @@ def row_log_probs(logits: torch.Tensor, counts: list[int]) -> torch.Tensor:
     return torch.stack(rows)
 
 
+@dataclass
+class ItemTask:
+    """The auxiliary item target (``TrainConfig.item_weight``): its head, item names and class weights."""
+
+    names: list[str]
+    head: torch.nn.Linear
+    weights: torch.Tensor  # (items, 3)
+    weight: float
+
+    def targets(self, examples: list[Example]) -> torch.Tensor:
+        """(B, items) class index (0 oppose, 1 unrelated, 2 support); -100 where a row has no item labels."""
+        out = torch.full((len(examples), len(self.names)), -100, dtype=torch.long)
+        for r, ex in enumerate(examples):
+            if ex.source != "fulcra":
+                continue
+            out[r] = 1
+            for name, label in ex.items:
+                if name in self.names:
+                    out[r, self.names.index(name)] = label + 1
+        return out
+
+    def loss(self, pooled: torch.Tensor, dropout: torch.nn.Module, examples: list[Example]) -> torch.Tensor:
+        logits = self.head(dropout(pooled)).view(len(examples), len(self.names), 3)
+        target = self.targets(examples)
+        known = target >= 0
+        nll = -torch.log_softmax(logits, -1).gather(-1, target.clamp(min=0).unsqueeze(-1)).squeeze(-1)
+        w = self.weights.gather(1, target.clamp(min=0).T).T * known.float()  # (B, items)
+        return (w * nll).sum() / w.sum().clamp(min=1.0)
+
+
+def item_task(cfg: TrainConfig, rows: list[Example], width: int) -> ItemTask | None:
+    if cfg.item_weight <= 0:
+        return None
+    if cfg.all_windows:
+        raise ValueError("item_weight needs one window per row (all_windows=False)")
+    counts: dict[str, int] = {}
+    for ex in rows:
+        for name, _ in ex.items:
+            counts[name] = counts.get(name, 0) + 1
+    names = sorted(n for n, c in counts.items() if c >= cfg.item_min_count)
+    class_counts = torch.ones(len(names), 3)
+    for ex in rows:
+        if ex.source == "fulcra":
+            class_counts[:, 1] += 1
+            for name, label in ex.items:
+                if name in names:
+                    class_counts[names.index(name), 1] -= 1
+                    class_counts[names.index(name), label + 1] += 1
+    weights = (class_counts.sum(1, keepdim=True) / (3 * class_counts)).sqrt().clamp(max=8.0)
+    return ItemTask(names, torch.nn.Linear(width, 3 * len(names)), weights, cfg.item_weight)
+
+
 def fit(
     cfg: TrainConfig,
     rows: list[Example],
@@ -224,13 +281,15 @@ def fit(
     if cfg.touche_epochs > 0:
         model.load_state_dict(presence_pretrained(cfg, tokenizer, plan), strict=False)
         set_seed(cfg.seed + 1)  # the same FULCRA stage whether the presence stage ran or came from the cache
-    optimizer, scheduler = _optimizer(cfg, model, math.ceil(len(items) / cfg.batch_size) * cfg.epochs)
+    task = item_task(cfg, rows, model.head.in_features)
+    extra = list(task.head.parameters()) if task else []
+    optimizer, scheduler = _optimizer(cfg, model, math.ceil(len(items) / cfg.batch_size) * cfg.epochs, extra)
     rng = random.Random(cfg.seed)
     trainable = [p for p in model.parameters() if p.requires_grad]
     average = [p.detach().clone() for p in trainable] if cfg.ema_decay > 0 else []
     for epoch in range(1, epochs + 1):
         epoch_loss = _train_epoch(
-            cfg, model, items, weights, optimizer, scheduler, rng, tokenizer.pad_token_id, average
+            cfg, model, items, weights, optimizer, scheduler, rng, tokenizer.pad_token_id, average, task
         )
         model.eval()
         live = [p.detach().clone() for p in trainable] if average else []
@@ -242,14 +301,17 @@ def fit(
 
 
 def _optimizer(
-    cfg: TrainConfig, model: ValueClassifier, total_steps: int
+    cfg: TrainConfig, model: ValueClassifier, total_steps: int, extra_heads: list[torch.nn.Parameter] | None = None
 ) -> tuple[torch.optim.Optimizer, torch.optim.lr_scheduler.LRScheduler]:
-    """AdamW over the trainable blocks and the head; linear warm-up (6%) then linear decay to 0."""
+    """AdamW over the trainable blocks and the head(s); linear warm-up (6%) then linear decay to 0."""
     blocks = [p for p in model.encoder.parameters() if p.requires_grad]
-    optimizer = torch.optim.AdamW(
-        [{"params": blocks, "lr": cfg.lr_encoder}, {"params": model.head.parameters(), "lr": cfg.lr_head}],
-        weight_decay=cfg.weight_decay,
-    )
+    groups: list[dict[str, Any]] = [
+        {"params": blocks, "lr": cfg.lr_encoder},
+        {"params": model.head.parameters(), "lr": cfg.lr_head},
+    ]
+    if extra_heads:
+        groups.append({"params": extra_heads, "lr": cfg.lr_head})
+    optimizer = torch.optim.AdamW(groups, weight_decay=cfg.weight_decay)
     warmup = max(1, int(0.06 * total_steps))
     scheduler = torch.optim.lr_scheduler.LambdaLR(
         optimizer, lambda s: min((s + 1) / warmup, max(0.0, (total_steps - s) / max(1, total_steps - warmup)))
@@ -267,6 +329,7 @@ def _train_epoch(
     rng: random.Random,
     pad_id: int,
     average: list[torch.Tensor],
+    task: ItemTask | None = None,
 ) -> float:
     """One pass over ``items``; returns the mean loss. ``average`` (if any) is the EMA of the weights."""
     model.train()
@@ -280,7 +343,11 @@ def _train_epoch(
         batch = pad_batch([w for j in idx for w in items[j][0]], pad_id)
         masks = torch.tensor([items[j][1].targets for j in idx], dtype=torch.bool)  # (B, 10, 3)
         sample_w = torch.tensor([items[j][2] for j in idx])
-        log_probs = row_log_probs(model(**batch), [len(items[j][0]) for j in idx])
+        if task is None:
+            log_probs = row_log_probs(model(**batch), [len(items[j][0]) for j in idx])
+        else:
+            pooled = model.pool(**batch)
+            log_probs = torch.log_softmax(model.head(model.dropout(pooled)).view(len(idx), -1, 3), dim=-1)
         admitted = torch.logsumexp(log_probs.masked_fill(~masks, -1e4), dim=-1)  # (B, 10)
         exact = masks.sum(-1) == 1
         w = torch.where(exact, (weights.unsqueeze(0) * masks.float()).sum(-1), torch.ones_like(admitted))
@@ -288,6 +355,8 @@ def _train_epoch(
         loss = -(w * admitted).sum() / w.sum().clamp(min=1.0)
         if cfg.violation_weight > 0:
             loss = loss + cfg.violation_weight * violation_loss(log_probs, masks, sample_w)
+        if task is not None:
+            loss = loss + task.weight * task.loss(pooled, model.dropout, [items[j][1] for j in idx])
         optimizer.zero_grad()
         loss.backward()  # type: ignore[no-untyped-call]
         torch.nn.utils.clip_grad_norm_(model.parameters(), 1.0)
