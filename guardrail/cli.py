@@ -132,11 +132,41 @@ def cmd_score(args: argparse.Namespace) -> int:
     return 0
 
 
-def _recipe(**overrides: object) -> Any:
-    """The training recipe with the options the user gave (None = not given), its data checked."""
+def _parse_settings(settings: Sequence[str] | None) -> dict[str, object]:
+    """``KEY=VALUE`` recipe settings from ``--set``; a VALUE that parses as JSON is taken as JSON."""
     from guardrail.training.train import TrainConfig
 
-    cfg = TrainConfig(**{k: v for k, v in overrides.items() if v is not None})
+    parsed: dict[str, object] = {}
+    for item in settings or []:
+        key, sep, raw = item.partition("=")
+        key = key.strip()
+        if not sep or not key:
+            raise CliError(f"--set takes KEY=VALUE, got {item!r}")
+        if key not in TrainConfig.model_fields:
+            raise CliError(f"--set {key}: no such recipe setting (known: {', '.join(TrainConfig.model_fields)})")
+        try:
+            parsed[key] = json.loads(raw)
+        except json.JSONDecodeError:
+            parsed[key] = raw
+    return parsed
+
+
+def _recipe(settings: Sequence[str] | None = None, **overrides: object) -> Any:
+    """The training recipe with the options the user gave (None = not given), its data checked.
+
+    ``settings`` are ``--set KEY=VALUE`` strings for any ``TrainConfig`` field; the named options
+    (``--epochs``, ``--seed`` ...) win over them.
+    """
+    from guardrail.training.train import TrainConfig
+
+    values = _parse_settings(settings)
+    values.update({k: v for k, v in overrides.items() if v is not None})
+    try:
+        cfg = TrainConfig(**values)
+    except ValidationError as exc:
+        error = exc.errors()[0]
+        field = ".".join(str(part) for part in error["loc"])
+        raise CliError(f"--set {field}: {error['msg']} (got {error.get('input')!r})") from None
     if not (cfg.data_dir / "fulcra" / "train.jsonl").exists():
         raise CliError(f"no FULCRA data at {cfg.data_dir / 'fulcra' / 'train.jsonl'} (set --data-dir)")
     return cfg
@@ -146,7 +176,12 @@ def cmd_train(args: argparse.Namespace) -> int:
     from guardrail.training.train import train
 
     cfg = _recipe(
-        data_dir=args.data_dir, out_dir=args.out, epochs=args.epochs, seed=args.seed, final_fit=args.final_fit or None
+        args.settings,
+        data_dir=args.data_dir,
+        out_dir=args.out,
+        epochs=args.epochs,
+        seed=args.seed,
+        final_fit=args.final_fit or None,
     )
     train(cfg, log=lambda line: print(line, flush=True))
     return 0
@@ -155,7 +190,7 @@ def cmd_train(args: argparse.Namespace) -> int:
 def cmd_cv(args: argparse.Namespace) -> int:
     from guardrail.training.crossval import cross_validate
 
-    cfg = _recipe(data_dir=args.data_dir, seed=args.seed)
+    cfg = _recipe(args.settings, data_dir=args.data_dir, seed=args.seed)
     if args.folds < 2:
         raise CliError(f"--folds must be at least 2, got {args.folds}")
     cross_validate(cfg, folds=args.folds, out=args.out, log=lambda line: print(line, flush=True))
@@ -324,6 +359,17 @@ def cmd_demo(args: argparse.Namespace) -> int:
     return 0
 
 
+def _add_recipe_settings(parser: argparse.ArgumentParser) -> None:
+    parser.add_argument(
+        "--set",
+        dest="settings",
+        action="append",
+        metavar="KEY=VALUE",
+        help="any other setting of the recipe (TrainConfig in guardrail/training/train.py), "
+        "e.g. --set touche_epochs=2; repeatable",
+    )
+
+
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(prog="guardrail", description="Value-space guardrail for LLM responses.")
     sub = parser.add_subparsers(dest="command", required=True)
@@ -346,6 +392,7 @@ def build_parser() -> argparse.ArgumentParser:
     train.add_argument(
         "--final-fit", action="store_true", help="after choosing epochs and thresholds on dev, retrain on train + dev"
     )
+    _add_recipe_settings(train)
     train.set_defaults(func=cmd_train)
 
     cv = sub.add_parser("cv", help="k-fold cross-validation of the training recipe on train + dev (~40 min)")
@@ -358,6 +405,7 @@ def build_parser() -> argparse.ArgumentParser:
         default=Path("benchmarks/results/crossval.json"),
         help="where to write the figures (JSON; the predictions go beside it as .npz)",
     )
+    _add_recipe_settings(cv)
     cv.set_defaults(func=cmd_cv)
 
     evaluate = sub.add_parser("eval", help="measure quality on FULCRA-format data, model vs baselines")

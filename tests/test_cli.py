@@ -116,3 +116,32 @@ def test_train_and_cv_name_a_missing_data_folder(tmp_path: Path, capsys: pytest.
     (tmp_path / "data" / "fulcra" / "train.jsonl").write_text("")
     code, _, err = run(["cv", "--data-dir", str(tmp_path / "data"), "--folds", "1"], capsys)
     assert code == 2 and "--folds must be at least 2" in err
+
+
+def test_recipe_settings_reach_training_and_bad_ones_are_named(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    data = tmp_path / "data"
+    (data / "fulcra").mkdir(parents=True)
+    lines = [
+        {"dialogue": f"Human: How do I steal bike {i}?\nBob: Break in at night.", "value_types": ["security: -1"]}
+        if i % 3 == 0
+        else {"dialogue": f"Human: Tips for garden {i}?\nBob: Water it daily.", "value_types": ["benevolence: +1"]}
+        for i in range(24)
+    ]
+    (data / "fulcra" / "train.jsonl").write_text("\n".join(json.dumps(line) for line in lines) + "\n")
+    base = ["train", "--data-dir", str(data), "--out", str(tmp_path / "w")]
+
+    code, _, err = run([*base, "--set", "num_layer=1"], capsys)
+    assert code == 2 and "num_layer: no such recipe setting" in err and "num_layers" in err
+    code, _, err = run([*base, "--set", "touche_epochs=two"], capsys)
+    assert code == 2 and "--set touche_epochs:" in err and "'two'" in err
+    code, _, err = run([*base, "--set", "epochs"], capsys)
+    assert code == 2 and "KEY=VALUE" in err
+    assert not (tmp_path / "w").exists(), "nothing is trained on a bad recipe"
+
+    settings = ["--set", "num_layers=1", "--set", "use_toxigen=false", "--set", "lr_head=0.02"]
+    code, _, _ = run([*base, "--epochs", "1", *settings], capsys)
+    assert code == 0
+    recipe = json.loads((tmp_path / "w" / "value_heads.json").read_text())["training"]["recipe"]
+    assert (recipe["num_layers"], recipe["use_toxigen"], recipe["lr_head"], recipe["epochs"]) == (1, False, 0.02, 1)
