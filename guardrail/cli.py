@@ -193,7 +193,15 @@ def cmd_cv(args: argparse.Namespace) -> int:
     cfg = _recipe(args.settings, data_dir=args.data_dir, seed=args.seed)
     if args.folds < 2:
         raise CliError(f"--folds must be at least 2, got {args.folds}")
-    cross_validate(cfg, folds=args.folds, out=args.out, log=lambda line: print(line, flush=True))
+    if not 0.0 < args.train_fraction <= 1.0:
+        raise CliError(f"--train-fraction must be in (0, 1], got {args.train_fraction}")
+    cross_validate(
+        cfg,
+        folds=args.folds,
+        out=args.out,
+        log=lambda line: print(line, flush=True),
+        train_fraction=args.train_fraction,
+    )
     return 0
 
 
@@ -404,6 +412,12 @@ def build_parser() -> argparse.ArgumentParser:
         type=Path,
         default=Path("benchmarks/results/crossval.json"),
         help="where to write the figures (JSON; the predictions go beside it as .npz)",
+    )
+    cv.add_argument(
+        "--train-fraction",
+        type=float,
+        default=1.0,
+        help="train each fold on this fraction of its rows (a point of the learning curve; default 1)",
     )
     _add_recipe_settings(cv)
     cv.set_defaults(func=cmd_cv)

@@ -116,6 +116,8 @@ def test_train_and_cv_name_a_missing_data_folder(tmp_path: Path, capsys: pytest.
     (tmp_path / "data" / "fulcra" / "train.jsonl").write_text("")
     code, _, err = run(["cv", "--data-dir", str(tmp_path / "data"), "--folds", "1"], capsys)
     assert code == 2 and "--folds must be at least 2" in err
+    code, _, err = run(["cv", "--data-dir", str(tmp_path / "data"), "--train-fraction", "1.5"], capsys)
+    assert code == 2 and "--train-fraction must be in (0, 1]" in err
 
 
 def test_recipe_settings_reach_training_and_bad_ones_are_named(

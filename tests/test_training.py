@@ -14,7 +14,14 @@ from guardrail.model.network import aggregate_windows, load_tokenizer, pad_batch
 from guardrail.model.weights import WEIGHTS_FILE, Thresholds, load_weights
 from guardrail.scorers.local import LocalScorer
 from guardrail.text import WindowPlan, make_windows
-from guardrail.training.crossval import ENSEMBLE_WEIGHTS, _rounded, cross_validate, fold_of, row_id
+from guardrail.training.crossval import (
+    ENSEMBLE_WEIGHTS,
+    _rounded,
+    cross_validate,
+    fold_of,
+    in_fraction,
+    row_id,
+)
 from guardrail.training.data import EXACT, PRESENT, TOUCHE_CATEGORIES, read_fulcra, read_touche, split_of
 from guardrail.training.metrics import quality_metrics
 from guardrail.training.train import _PRESENCE_CACHE, TrainConfig, fit, item_task, row_log_probs, train
@@ -77,6 +84,28 @@ def test_cross_validation_scores_every_train_and_dev_row_out_of_fold(tmp_path: P
     assert tfidf.shape == (len(not_test), 10, 3) and np.allclose(tfidf.sum(-1), 1.0)
     # The baseline's labels are its most probable class.
     assert result["tfidf_logreg"] == _rounded(quality_metrics(saved["gold"], tfidf.argmax(2) - 1))
+
+
+def test_learning_curve_points_train_on_nested_fractions_and_score_the_same_rows(tmp_path: Path) -> None:
+    keys = [f"row {i}" for i in range(2000)]
+    kept = {f: {k for k in keys if in_fraction(k, f)} for f in (0.25, 0.5, 1.0)}
+    assert kept[0.25] < kept[0.5] < kept[1.0] == set(keys), "a larger fraction adds rows, never swaps them"
+    assert abs(len(kept[0.5]) - 1000) < 100
+
+    (tmp_path / "data" / "fulcra").mkdir(parents=True)
+    _fulcra_file(tmp_path / "data" / "fulcra" / "train.jsonl", 40)
+    cfg = TrainConfig(data_dir=tmp_path / "data", num_layers=1, epochs=1, use_toxigen=False)
+    lines: dict[float, list[str]] = {0.5: [], 1.0: []}
+    results = {f: cross_validate(cfg, folds=2, first_epoch=1, log=lines[f].append, train_fraction=f) for f in lines}
+
+    def trained(f: float) -> list[int]:
+        return [int(line.split("training on ")[1].split()[0]) for line in lines[f] if "training on" in line]
+
+    assert all(half < full for half, full in zip(trained(0.5), trained(1.0), strict=True))
+    assert results[0.5]["rows"] == results[1.0]["rows"], "every row is still scored out of fold"
+    assert results[0.5]["train_fraction"] == 0.5
+    with pytest.raises(ValueError, match="train_fraction"):
+        cross_validate(cfg, folds=2, train_fraction=0.0)
 
 
 def test_train_writes_weights_the_scorer_loads_and_reproduces_them(tmp_path: Path) -> None:

@@ -42,6 +42,15 @@ def fold_of(key: str, folds: int) -> int:
     return int(hashlib.sha256(f"fold|{key}".encode()).hexdigest(), 16) % folds
 
 
+def in_fraction(key: str, fraction: float) -> bool:
+    """Whether a row belongs to the first ``fraction`` of the data, by a hash of its key.
+
+    Nested: every row kept at a fraction is kept at any larger one, so a learning curve adds
+    rows instead of drawing a new sample at each point.
+    """
+    return int(hashlib.sha256(f"fraction|{key}".encode()).hexdigest(), 16) % 10_000 < round(fraction * 10_000)
+
+
 def row_id(key: str) -> str:
     """A row's name in the saved predictions: the SHA-256 of its key (the dialogue)."""
     return hashlib.sha256(key.encode()).hexdigest()
@@ -57,12 +66,17 @@ def cross_validate(
     first_epoch: int = 3,
     out: Path | None = None,
     log: Callable[[str], None] = print,
+    train_fraction: float = 1.0,
 ) -> dict[str, object]:
     """Run ``folds``-fold cross-validation of ``cfg``'s recipe; return (and write to ``out``) the figures.
 
     Out-of-fold probabilities are kept for every epoch from ``first_epoch`` on; with ``out``
-    they are also saved beside it (``.npz``) for later analysis.
+    they are also saved beside it (``.npz``) for later analysis. With ``train_fraction`` < 1 each
+    fold's model trains on only that fraction of its FULCRA rows (``in_fraction``) and is scored
+    on the same held-out fold as always: a point of the learning curve.
     """
+    if not 0.0 < train_fraction <= 1.0:
+        raise ValueError(f"train_fraction must be in (0, 1], got {train_fraction}")
     started = time.perf_counter()
     torch.set_num_threads(cfg.threads)
     fulcra, report = read_fulcra(cfg.data_dir / "fulcra" / "train.jsonl")
@@ -91,9 +105,11 @@ def cross_validate(
                 oof[epoch][torch.from_numpy(held)] = probs  # noqa: B023
             log(f"fold {k + 1}/{folds} epoch {epoch} loss {loss:.4f} ({time.perf_counter() - started:.0f}s)")  # noqa: B023
 
-        fit(cfg, [rows[i] for i in np.flatnonzero(fold != k)], aux, tokenizer, plan, cfg.epochs, on_epoch)
+        fit_rows = [rows[i] for i in np.flatnonzero(fold != k) if in_fraction(rows[i].key, train_fraction)]
+        log(f"fold {k + 1}/{folds}: training on {len(fit_rows)} FULCRA rows, scoring {len(held)}")
+        fit(cfg, fit_rows, aux, tokenizer, plan, cfg.epochs, on_epoch)
 
-    baseline = tfidf_out_of_fold(rows, fold)
+    baseline = tfidf_out_of_fold(rows, fold, train_fraction)
     if out is not None:  # the raw predictions first: the analysis below can be redone from them
         out.parent.mkdir(parents=True, exist_ok=True)
         arrays = {f"epoch{e}": oof[e].numpy() for e in epochs}
@@ -101,16 +117,16 @@ def cross_validate(
         arrays.update(gold=gold, fold=fold, tfidf=baseline, keys=np.array([row_id(e.key) for e in rows]))
         np.savez_compressed(out.with_suffix(".npz"), **arrays)  # type: ignore[arg-type]
         log(f"wrote the out-of-fold predictions to {out.with_suffix('.npz')}")
-    return summarize(oof, gold, fold, cfg, report.summary(), started, out, log, baseline)
+    return summarize(oof, gold, fold, cfg, report.summary(), started, out, log, baseline, train_fraction)
 
 
-def tfidf_out_of_fold(rows: list[Example], fold: np.ndarray) -> np.ndarray:
+def tfidf_out_of_fold(rows: list[Example], fold: np.ndarray, train_fraction: float = 1.0) -> np.ndarray:
     """The TF-IDF + logistic regression baseline's class probabilities (N, 10, 3) for every row,
-    from the same folds."""
+    from the same folds and the same fraction of their rows."""
     probs = np.zeros((len(rows), 10, 3))
     for k in range(int(fold.max()) + 1):
         held = np.flatnonzero(fold == k)
-        fit_rows = [rows[i] for i in np.flatnonzero(fold != k)]
+        fit_rows = [rows[i] for i in np.flatnonzero(fold != k) if in_fraction(rows[i].key, train_fraction)]
         probs[held] = tfidf_proba(fit_rows, [rows[i] for i in held])
     return probs
 
@@ -157,6 +173,7 @@ def summarize(
     out: Path | None,
     log: Callable[[str], None] = print,
     baseline: np.ndarray | None = None,
+    train_fraction: float = 1.0,
 ) -> dict[str, object]:
     """Metrics of pooled out-of-fold predictions, per epoch (see the module docstring), and of
     the ``baseline``'s out-of-fold probabilities (N, 10, 3) when given: alone, and mixed with the
@@ -195,6 +212,7 @@ def summarize(
         "folds": folds,
         "rows": len(gold),
         "violations": int((gold == -1).any(1).sum()),
+        "train_fraction": train_fraction,
         "recipe": json.loads(cfg.model_dump_json(exclude={"out_dir"})),
         "shipped_model": shipped_id,
         "data": data_summary,
