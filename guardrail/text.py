@@ -11,6 +11,9 @@ from typing import Any
 # past classifiers ("k\u200bill"). They carry no meaning for scoring, so they are removed. Soft
 # hyphens and the BOM are Cf too.
 _WHITESPACE_RUN = re.compile(r"[ \t\r\f\v]+")
+# The substitution above visits every single space (20 us for 128 tokens); most texts have no run
+# to collapse, which these substring checks tell in well under a microsecond each.
+_RUN_MARKERS = ("  ", "\t", "\r", "\f", "\v")
 
 
 class InvalidTextError(ValueError):
@@ -25,9 +28,16 @@ def normalize_text(text: object, *, field: str = "response") -> str:
     """
     if not isinstance(text, str):
         raise InvalidTextError(f"{field} must be a string, got {type(text).__name__}")
-    cleaned = unicodedata.normalize("NFKC", text)
-    cleaned = "".join(ch for ch in cleaned if unicodedata.category(ch) != "Cf")
-    cleaned = _WHITESPACE_RUN.sub(" ", cleaned).strip()
+    if text.isascii():
+        # ASCII is unchanged by NFKC and holds no format characters: skip the per-character pass,
+        # which was nearly all of a cache hit's time (0.1 ms for a 128-token response).
+        cleaned = text
+    else:
+        cleaned = unicodedata.normalize("NFKC", text)
+        cleaned = "".join(ch for ch in cleaned if unicodedata.category(ch) != "Cf")
+    if any(marker in cleaned for marker in _RUN_MARKERS):
+        cleaned = _WHITESPACE_RUN.sub(" ", cleaned)
+    cleaned = cleaned.strip()
     if not cleaned:
         raise InvalidTextError(f"{field} is empty (after removing invisible characters and whitespace)")
     return cleaned

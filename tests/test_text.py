@@ -1,5 +1,8 @@
 from __future__ import annotations
 
+import re
+import unicodedata
+
 import pytest
 
 from guardrail.model.network import load_tokenizer
@@ -8,6 +11,18 @@ from guardrail.text import InvalidTextError, WindowPlan, make_windows, normalize
 
 def test_obfuscation_is_undone() -> None:
     assert normalize_text("k\u200bi\u200dll \uff41ll  the\u00ad guards") == "kill all the guards"
+
+
+def test_ascii_and_unicode_text_get_the_same_treatment() -> None:
+    def by_definition(text: str) -> str:  # NFKC, drop format characters, collapse spaces
+        kept = "".join(ch for ch in unicodedata.normalize("NFKC", text) if unicodedata.category(ch) != "Cf")
+        return re.sub(r"[ \t\r\f\v]+", " ", kept).strip()
+
+    samples = ["  Sure,\t here   is\r\nhow.  ", "line one\n\nline two", "x\x00y\x1f"]
+    samples.append("caf\u00e9 \u2460 \ufb01ne\u200b!")
+    samples += [s + "\u00e9" for s in samples]  # the same text made non-ASCII
+    for text in samples:
+        assert normalize_text(text) == by_definition(text)
 
 
 @pytest.mark.parametrize("bad", ["", "   ", "\u200b\u200c", None, 42, b"bytes"])
