@@ -37,9 +37,15 @@ from guardrail.training.metrics import quality_metrics, tune_thresholds
 from guardrail.training.train import TrainConfig, fit, gold_labels
 
 
+def _bucket(purpose: str, key: str, buckets: int) -> int:
+    """A row's bucket in ``range(buckets)``: a hash of its key salted by ``purpose``, so that folds,
+    fractions and the train/dev/test split are drawn independently of each other."""
+    return int(hashlib.sha256(f"{purpose}|{key}".encode()).hexdigest(), 16) % buckets
+
+
 def fold_of(key: str, folds: int) -> int:
     """A row's fold: a hash of its key, independent of the train/dev/test split hash."""
-    return int(hashlib.sha256(f"fold|{key}".encode()).hexdigest(), 16) % folds
+    return _bucket("fold", key, folds)
 
 
 def in_fraction(key: str, fraction: float) -> bool:
@@ -48,7 +54,7 @@ def in_fraction(key: str, fraction: float) -> bool:
     Nested: every row kept at a fraction is kept at any larger one, so a learning curve adds
     rows instead of drawing a new sample at each point.
     """
-    return int(hashlib.sha256(f"fraction|{key}".encode()).hexdigest(), 16) % 10_000 < round(fraction * 10_000)
+    return _bucket("fraction", key, 10_000) < round(fraction * 10_000)
 
 
 def row_id(key: str) -> str:
