@@ -10,8 +10,15 @@ import numpy as np
 import pytest
 import torch
 
-from guardrail.model.network import aggregate_windows, load_tokenizer, pad_batch
-from guardrail.model.weights import WEIGHTS_FILE, Thresholds, load_weights
+from guardrail.model.network import (
+    ENCODER_PACKAGE,
+    Pooling,
+    aggregate_windows,
+    load_tokenizer,
+    pad_batch,
+    predict_proba,
+)
+from guardrail.model.weights import WEIGHTS_FILE, ModelConfig, Thresholds, load_weights, save_weights
 from guardrail.scorers.local import LocalScorer
 from guardrail.text import WindowPlan, make_windows
 from guardrail.training.crossval import (
@@ -24,7 +31,16 @@ from guardrail.training.crossval import (
 )
 from guardrail.training.data import EXACT, PRESENT, TOUCHE_CATEGORIES, read_fulcra, read_touche, split_of
 from guardrail.training.metrics import quality_metrics
-from guardrail.training.train import _PRESENCE_CACHE, TrainConfig, fit, item_task, row_log_probs, train
+from guardrail.training.train import (
+    _PRESENCE_CACHE,
+    TrainConfig,
+    fit,
+    item_task,
+    row_log_probs,
+    shippable_tensors,
+    train,
+    trained_state,
+)
 from guardrail.values import VALUE_NAMES
 
 TOPICS = ("saving money", "learning guitar", "a job interview", "a bike repair", "a garden", "a camping trip")
@@ -282,3 +298,34 @@ def test_item_task_reads_fulcras_fine_grained_items_and_trains_beside_the_value_
 
         fit(cfg, rows, [], tokenizer, plan, 1, note)
     assert losses[1.0] > losses[0.0], "the item loss adds to the training loss"
+
+
+@pytest.mark.parametrize("pooling", ["response", "attention"])
+def test_a_pooling_choice_ships_with_the_weights_and_scores_as_trained(tmp_path: Path, pooling: Pooling) -> None:
+    (tmp_path / "data" / "fulcra").mkdir(parents=True)
+    _fulcra_file(tmp_path / "data" / "fulcra" / "train.jsonl", 24)
+    rows, _ = read_fulcra(tmp_path / "data" / "fulcra" / "train.jsonl")
+    tokenizer, plan = load_tokenizer(), WindowPlan()
+    cfg = TrainConfig(num_layers=1, epochs=3, lr_head=0.05, use_toxigen=False, pooling=pooling)
+    model, _ = fit(cfg, rows, [], tokenizer, plan, cfg.epochs, lambda *_: None)
+    tensors = shippable_tensors(trained_state(model), cfg.num_layers)
+    assert ("value_queries" in tensors) == (pooling == "attention")
+
+    def ship(as_pooling: Pooling, folder: str) -> LocalScorer:
+        config = ModelConfig(encoder_package=ENCODER_PACKAGE, encoder_version="0.1.0", num_layers=1, pooling=as_pooling)
+        save_weights(tmp_path / folder, tensors, config)
+        return LocalScorer(precision="fp32", weights_dir=tmp_path / folder, cache_size=0)
+
+    pairs = [(row.prompt, row.response) for row in rows[:6]]
+    trained, _ = predict_proba(model, tokenizer, pairs, plan)
+
+    def gap(scorer: LocalScorer) -> float:
+        got = [scorer.score(response, prompt=prompt).probabilities for prompt, response in pairs]
+        return float((torch.tensor([[p[v] for v in VALUE_NAMES] for p in got]) - trained).abs().max())
+
+    shipped = ship(pooling, "w")
+    as_mean = ship("all", "as-mean")
+    assert shipped.model_id != as_mean.model_id, "the pooling is part of what the id names"
+    # The shipped updates are int8-rounded, so the reload matches closely, not bit for bit;
+    # read with mean pooling instead, the same weights score measurably differently.
+    assert gap(shipped) < 0.01 < gap(as_mean)

@@ -9,7 +9,7 @@ from __future__ import annotations
 
 import os
 from pathlib import Path
-from typing import Any
+from typing import Any, Literal
 
 import torch
 from torch import nn
@@ -110,15 +110,25 @@ def encode(
     return out
 
 
+Pooling = Literal["all", "response", "attention"]
+"""How token states become what the heads read. "all": the mean of every token of the window.
+"response": the mean of the response's tokens only (token type 1; a window without a prompt has
+none, and then every token counts). "attention": one learned attention over the tokens per value,
+so each head reads the passage that matters to its value (its queries start at zero, which is
+"all")."""
+
+
 class ValueClassifier(nn.Module):
     """Encoder + mean pooling + one linear layer producing (batch, 10 values, 3 classes) logits."""
 
-    def __init__(self, encoder: nn.Module, dropout: float = 0.1) -> None:
+    def __init__(self, encoder: nn.Module, dropout: float = 0.1, pooling: Pooling = "all") -> None:
         super().__init__()
         self.encoder = encoder
+        self.pooling = pooling
         hidden = int(getattr(encoder, "config").hidden_size)  # noqa: B009
         self.dropout = nn.Dropout(dropout)
         self.head = nn.Linear(hidden, len(VALUE_NAMES) * len(CLASSES))
+        self.value_queries = nn.Parameter(torch.zeros(len(VALUE_NAMES), hidden)) if pooling == "attention" else None
 
     def forward(
         self,
@@ -126,8 +136,16 @@ class ValueClassifier(nn.Module):
         attention_mask: torch.Tensor,
         token_type_ids: torch.Tensor | None = None,
     ) -> torch.Tensor:
-        pooled = self.pool(input_ids, attention_mask, token_type_ids)
-        logits: torch.Tensor = self.head(self.dropout(pooled))
+        return self.classify(self.pool(input_ids, attention_mask, token_type_ids))
+
+    def classify(self, pooled: torch.Tensor) -> torch.Tensor:
+        """Logits (batch, 10, 3) from ``pool``'s output: (batch, width), or (batch, 10, width) per value."""
+        pooled = self.dropout(pooled)
+        if pooled.dim() == 3:
+            weight = self.head.weight.view(len(VALUE_NAMES), len(CLASSES), -1)
+            per_value: torch.Tensor = torch.einsum("bvd,vcd->bvc", pooled, weight)
+            return per_value + self.head.bias.view(len(VALUE_NAMES), len(CLASSES))
+        logits: torch.Tensor = self.head(pooled)
         return logits.view(-1, len(VALUE_NAMES), len(CLASSES))
 
     def pool(
@@ -136,7 +154,7 @@ class ValueClassifier(nn.Module):
         attention_mask: torch.Tensor,
         token_type_ids: torch.Tensor | None = None,
     ) -> torch.Tensor:
-        """Mean-pooled encoding (batch, width) that the heads read."""
+        """The pooled encoding the heads read: (batch, width), or (batch, 10, width) with attention pooling."""
         if self.training:
             hidden = self.encoder(
                 input_ids=input_ids, attention_mask=attention_mask, token_type_ids=token_type_ids
@@ -144,7 +162,16 @@ class ValueClassifier(nn.Module):
         else:
             types = token_type_ids if token_type_ids is not None else torch.zeros_like(input_ids)
             hidden = encode(self.encoder, input_ids, attention_mask, types)
-        mask = attention_mask.unsqueeze(-1).to(hidden.dtype)
+        if self.value_queries is not None:
+            scores = torch.einsum("btd,vd->bvt", hidden, self.value_queries)
+            scores = scores.masked_fill(~attention_mask.bool().unsqueeze(1), float("-inf"))
+            attended: torch.Tensor = torch.einsum("bvt,btd->bvd", torch.softmax(scores, dim=-1), hidden)
+            return attended
+        mask = attention_mask
+        if self.pooling == "response" and token_type_ids is not None:
+            response = attention_mask * token_type_ids
+            mask = torch.where(response.sum(1, keepdim=True) > 0, response, attention_mask)
+        mask = mask.unsqueeze(-1).to(hidden.dtype)
         pooled: torch.Tensor = (hidden * mask).sum(1) / mask.sum(1).clamp(min=1.0)
         return pooled
 

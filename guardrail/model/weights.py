@@ -16,6 +16,7 @@ from pathlib import Path
 import torch
 from pydantic import BaseModel, ConfigDict, Field
 
+from guardrail.model.network import Pooling
 from guardrail.text import WindowPlan
 from guardrail.values import VALUE_NAMES
 
@@ -52,6 +53,7 @@ class ModelConfig(BaseModel):
     encoder_package: str
     encoder_version: str
     num_layers: int
+    pooling: Pooling = "all"
     window_max_length: int = 256
     window_prompt_tokens: int = 64
     window_overlap: int = 32
@@ -67,7 +69,9 @@ def model_id_for(weights_bytes: bytes, config: ModelConfig) -> str:
     """A short content hash naming one model: the weights file plus everything in the config that
     changes a score (architecture, window plan, thresholds). The training provenance (timings,
     per-epoch history) is left out, so a rerun of `guardrail train` reproduces the id itself."""
-    scoring = json.dumps(config.model_dump(mode="json", exclude={"training"}), sort_keys=True).encode()
+    # "pooling" joined the config later; leaving out its original value keeps older models' ids.
+    left_out = {"training"} | ({"pooling"} if config.pooling == "all" else set())
+    scoring = json.dumps(config.model_dump(mode="json", exclude=left_out), sort_keys=True).encode()
     digest = hashlib.sha256(weights_bytes + b"\0" + scoring).hexdigest()
     return f"minilm-values-{digest[:12]}"
 

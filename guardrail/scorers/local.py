@@ -22,7 +22,7 @@ from guardrail.model.network import (
     predict_proba,
 )
 from guardrail.model.quantize import quantize_int8
-from guardrail.model.weights import WEIGHTS_DIR, calibration_of, load_weights
+from guardrail.model.weights import WEIGHTS_DIR, ModelConfig, calibration_of, load_weights
 from guardrail.score import ValueScores
 from guardrail.text import InvalidTextError, normalize_text
 from guardrail.values import VALUE_NAMES
@@ -81,7 +81,7 @@ class LocalScorer:
         self._tokenizer = load_tokenizer()
 
         executor, _ = inference_thread()
-        self._model, self.precision = executor.submit(self._build, tensors, config.num_layers, precision).result()
+        self._model, self.precision = executor.submit(self._build, tensors, config, precision).result()
         # int8 activations get one quantization scale per forward pass, so in a padded batch a
         # text's scores would depend on its batch-mates. int8 therefore runs one window per pass:
         # a text scores the same alone, in any batch, in the CLI and on replay (batching gained
@@ -94,11 +94,17 @@ class LocalScorer:
         )
 
     @staticmethod
-    def _build(tensors: dict[str, torch.Tensor], num_layers: int, precision: Precision) -> tuple[torch.nn.Module, str]:
-        encoder = load_encoder(num_layers)
+    def _build(
+        tensors: dict[str, torch.Tensor], config: ModelConfig, precision: Precision
+    ) -> tuple[torch.nn.Module, str]:
+        encoder = load_encoder(config.num_layers)
         apply_trained_weights(encoder, tensors)
-        model = ValueClassifier(encoder)
+        model = ValueClassifier(encoder, pooling=config.pooling)
         model.head.load_state_dict({"weight": tensors["head.weight"], "bias": tensors["head.bias"]})
+        if model.value_queries is not None:
+            if "value_queries" not in tensors:
+                raise ValueError("the weights use attention pooling but carry no 'value_queries'")
+            model.value_queries.data.copy_(tensors["value_queries"])
         model.eval()
         if precision == "int8":
             return quantize_int8(model, calibration_of(tensors))

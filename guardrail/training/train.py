@@ -29,6 +29,7 @@ from pydantic import BaseModel
 
 from guardrail.model.network import (
     ENCODER_PACKAGE,
+    Pooling,
     ValueClassifier,
     aggregate_windows,
     load_encoder,
@@ -79,6 +80,10 @@ class TrainConfig(BaseModel):
     touche_epochs: int = 0
     """Epochs of intermediate training on Touché23 value *presence* (7,289 arguments; an invoked
     value admits oppose or support) before FULCRA; 0 = off."""
+    pooling: Pooling = "all"
+    """How the heads read the tokens: the mean of every token of a window ("all"), of the response's
+    tokens only ("response"; the prompt still reaches them through attention), or one learned
+    attention per value ("attention"). See ``network.Pooling``."""
     violation_weight: float = 0.0
     """Weight of an extra loss on "opposes any value": binary cross-entropy of the noisy-OR of the
     ten P(oppose) against whether the row opposes a value (rows whose oppose targets are all
@@ -118,12 +123,22 @@ def gold_labels(examples: list[Example]) -> np.ndarray:
     return np.array([[ex.label(i) or 0 for i in range(len(VALUE_NAMES))] for ex in examples])
 
 
+HEAD_PREFIXES = ("head.", "value_queries")
+"""What the classifier trains beside the encoder: the heads and (attention pooling) the value queries."""
+
+
+def trained_state(model: ValueClassifier) -> dict[str, torch.Tensor]:
+    """A copy of what training changes: the transformer blocks, the heads and any value queries."""
+    prefixes = ("encoder.encoder.layer.", *HEAD_PREFIXES)
+    return {k: v.detach().clone() for k, v in model.state_dict().items() if k.startswith(prefixes)}
+
+
 def shippable_tensors(state: dict[str, torch.Tensor], num_layers: int) -> dict[str, torch.Tensor]:
     """What ships: int8 updates of the fine-tuned matrices, whole vectors, and the head."""
     base = dict(load_encoder(num_layers).named_parameters())
     tensors: dict[str, torch.Tensor] = {}
     for key, value in state.items():
-        if key.startswith("head."):
+        if key.startswith(HEAD_PREFIXES):
             tensors[key] = value
             continue
         name = key.removeprefix("encoder.")  # ValueClassifier.encoder -> BertModel parameter names
@@ -232,6 +247,8 @@ def item_task(cfg: TrainConfig, rows: list[Example], width: int) -> ItemTask | N
         return None
     if cfg.all_windows:
         raise ValueError("item_weight needs one window per row (all_windows=False)")
+    if cfg.pooling == "attention":
+        raise ValueError("item_weight needs one pooled encoding per row (pooling 'all' or 'response')")
     counts: dict[str, int] = {}
     for ex in rows:
         for name, _ in ex.items:
@@ -268,7 +285,7 @@ def fit(
     encoder = load_encoder(cfg.num_layers)
     for name, param in encoder.named_parameters():
         param.requires_grad = name.startswith("encoder.layer.")
-    model = ValueClassifier(encoder)
+    model = ValueClassifier(encoder, pooling=cfg.pooling)
 
     # By default training sees the first window of each response; inference aggregates over all
     # windows. With ``all_windows`` training aggregates the same way (multiple-instance learning:
@@ -307,7 +324,7 @@ def _optimizer(
     blocks = [p for p in model.encoder.parameters() if p.requires_grad]
     groups: list[dict[str, Any]] = [
         {"params": blocks, "lr": cfg.lr_encoder},
-        {"params": model.head.parameters(), "lr": cfg.lr_head},
+        {"params": [p for name, p in model.named_parameters() if not name.startswith("encoder.")], "lr": cfg.lr_head},
     ]
     if extra_heads:
         groups.append({"params": extra_heads, "lr": cfg.lr_head})
@@ -347,7 +364,7 @@ def _train_epoch(
             log_probs = row_log_probs(model(**batch), [len(items[j][0]) for j in idx])
         else:
             pooled = model.pool(**batch)
-            log_probs = torch.log_softmax(model.head(model.dropout(pooled)).view(len(idx), -1, 3), dim=-1)
+            log_probs = torch.log_softmax(model.classify(pooled), dim=-1)
         admitted = torch.logsumexp(log_probs.masked_fill(~masks, -1e4), dim=-1)  # (B, 10)
         exact = masks.sum(-1) == 1
         w = torch.where(exact, (weights.unsqueeze(0) * masks.float()).sum(-1), torch.ones_like(admitted))
@@ -413,11 +430,7 @@ def presence_pretrained(cfg: TrainConfig, tokenizer: Any, plan: WindowPlan) -> d
             _train_epoch(
                 presence_cfg, model, items, class_weights(rows), optimizer, scheduler, rng, tokenizer.pad_token_id, []
             )
-        _PRESENCE_CACHE[key] = {
-            k: v.detach().clone()
-            for k, v in model.state_dict().items()
-            if k.startswith(("encoder.encoder.layer.", "head."))
-        }
+        _PRESENCE_CACHE[key] = trained_state(model)
     return _PRESENCE_CACHE[key]
 
 
@@ -473,12 +486,7 @@ def _fit_tuned_on_dev(run: Run) -> tuple[ValueClassifier, list[Item], Checkpoint
             f"({time.perf_counter() - started:.0f}s)"
         )
         if best is None or score > best.score:
-            trainable = {
-                k: v.detach().clone()
-                for k, v in model.state_dict().items()
-                if k.startswith(("encoder.encoder.layer.", "head."))
-            }
-            best = Checkpoint(epoch, score, thresholds, metrics, trainable)
+            best = Checkpoint(epoch, score, thresholds, metrics, trained_state(model))
 
     model, items = fit(cfg, train_set, aux, tokenizer, plan, cfg.epochs, on_dev)
     assert best is not None, "at least one epoch ran"
@@ -556,8 +564,7 @@ def train(cfg: TrainConfig, log: Callable[[str], None] = print) -> dict[str, obj
         model, items, chosen = _fit_tuned_on_dev(run)
     else:
         model, items, chosen = _fit_with_fixed_thresholds(run, cfg.thresholds)
-    state = {k: v for k, v in model.state_dict().items() if k.startswith(("encoder.encoder.layer.", "head."))}
-    tensors = shippable_tensors(state, cfg.num_layers)
+    tensors = shippable_tensors(trained_state(model), cfg.num_layers)
     # int8 needs the activation ranges of the shipped model's FFN down-projections (quantize.py).
     calib_batches = (
         pad_batch([items[j][0][0] for j in range(i, min(i + 32, len(items)))], tokenizer.pad_token_id)
@@ -569,6 +576,7 @@ def train(cfg: TrainConfig, log: Callable[[str], None] = print) -> dict[str, obj
         encoder_package=ENCODER_PACKAGE,
         encoder_version=metadata.version(ENCODER_PACKAGE),
         num_layers=cfg.num_layers,
+        pooling=cfg.pooling,
         window_max_length=plan.max_length,
         window_prompt_tokens=plan.prompt_tokens,
         window_overlap=plan.overlap,
