@@ -119,7 +119,8 @@ so each head reads the passage that matters to its value (its queries start at z
 
 
 class ValueClassifier(nn.Module):
-    """Encoder + mean pooling + one linear layer producing (batch, 10 values, 3 classes) logits."""
+    """Encoder + pooling (mean by default, see ``Pooling``) + one linear layer producing (batch, 10 values,
+    3 classes) logits."""
 
     def __init__(self, encoder: nn.Module, dropout: float = 0.1, pooling: Pooling = "all") -> None:
         super().__init__()

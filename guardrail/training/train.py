@@ -134,7 +134,7 @@ def trained_state(model: ValueClassifier) -> dict[str, torch.Tensor]:
 
 
 def shippable_tensors(state: dict[str, torch.Tensor], num_layers: int) -> dict[str, torch.Tensor]:
-    """What ships: int8 updates of the fine-tuned matrices, whole vectors, and the head."""
+    """What ships: int8 updates of the fine-tuned matrices, whole vectors, the head and any value queries."""
     base = dict(load_encoder(num_layers).named_parameters())
     tensors: dict[str, torch.Tensor] = {}
     for key, value in state.items():
@@ -403,6 +403,7 @@ def presence_pretrained(cfg: TrainConfig, tokenizer: Any, plan: WindowPlan) -> d
                 include={
                     "seed",
                     "num_layers",
+                    "pooling",
                     "touche_epochs",
                     "max_length",
                     "lr_encoder",
@@ -420,7 +421,7 @@ def presence_pretrained(cfg: TrainConfig, tokenizer: Any, plan: WindowPlan) -> d
         encoder = load_encoder(cfg.num_layers)
         for name, param in encoder.named_parameters():
             param.requires_grad = name.startswith("encoder.layer.")
-        model = ValueClassifier(encoder)
+        model = ValueClassifier(encoder, pooling=cfg.pooling)
         rows, _ = read_touche(cfg.data_dir / "touche23")
         items: list[Item] = [(make_windows(tokenizer, e.response, e.prompt, plan)[:1], e, 1.0) for e in rows]
         optimizer, scheduler = _optimizer(cfg, model, math.ceil(len(items) / cfg.batch_size) * cfg.touche_epochs)
