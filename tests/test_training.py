@@ -34,6 +34,7 @@ from guardrail.training.metrics import quality_metrics
 from guardrail.training.train import (
     _PRESENCE_CACHE,
     TrainConfig,
+    admitted_log_likelihood,
     fit,
     item_task,
     row_log_probs,
@@ -188,6 +189,53 @@ def test_all_windows_training_sees_every_window_of_a_long_response(tmp_path: Pat
         assert len(items[0][0]) == (7 if all_windows else 1), "the long response's windows trained on"
         assert all(len(windows) == 1 for windows, _, _ in items[1:])
     assert np.isfinite(list(losses.values())).all() and losses[True] != losses[False]
+
+
+@pytest.mark.parametrize("dropout", [0.0, 0.5, 1.0])
+def test_prompt_dropout_trains_on_responses_without_their_prompts(tmp_path: Path, dropout: float) -> None:
+    (tmp_path / "fulcra").mkdir()
+    _fulcra_file(tmp_path / "fulcra" / "train.jsonl", 24)
+    rows, _ = read_fulcra(tmp_path / "fulcra" / "train.jsonl")
+    tokenizer, plan = load_tokenizer(), WindowPlan(max_length=128)
+    cfg = TrainConfig(num_layers=1, epochs=2, batch_size=4, use_toxigen=False, prompt_dropout=dropout)
+    fed: list[torch.Tensor] = []  # per training window: does it carry a prompt (a second segment)?
+
+    def record(module: torch.nn.Module, args: tuple[torch.Tensor, ...]) -> None:
+        # The encoder's token-type embedding reads segment ids: 1 marks the response after a prompt.
+        if module.training and isinstance(module, torch.nn.Embedding) and module.num_embeddings == 2:
+            fed.append(args[0].amax(1) > 0)
+
+    def after(_epoch: int, _model: object, loss: float) -> None:
+        assert np.isfinite(loss)
+
+    handle = torch.nn.modules.module.register_module_forward_pre_hook(record)
+    try:
+        fit(cfg, rows, [], tokenizer, plan, cfg.epochs, after)
+    finally:
+        handle.remove()
+    with_prompt = torch.cat(fed)
+    assert len(with_prompt) == 2 * len(rows), "every row trained on once per epoch"
+    share = float(with_prompt.float().mean())
+    if dropout == 0.0:
+        assert share == 1.0
+    elif dropout == 1.0:
+        assert share == 0.0
+    else:
+        assert 0.2 < share < 0.8
+
+
+def test_label_smoothing_trusts_a_label_short_of_certainty() -> None:
+    log_probs = torch.log(torch.tensor([[[0.1, 0.2, 0.7]]]))  # one row, one value (support most likely)
+    exact = torch.tensor([[[False, False, True]]])  # gold: support
+    weak = torch.tensor([[[True, False, True]]])  # "present": oppose or support
+
+    assert torch.allclose(admitted_log_likelihood(log_probs, exact), torch.log(torch.tensor(0.7)))
+    assert torch.allclose(admitted_log_likelihood(log_probs, weak), torch.log(torch.tensor(0.8)))
+    smoothed = admitted_log_likelihood(log_probs, exact, smoothing=0.1)
+    assert torch.allclose(smoothed, 0.9 * torch.log(torch.tensor(0.7)) + 0.1 * log_probs.mean())
+    # The smoothed objective is best short of certainty: moving all mass onto the label scores worse.
+    certain = torch.log(torch.tensor([[[1e-6, 1e-6, 1 - 2e-6]]]))
+    assert admitted_log_likelihood(certain, exact, 0.1) < admitted_log_likelihood(log_probs, exact, 0.1)
 
 
 def _touche_folder(folder: Path, rows: int) -> None:

@@ -84,6 +84,11 @@ class TrainConfig(BaseModel):
     """How the heads read the tokens: the mean of every token of a window ("all"), of the response's
     tokens only ("response"; the prompt still reaches them through attention), or one learned
     attention per value ("attention"). See ``network.Pooling``."""
+    prompt_dropout: float = 0.0
+    """Probability, per FULCRA row and epoch, of training on the response without its prompt: a
+    regularizer against reading the prompt's topic instead of the response's stance. 0 = off."""
+    label_smoothing: float = 0.0
+    """Share of each value's loss spread evenly over the three classes (the labels are noisy); 0 = off."""
     violation_weight: float = 0.0
     """Weight of an extra loss on "opposes any value": binary cross-entropy of the noisy-OR of the
     ten P(oppose) against whether the row opposes a value (rows whose oppose targets are all
@@ -192,6 +197,19 @@ def violation_loss(log_probs: torch.Tensor, masks: torch.Tensor, sample_w: torch
     return (w * nll).sum() / w.sum().clamp(min=1.0)
 
 
+def admitted_log_likelihood(log_probs: torch.Tensor, masks: torch.Tensor, smoothing: float = 0.0) -> torch.Tensor:
+    """Per row and value (B, 10): the log-probability of the classes the label admits (one for an
+    exact label, two for a weak one such as Touché's "present").
+
+    With ``smoothing`` > 0 that share of it is replaced by the mean log-probability of all three
+    classes: a noisy label is not trusted all the way to probability 1.
+    """
+    admitted = torch.logsumexp(log_probs.masked_fill(~masks, -1e4), dim=-1)
+    if smoothing > 0:
+        admitted = (1 - smoothing) * admitted + smoothing * log_probs.mean(-1)
+    return admitted
+
+
 Item = tuple[list[dict[str, list[int]]], Example, float]  # windows trained on, example, sample weight
 
 
@@ -292,6 +310,11 @@ def fit(
     # the label describes the whole response, and a later window may hold what earned it).
     keep = slice(None) if cfg.all_windows else slice(1)
     items: list[Item] = [(make_windows(tokenizer, e.response, e.prompt, plan)[keep], e, 1.0) for e in rows]
+    bare = (
+        {j: make_windows(tokenizer, e.response, None, plan)[keep] for j, e in enumerate(rows) if e.prompt}
+        if cfg.prompt_dropout > 0
+        else {}
+    )
     items += [(make_windows(tokenizer, e.response, None, plan)[keep], e, cfg.toxigen_weight) for e in aux]
     weights = class_weights(rows)
 
@@ -306,7 +329,7 @@ def fit(
     average = [p.detach().clone() for p in trainable] if cfg.ema_decay > 0 else []
     for epoch in range(1, epochs + 1):
         epoch_loss = _train_epoch(
-            cfg, model, items, weights, optimizer, scheduler, rng, tokenizer.pad_token_id, average, task
+            cfg, model, items, weights, optimizer, scheduler, rng, tokenizer.pad_token_id, average, task, bare
         )
         model.eval()
         live = [p.detach().clone() for p in trainable] if average else []
@@ -347,8 +370,10 @@ def _train_epoch(
     pad_id: int,
     average: list[torch.Tensor],
     task: ItemTask | None = None,
+    bare: dict[int, list[dict[str, list[int]]]] | None = None,
 ) -> float:
-    """One pass over ``items``; returns the mean loss. ``average`` (if any) is the EMA of the weights."""
+    """One pass over ``items``; returns the mean loss. ``average`` (if any) is the EMA of the weights;
+    ``bare`` holds the prompt-free windows of items that ``cfg.prompt_dropout`` may swap in."""
     model.train()
     trainable = [p for p in model.parameters() if p.requires_grad]
     # Length-bucketed shuffling: sort by length, cut into batches, shuffle the batches.
@@ -357,15 +382,16 @@ def _train_epoch(
     rng.shuffle(batches)
     epoch_loss = 0.0
     for idx in batches:
-        batch = pad_batch([w for j in idx for w in items[j][0]], pad_id)
+        seen = [bare[j] if bare and j in bare and rng.random() < cfg.prompt_dropout else items[j][0] for j in idx]
+        batch = pad_batch([w for windows in seen for w in windows], pad_id)
         masks = torch.tensor([items[j][1].targets for j in idx], dtype=torch.bool)  # (B, 10, 3)
         sample_w = torch.tensor([items[j][2] for j in idx])
         if task is None:
-            log_probs = row_log_probs(model(**batch), [len(items[j][0]) for j in idx])
+            log_probs = row_log_probs(model(**batch), [len(windows) for windows in seen])
         else:
             pooled = model.pool(**batch)
             log_probs = torch.log_softmax(model.classify(pooled), dim=-1)
-        admitted = torch.logsumexp(log_probs.masked_fill(~masks, -1e4), dim=-1)  # (B, 10)
+        admitted = admitted_log_likelihood(log_probs, masks, cfg.label_smoothing)  # (B, 10)
         exact = masks.sum(-1) == 1
         w = torch.where(exact, (weights.unsqueeze(0) * masks.float()).sum(-1), torch.ones_like(admitted))
         w = w * (masks.sum(-1) < 3).float() * sample_w.unsqueeze(1)
