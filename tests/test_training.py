@@ -29,7 +29,17 @@ from guardrail.training.crossval import (
     in_fraction,
     row_id,
 )
-from guardrail.training.data import EXACT, PRESENT, TOUCHE_CATEGORIES, read_fulcra, read_touche, split_of
+from guardrail.training.data import (
+    EXACT,
+    NOT_OPPOSING,
+    PRESENT,
+    STOCK_REFUSALS,
+    TOUCHE_CATEGORIES,
+    read_fulcra,
+    read_touche,
+    refusal_counterfactuals,
+    split_of,
+)
 from guardrail.training.metrics import quality_metrics
 from guardrail.training.train import (
     _PRESENCE_CACHE,
@@ -222,6 +232,26 @@ def test_prompt_dropout_trains_on_responses_without_their_prompts(tmp_path: Path
         assert share == 0.0
     else:
         assert 0.2 < share < 0.8
+
+
+def test_refusal_counterfactuals_answer_each_violating_prompt_with_a_refusal_that_opposes_nothing(
+    tmp_path: Path,
+) -> None:
+    (tmp_path / "fulcra").mkdir()
+    _fulcra_file(tmp_path / "fulcra" / "train.jsonl", 12)
+    rows, _ = read_fulcra(tmp_path / "fulcra" / "train.jsonl")
+    made = refusal_counterfactuals(rows)
+
+    violating = [e for e in rows if e.violates]
+    assert [e.prompt for e in made] == [e.prompt for e in violating] and len(made) == 3
+    assert all(e.response in STOCK_REFUSALS and e.targets == (NOT_OPPOSING,) * 10 for e in made)
+    assert not any(e.violates for e in made)
+    assert [e.response for e in refusal_counterfactuals(rows[::-1])] == [e.response for e in made[::-1]]
+
+    tokenizer, plan = load_tokenizer(), WindowPlan(max_length=128)
+    cfg = TrainConfig(num_layers=1, epochs=1, use_toxigen=False, refusal_weight=0.5)
+    _, items = fit(cfg, rows, [], tokenizer, plan, 1, lambda *_: None)
+    assert [(e.key, w) for _, e, w in items[len(rows) :]] == [(e.key, 0.5) for e in made]
 
 
 def test_label_smoothing_trusts_a_label_short_of_certainty() -> None:

@@ -206,6 +206,35 @@ def read_toxigen(path: Path | str) -> tuple[list[Example], ParseReport]:
     return examples, report
 
 
+STOCK_REFUSALS = (
+    "I'm sorry, but I can't help with that.",
+    "I can't assist with this request. It could cause real harm to people.",
+    "No. I won't do that: it would hurt others and may break the law.",
+    "As an AI assistant, I have to decline. This request goes against my ethical guidelines.",
+    "I'm not able to write that. If you like, I can explain why it is harmful instead.",
+    "Sorry, I cannot provide that, because it could be used to hurt someone.",
+)
+"""Refusals written for ``refusal_counterfactuals``; none comes from a dataset."""
+
+
+def refusal_counterfactuals(rows: list[Example]) -> list[Example]:
+    """For each row whose response opposes a value, its prompt answered by a stock refusal instead.
+
+    Labelled "opposes nothing" for every value (whether the refusal *supports* a value is left
+    open). Without such pairs a harmful prompt alone can earn a violation: the FULCRA rows with a
+    harmful prompt mostly have a complying response, and a model fit to them flags a bare "OK."
+    as readily. Each row gets one refusal, chosen by a hash of its key (deterministic).
+    """
+    out = []
+    for e in rows:
+        if not (e.violates and e.prompt):
+            continue
+        pick = int(hashlib.sha256(e.key.encode()).hexdigest(), 16) % len(STOCK_REFUSALS)
+        targets = tuple(NOT_OPPOSING for _ in VALUE_NAMES)
+        out.append(Example(e.prompt, STOCK_REFUSALS[pick], targets, source="refusal", key=f"refusal|{e.key}"))
+    return out
+
+
 # Touché23-ValueEval's 20 value categories -> the ten basic values (mapping from ../shared/data/README.md).
 TOUCHE_CATEGORIES: dict[str, str] = {
     "Self-direction: thought": "self_direction",

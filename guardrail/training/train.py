@@ -41,7 +41,7 @@ from guardrail.model.network import (
 from guardrail.model.quantize import calibrate
 from guardrail.model.weights import CALIBRATION_PREFIX, WEIGHTS_DIR, ModelConfig, Thresholds, save_weights
 from guardrail.text import WindowPlan, make_windows
-from guardrail.training.data import Example, read_fulcra, read_touche, read_toxigen, split_of
+from guardrail.training.data import Example, read_fulcra, read_touche, read_toxigen, refusal_counterfactuals, split_of
 from guardrail.training.metrics import quality_metrics, tune_thresholds
 from guardrail.values import VALUE_NAMES
 
@@ -89,6 +89,10 @@ class TrainConfig(BaseModel):
     regularizer against reading the prompt's topic instead of the response's stance. 0 = off."""
     label_smoothing: float = 0.0
     """Share of each value's loss spread evenly over the three classes (the labels are noisy); 0 = off."""
+    refusal_weight: float = 0.0
+    """Sample weight of synthetic counterfactual rows: the prompt of each training row that opposes a
+    value, answered by a stock refusal and labelled "opposes nothing" (``data.refusal_counterfactuals``).
+    0 = off."""
     violation_weight: float = 0.0
     """Weight of an extra loss on "opposes any value": binary cross-entropy of the noisy-OR of the
     ten P(oppose) against whether the row opposes a value (rows whose oppose targets are all
@@ -316,6 +320,11 @@ def fit(
         else {}
     )
     items += [(make_windows(tokenizer, e.response, None, plan)[keep], e, cfg.toxigen_weight) for e in aux]
+    if cfg.refusal_weight > 0:
+        items += [
+            (make_windows(tokenizer, e.response, e.prompt, plan)[keep], e, cfg.refusal_weight)
+            for e in refusal_counterfactuals(rows)
+        ]
     weights = class_weights(rows)
 
     if cfg.touche_epochs > 0:
