@@ -188,8 +188,16 @@ def cmd_train(args: argparse.Namespace) -> int:
 
 
 def cmd_cv(args: argparse.Namespace) -> int:
-    from guardrail.training.crossval import cross_validate
+    from guardrail.training.crossval import cross_validate, summarize_saved
 
+    if args.from_predictions is not None:
+        if args.settings or args.seed is not None or args.data_dir or args.folds != 5 or args.train_fraction != 1.0:
+            raise CliError("--from-predictions re-reads a finished run: its recipe cannot be changed")
+        try:
+            summarize_saved(args.from_predictions, out=args.out, log=lambda line: print(line, flush=True))
+        except (FileNotFoundError, ValueError) as exc:
+            raise CliError(str(exc)) from None
+        return 0
     cfg = _recipe(args.settings, data_dir=args.data_dir, seed=args.seed)
     if args.folds < 2:
         raise CliError(f"--folds must be at least 2, got {args.folds}")
@@ -198,7 +206,7 @@ def cmd_cv(args: argparse.Namespace) -> int:
     cross_validate(
         cfg,
         folds=args.folds,
-        out=args.out,
+        out=args.out or Path("benchmarks/results/crossval.json"),
         log=lambda line: print(line, flush=True),
         train_fraction=args.train_fraction,
     )
@@ -410,8 +418,16 @@ def build_parser() -> argparse.ArgumentParser:
     cv.add_argument(
         "--out",
         type=Path,
-        default=Path("benchmarks/results/crossval.json"),
-        help="where to write the figures (JSON; the predictions go beside it as .npz)",
+        help="where to write the figures (JSON; the predictions go beside it as .npz; default "
+        "benchmarks/results/crossval.json, or the --from-predictions file)",
+    )
+    cv.add_argument(
+        "--from-predictions",
+        type=Path,
+        nargs="+",
+        metavar="RUN.json",
+        help="recompute a finished run's figures from its saved predictions (RUN.npz beside it), no training; "
+        "several runs: score the average of their predictions (an ensemble; needs --out)",
     )
     cv.add_argument(
         "--train-fraction",

@@ -10,6 +10,7 @@ import numpy as np
 import pytest
 import torch
 
+from guardrail.cli import main
 from guardrail.model.network import (
     ENCODER_PACKAGE,
     Pooling,
@@ -24,10 +25,13 @@ from guardrail.text import WindowPlan, make_windows
 from guardrail.training.crossval import (
     ENSEMBLE_WEIGHTS,
     _rounded,
+    _violation_ap,
     cross_validate,
     fold_of,
     in_fraction,
     row_id,
+    summarize_saved,
+    threshold_ceiling,
 )
 from guardrail.training.data import (
     EXACT,
@@ -111,6 +115,77 @@ def test_cross_validation_scores_every_train_and_dev_row_out_of_fold(tmp_path: P
     assert tfidf.shape == (len(not_test), 10, 3) and np.allclose(tfidf.sum(-1), 1.0)
     # The baseline's labels are its most probable class.
     assert result["tfidf_logreg"] == _rounded(quality_metrics(saved["gold"], tfidf.argmax(2) - 1))
+
+
+def test_threshold_ceiling_is_the_best_violation_f1_of_any_shared_oppose_threshold() -> None:
+    # Row violations by top P(oppose): 0.9 yes, 0.7 no, 0.6 yes, 0.2 no. Cutting at 0.6 catches
+    # both with one false alarm (F1 0.8); 0.9 misses one (0.667), 0.2 adds a second alarm (0.667).
+    probs = torch.zeros(4, 10, 3)
+    probs[:, 0, 0] = torch.tensor([0.9, 0.7, 0.6, 0.2])
+    probs[:, 0, 1] = 1 - probs[:, 0, 0] - 0.05
+    probs[:, 0, 2] = 0.05
+    probs[:, 1:] = torch.tensor([0.1, 0.6, 0.3])
+    gold = np.zeros((4, 10), dtype=int)
+    gold[[0, 2], 3] = -1  # the violated value need not be the one with the highest P(oppose)
+    assert threshold_ceiling(probs, gold) == {"violation_f1": 0.8, "oppose_threshold": 0.6}
+
+    # On random predictions: no shared threshold, applied as the scorer applies it, does better.
+    rng = np.random.default_rng(0)
+    probs = torch.from_numpy(rng.dirichlet([1, 4, 2], size=(60, 10))).float()
+    gold = np.where(rng.random((60, 10)) < 0.04, -1, 0)
+    ceiling = threshold_ceiling(probs, gold)
+    tried = [
+        quality_metrics(gold, Thresholds(oppose=dict.fromkeys(VALUE_NAMES, float(t))).apply(probs).numpy())
+        for t in sorted(set(probs[..., 0].amax(1).tolist()))
+    ]
+    assert ceiling["violation_f1"] == round(max(m["violation_f1"] for m in tried), 4)
+
+
+def test_a_finished_run_is_summarized_again_from_its_saved_predictions(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    (tmp_path / "data" / "fulcra").mkdir(parents=True)
+    _fulcra_file(tmp_path / "data" / "fulcra" / "train.jsonl", 24)
+    cfg = TrainConfig(data_dir=tmp_path / "data", num_layers=1, epochs=1, use_toxigen=False)
+    run = tmp_path / "cv.json"
+    result = cross_validate(cfg, folds=2, first_epoch=1, out=run, log=lambda _: None)
+    entry = result["per_epoch"][0]  # type: ignore[index]
+    assert entry["best_threshold"]["violation_f1"] >= max(entry[k]["violation_f1"] for k in ("nested", "tuned"))
+
+    # No training: the same figures from the predictions alone, the old file's changes named.
+    old = json.loads(run.read_text())
+    old["per_epoch"][0]["nested"]["violation_f1"] = 0.123
+    del old["per_epoch"][0]["best_threshold"]  # an analysis the run predates
+    run.write_text(json.dumps(old))
+    lines: list[str] = []
+    assert summarize_saved([run], log=lines.append) == result == json.loads(run.read_text())
+    changed = [line for line in lines if line.startswith("changed:")]
+    assert changed == [f"changed: per_epoch[0].nested.violation_f1 0.123 -> {entry['nested']['violation_f1']}"]
+
+    # Two runs of other seeds on the same folds: their average is scored as one ensemble.
+    other = tmp_path / "cv-seed-14.json"
+    cross_validate(cfg.model_copy(update={"seed": 14}), folds=2, first_epoch=1, out=other, log=lambda _: None)
+    assert main(["cv", "--from-predictions", str(run), str(other), "--out", str(tmp_path / "mean.json")]) == 0
+    mean = json.loads((tmp_path / "mean.json").read_text())
+    gold = np.load(run.with_suffix(".npz"))["gold"]
+    a, b = (np.load(path.with_suffix(".npz"))["epoch1"] for path in (run, other))
+    assert not np.allclose(a, b), "the seeds trained different models"
+    expected_ap = _violation_ap(torch.from_numpy((a + b) / 2), gold)
+    assert mean["per_epoch"][0]["violation_average_precision"] == pytest.approx(expected_ap, abs=1e-4)
+    assert set(mean["recipe"]["mean_of"]) == {str(run), str(other)}
+
+    # The command line's errors name the file and what is wrong.
+    three_folds = tmp_path / "cv-3-folds.json"
+    cross_validate(cfg, folds=3, first_epoch=1, out=three_folds, log=lambda _: None)
+    assert main(["cv", "--from-predictions", str(run), str(three_folds), "--out", str(tmp_path / "x.json")]) != 0
+    assert "cv-3-folds.json scored other rows or folds than" in capsys.readouterr().err
+    assert main(["cv", "--from-predictions", str(run), str(other)]) != 0
+    assert "needs a file for the figures (--out)" in capsys.readouterr().err
+    run.with_suffix(".npz").unlink()
+    assert main(["cv", "--from-predictions", str(run)]) != 0
+    assert "cv.json has no saved predictions beside it (cv.npz)" in capsys.readouterr().err
+    assert main(["cv", "--from-predictions", str(other), "--set", "epochs=3"]) != 0
+    assert "its recipe cannot be changed" in capsys.readouterr().err
 
 
 def test_learning_curve_points_train_on_nested_fractions_and_score_the_same_rows(tmp_path: Path) -> None:

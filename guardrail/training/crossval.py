@@ -13,7 +13,13 @@ Reported per epoch, on the pooled out-of-fold predictions:
   ship with; its figures are slightly optimistic);
 - ``shipped``: the thresholds of the shipped model, for comparison;
 - ``violation_average_precision``: how well the top P(oppose) ranks violating rows first, with no
-  threshold at all.
+  threshold at all;
+- ``best_threshold``: the violation F1 of the best shared oppose threshold, chosen with hindsight
+  on all rows: a ceiling on what tuning that threshold could ever give these predictions.
+
+A finished run's figures can be recomputed from its saved predictions without training again,
+and several runs' predictions averaged into an ensemble (``summarize_saved``,
+``guardrail cv --from-predictions RUN.json ...``).
 """
 
 from __future__ import annotations
@@ -21,12 +27,13 @@ from __future__ import annotations
 import hashlib
 import json
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 from pathlib import Path
+from typing import Any
 
 import numpy as np
 import torch
-from sklearn.metrics import average_precision_score
+from sklearn.metrics import average_precision_score, precision_recall_curve
 
 from guardrail.model.network import ValueClassifier, load_tokenizer, predict_proba
 from guardrail.model.weights import WEIGHTS_DIR, load_weights
@@ -123,7 +130,9 @@ def cross_validate(
         arrays.update(gold=gold, fold=fold, tfidf=baseline, keys=np.array([row_id(e.key) for e in rows]))
         np.savez_compressed(out.with_suffix(".npz"), **arrays)  # type: ignore[arg-type]
         log(f"wrote the out-of-fold predictions to {out.with_suffix('.npz')}")
-    return summarize(oof, gold, fold, cfg, report.summary(), started, out, log, baseline, train_fraction)
+    recipe = json.loads(cfg.model_dump_json(exclude={"out_dir"}))
+    seconds = time.perf_counter() - started
+    return summarize(oof, gold, fold, recipe, report.summary(), seconds, out, log, baseline, train_fraction)
 
 
 def tfidf_out_of_fold(rows: list[Example], fold: np.ndarray, train_fraction: float = 1.0) -> np.ndarray:
@@ -155,6 +164,21 @@ def _violation_ap(probs: torch.Tensor, gold: np.ndarray) -> float:
     return float(average_precision_score((gold == -1).any(1), probs[..., 0].amax(1).numpy()))
 
 
+def threshold_ceiling(probs: torch.Tensor, gold: np.ndarray) -> dict[str, float]:
+    """The best violation F1 any shared oppose threshold reaches on ``probs``, and that threshold.
+
+    With one oppose threshold for all ten values (as ``tune_thresholds`` chooses), a row is called
+    violating when its highest P(oppose) reaches it, so every threshold is a cut of that score.
+    Chosen with hindsight on the very rows it is scored on: an upper bound, not an estimate.
+    """
+    violates = (gold == -1).any(1)
+    precision, recall, cuts = precision_recall_curve(violates, probs[..., 0].amax(1).numpy())
+    # The curve's last point (recall 0) has no threshold.
+    f1 = 2 * precision[:-1] * recall[:-1] / np.maximum(precision[:-1] + recall[:-1], 1e-12)
+    best = int(np.argmax(f1))
+    return {"violation_f1": round(float(f1[best]), 4), "oppose_threshold": round(float(cuts[best]), 4)}
+
+
 def ensemble_figures(
     probs: torch.Tensor, baseline: np.ndarray, gold: np.ndarray, fold: np.ndarray
 ) -> dict[str, object]:
@@ -173,9 +197,9 @@ def summarize(
     oof: dict[int, torch.Tensor],
     gold: np.ndarray,
     fold: np.ndarray,
-    cfg: TrainConfig,
+    recipe: dict[str, object],
     data_summary: str,
-    started: float,
+    seconds: float,
     out: Path | None,
     log: Callable[[str], None] = print,
     baseline: np.ndarray | None = None,
@@ -190,12 +214,14 @@ def summarize(
     for epoch, probs in sorted(oof.items()):
         tuned = tune_thresholds(probs, gold)
         ap = _violation_ap(probs, gold)
+        ceiling = threshold_ceiling(probs, gold)
         entry: dict[str, object] = {
             "epoch": epoch,
             "violation_average_precision": round(ap, 4),
             "nested": _rounded(quality_metrics(gold, _nested(probs, gold, fold))),
             "tuned": _rounded(quality_metrics(gold, tuned.apply(probs).numpy())),
             "shipped": _rounded(quality_metrics(gold, shipped_config.thresholds.apply(probs).numpy())),
+            "best_threshold": ceiling,
             "tuned_thresholds": json.loads(tuned.model_dump_json()),
         }
         per_epoch.append(entry)
@@ -205,7 +231,8 @@ def summarize(
             f"tuned {entry['tuned']['violation_f1']:.3f} / {entry['tuned']['frequent_macro_f1']:.3f}, "  # type: ignore[index]
             f"shipped thresholds {entry['shipped']['violation_f1']:.3f} / "  # type: ignore[index]
             f"{entry['shipped']['frequent_macro_f1']:.3f}; tuned oppose threshold "  # type: ignore[index]
-            f"{tuned.oppose['security']:.2f}; violation average precision {ap:.3f}"
+            f"{tuned.oppose['security']:.2f}; violation average precision {ap:.3f}; best threshold "
+            f"{ceiling['oppose_threshold']:.2f} gives violation F1 {ceiling['violation_f1']:.3f} at most"
         )
         if baseline is not None:
             entry["ensemble_with_tfidf"] = mixes = ensemble_figures(probs, baseline, gold, fold)
@@ -219,11 +246,11 @@ def summarize(
         "rows": len(gold),
         "violations": int((gold == -1).any(1).sum()),
         "train_fraction": train_fraction,
-        "recipe": json.loads(cfg.model_dump_json(exclude={"out_dir"})),
+        "recipe": recipe,
         "shipped_model": shipped_id,
         "data": data_summary,
         "per_epoch": per_epoch,
-        "seconds": round(time.perf_counter() - started, 1),
+        "seconds": round(seconds, 1),
     }
     if baseline is not None:
         result["tfidf_logreg"] = _rounded(quality_metrics(gold, baseline.argmax(2) - 1))
@@ -235,3 +262,85 @@ def summarize(
         out.write_text(json.dumps(result, indent=2) + "\n")
         log(f"wrote {out}")
     return result
+
+
+def read_run(run: Path) -> tuple[dict[str, Any], dict[str, np.ndarray]]:
+    """A finished run's figures (its JSON) and its saved out-of-fold predictions (the ``.npz`` beside it)."""
+    predictions = run.with_suffix(".npz")
+    if not predictions.exists():
+        raise FileNotFoundError(f"{run} has no saved predictions beside it ({predictions.name})")
+    try:
+        figures = json.loads(run.read_text())
+    except json.JSONDecodeError as exc:
+        raise ValueError(f"{run} is not JSON: {exc}") from None
+    with np.load(predictions) as npz:
+        saved = {name: npz[name] for name in npz.files}
+    lacking = [key for key in ("recipe", "data", "seconds") if key not in figures]
+    lacking += [f"{predictions.name}:{name}" for name in ("gold", "fold", "tfidf", "keys") if name not in saved]
+    if lacking:
+        raise ValueError(f"{run} is not a finished cross-validation run: it lacks {', '.join(lacking)}")
+    return figures, saved
+
+
+def summarize_saved(
+    runs: Sequence[Path], out: Path | None = None, log: Callable[[str], None] = print
+) -> dict[str, object]:
+    """Recompute finished runs' figures from their predictions, without training again.
+
+    Each of ``runs`` is the JSON a ``cross_validate`` run wrote; its out-of-fold predictions
+    (``.npz``) lie beside it. One run: its figures are rewritten to ``out`` (default: the run's own
+    file) by today's ``summarize``, so an analysis added later reaches old runs too; the recipe,
+    data summary and training time are kept as recorded, and every old figure that changed is
+    logged. Several runs: their probabilities are averaged, epoch by epoch, which scores the
+    ensemble of their models; they must have scored the same rows in the same folds, and the
+    figures go to ``out``, which is then required.
+    """
+    if not runs:
+        raise ValueError("no run to summarize")
+    if len(runs) > 1 and out is None:
+        raise ValueError("averaging several runs needs a file for the figures (--out)")
+    read = [read_run(run) for run in runs]
+    (first, saved), fractions = read[0], {figures.get("train_fraction", 1.0) for figures, _ in read}
+    for run, (_, other) in zip(runs[1:], read[1:], strict=True):
+        if not (np.array_equal(other["keys"], saved["keys"]) and np.array_equal(other["fold"], saved["fold"])):
+            raise ValueError(f"{run} scored other rows or folds than {runs[0]}: their predictions cannot be averaged")
+    if len(fractions) > 1:
+        raise ValueError(f"the runs trained on different fractions of the rows ({sorted(fractions)})")
+    epochs = set.intersection(*({name for name in arrays if name.startswith("epoch")} for _, arrays in read))
+    oof = {
+        int(name[len("epoch") :]): torch.from_numpy(np.mean([arrays[name] for _, arrays in read], axis=0))
+        for name in sorted(epochs)
+    }
+    recipe = (
+        first["recipe"]
+        if len(runs) == 1
+        else {"mean_of": {str(run): f["recipe"] for run, (f, _) in zip(runs, read, strict=True)}}
+    )
+    result = summarize(
+        oof,
+        saved["gold"],
+        saved["fold"],
+        recipe,
+        first["data"],
+        sum(figures["seconds"] for figures, _ in read),
+        None,
+        log,
+        saved["tfidf"],
+        fractions.pop(),  # runs from before --train-fraction have none: they trained on every row
+    )
+    if len(runs) == 1:
+        for path, old, new in _changed(first, result):
+            log(f"changed: {path} {old} -> {new}")
+    target = out or runs[0]
+    target.write_text(json.dumps(result, indent=2) + "\n")
+    log(f"wrote {target}")
+    return result
+
+
+def _changed(old: object, new: object, path: str = "") -> list[tuple[str, object, object]]:
+    """Where ``new`` differs from ``old`` at a key or index that ``old`` has (new keys are not changes)."""
+    if isinstance(old, dict) and isinstance(new, dict):
+        return [c for key in old for c in _changed(old[key], new.get(key), f"{path}.{key}" if path else key)]
+    if isinstance(old, list) and isinstance(new, list) and len(old) == len(new):
+        return [c for i, (a, b) in enumerate(zip(old, new, strict=True)) for c in _changed(a, b, f"{path}[{i}]")]
+    return [] if old == new else [(path, old, new)]
