@@ -2,7 +2,8 @@
 
 Measures p50/p95 latency at batch 1 for 64/128/256-token responses (also for int8 with the FFN
 down-projections left in fp32, the path for weights without calibration statistics), throughput at batch 16 and 64,
-cache-hit latency, cold start (import + load + first score, in a fresh process) and peak RSS.
+cache-hit latency, cold start (import + load + first score, in a fresh process) and peak RSS,
+and where a 128-token score spends its time (torch's profiler, by operator kind, per precision).
 Prints a table and writes benchmarks/results/scorer.json.
 
     .venv/bin/python -m benchmarks.bench_scorer [--repeat 200]
@@ -11,11 +12,15 @@ Prints a table and writes benchmarks/results/scorer.json.
 from __future__ import annotations
 
 import argparse
+import collections
+import contextlib
 import json
+import os
 import shutil
 import subprocess
 import sys
 import tempfile
+import time
 from functools import partial
 from pathlib import Path
 from typing import Any
@@ -25,7 +30,7 @@ from safetensors.torch import load_file, save_file
 from benchmarks.common import summary, timings_ms, write_result
 from guardrail.model.network import load_tokenizer
 from guardrail.model.weights import WEIGHTS_DIR, WEIGHTS_FILE
-from guardrail.scorers.local import LocalScorer
+from guardrail.scorers.local import LocalScorer, inference_thread
 
 BASE_TEXT = (
     "Sure, here is a detailed plan. First gather the tools you need and check the area for cameras. "
@@ -34,6 +39,9 @@ BASE_TEXT = (
     "such as jewellery, cash and electronics that are easy to sell later without questions. "
 )
 
+# Peak RSS is the kernel's high-water mark of this process's own memory (VmHWM). Not ru_maxrss:
+# Linux carries that across fork and exec, so the child would report the benchmark's own RSS (the
+# four scorers it holds) whenever that is larger, as it did up to session 7 (~750 MB for ~480).
 COLD_START = """
 import json, resource, sys, time
 t0 = time.perf_counter()
@@ -43,8 +51,13 @@ scorer = LocalScorer(precision=sys.argv[1])
 t2 = time.perf_counter()
 scorer.score("Thanks, that was helpful.")
 t3 = time.perf_counter()
+try:
+    with open("/proc/self/status") as status:
+        peak_kb = next(int(line.split()[1]) for line in status if line.startswith("VmHWM:"))
+except (OSError, StopIteration):  # not Linux: ru_maxrss (kB on Linux, bytes on macOS)
+    peak_kb = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / (1024 if sys.platform == "darwin" else 1)
 print(json.dumps({"import_s": t1 - t0, "load_s": t2 - t1, "first_score_s": t3 - t2, "total_s": t3 - t0,
-                  "peak_rss_mb": resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024}))
+                  "peak_rss_mb": peak_kb / 1024}))
 """
 
 
@@ -66,6 +79,71 @@ def cold_start(precision: str, runs: int) -> dict[str, object]:
         "load_ms_p50": summary([s["load_s"] * 1e3 for s in samples])["p50_ms"],
         "peak_rss_mb_max": round(max(s["peak_rss_mb"] for s in samples), 1),
     }
+
+
+OPERATOR_KINDS = {
+    "quantized::linear_dynamic": "linear layers",
+    "aten::addmm": "linear layers",
+    "aten::mm": "linear layers",
+    "aten::_scaled_dot_product_flash_attention_for_cpu": "attention",
+    "aten::gelu": "GELU",
+    "aten::native_layer_norm": "LayerNorm",
+}
+
+
+@contextlib.contextmanager
+def quiet_stderr() -> Any:
+    """Silence file descriptor 2: torch's profiler prints harmless thread-registration notices there."""
+    saved = os.dup(2)
+    with open(os.devnull, "w") as devnull:
+        os.dup2(devnull.fileno(), 2)
+        try:
+            yield
+        finally:
+            os.dup2(saved, 2)
+            os.close(saved)
+
+
+def time_profile(scorer: LocalScorer, text: str, calls: int = 50) -> dict[str, object]:
+    """Where a call of ``scorer.score(text)`` spends its time.
+
+    ``score_ms`` and ``forward_ms`` are medians without the profiler: the whole call, and the
+    model's forward pass inside it (timed by hooks on ``scorer.module``). Their difference is
+    tokenizing, windowing, Python and building the result. ``operator_share`` splits the time of
+    torch's operators by kind, from torch's profiler; the profiler slows every operator, so only
+    shares are reported. Runs on the scorer's inference thread: the profiler records the thread
+    that starts it, and a call from any other thread only hands the work over.
+    """
+    from torch.profiler import ProfilerActivity, profile
+
+    def run() -> dict[str, object]:
+        started: list[float] = []
+        forward_ms: list[float] = []
+        hooks = [
+            scorer.module.register_forward_pre_hook(lambda *_: started.append(time.perf_counter())),
+            scorer.module.register_forward_hook(
+                lambda *_: forward_ms.append((time.perf_counter() - started[-1]) * 1e3)
+            ),
+        ]
+        try:
+            score_ms = timings_ms(partial(scorer.score, text), calls, warmup=5)
+        finally:
+            for hook in hooks:
+                hook.remove()
+        with quiet_stderr(), profile(activities=[ProfilerActivity.CPU]) as prof:
+            for _ in range(calls):
+                scorer.score(text)
+        kinds: collections.defaultdict[str, float] = collections.defaultdict(float)
+        for event in prof.key_averages():
+            kinds[OPERATOR_KINDS.get(event.key, "other torch operators")] += event.self_cpu_time_total
+        total = sum(kinds.values())
+        return {
+            "score_ms": summary(score_ms)["p50_ms"],
+            "forward_ms": summary(forward_ms[-calls:])["p50_ms"],
+            "operator_share": {k: round(v / total, 3) for k, v in sorted(kinds.items(), key=lambda kv: -kv[1])},
+        }
+
+    return inference_thread()[0].submit(run).result()
 
 
 def main() -> None:
@@ -121,6 +199,15 @@ def main() -> None:
         )
 
     text = text_of_tokens(tokenizer, 128)
+    results["profile_128_tokens_ms"] = profiles = {p: time_profile(scorers[p], text) for p in ("int8", "fp32")}
+    for p, profiled in profiles.items():
+        shares = ", ".join(f"{k} {v:.0%}" for k, v in profiled["operator_share"].items())  # type: ignore[attr-defined]
+        print(
+            f"{p}, 128 tokens, on the inference thread: score p50 {profiled['score_ms']:.2f} ms, of which the "
+            f"forward pass {profiled['forward_ms']:.2f} ms; operator time: {shares}",
+            flush=True,
+        )
+
     cached.score(text)
     results["cache_hit"] = summary(timings_ms(lambda: cached.score(text), args.repeat * 5))
     print(f"cache hit: p50 {results['cache_hit']['p50_ms']:.4f} ms p95 {results['cache_hit']['p95_ms']:.4f} ms")  # type: ignore[index]
