@@ -21,6 +21,7 @@ import subprocess
 import sys
 import tempfile
 import time
+from collections.abc import Iterator
 from functools import partial
 from pathlib import Path
 from typing import Any
@@ -92,7 +93,7 @@ OPERATOR_KINDS = {
 
 
 @contextlib.contextmanager
-def quiet_stderr() -> Any:
+def quiet_stderr() -> Iterator[None]:
     """Silence file descriptor 2: torch's profiler prints harmless thread-registration notices there."""
     saved = os.dup(2)
     with open(os.devnull, "w") as devnull:

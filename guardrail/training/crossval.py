@@ -300,7 +300,9 @@ def summarize_saved(
     if len(runs) > 1 and out is None:
         raise ValueError("averaging several runs needs a file for the figures (--out)")
     read = [read_run(run) for run in runs]
-    (first, saved), fractions = read[0], {figures.get("train_fraction", 1.0) for figures, _ in read}
+    first, saved = read[0]
+    # Runs from before --train-fraction record none: they trained on every row.
+    fractions = {figures.get("train_fraction", 1.0) for figures, _ in read}
     for run, (_, other) in zip(runs[1:], read[1:], strict=True):
         if not (np.array_equal(other["keys"], saved["keys"]) and np.array_equal(other["fold"], saved["fold"])):
             raise ValueError(f"{run} scored other rows or folds than {runs[0]}: their predictions cannot be averaged")
@@ -326,7 +328,7 @@ def summarize_saved(
         None,
         log,
         saved["tfidf"],
-        fractions.pop(),  # runs from before --train-fraction have none: they trained on every row
+        fractions.pop(),
     )
     if len(runs) == 1:
         for path, old, new in _changed(first, result):
