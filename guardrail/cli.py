@@ -190,8 +190,11 @@ def cmd_train(args: argparse.Namespace) -> int:
 def cmd_cv(args: argparse.Namespace) -> int:
     from guardrail.training.crossval import cross_validate, summarize_saved
 
+    # Options left out are None here, so that cross_validate's defaults are the only ones.
+    run_options = {"folds": args.folds, "train_fraction": args.train_fraction}
     if args.from_predictions is not None:
-        if args.settings or args.seed is not None or args.data_dir or args.folds != 5 or args.train_fraction != 1.0:
+        given = [args.settings, args.seed, args.data_dir, *run_options.values()]
+        if any(option is not None for option in given):
             raise CliError("--from-predictions re-reads a finished run: its recipe cannot be changed")
         try:
             summarize_saved(args.from_predictions, out=args.out, log=lambda line: print(line, flush=True))
@@ -199,16 +202,15 @@ def cmd_cv(args: argparse.Namespace) -> int:
             raise CliError(str(exc)) from None
         return 0
     cfg = _recipe(args.settings, data_dir=args.data_dir, seed=args.seed)
-    if args.folds < 2:
+    if args.folds is not None and args.folds < 2:
         raise CliError(f"--folds must be at least 2, got {args.folds}")
-    if not 0.0 < args.train_fraction <= 1.0:
+    if args.train_fraction is not None and not 0.0 < args.train_fraction <= 1.0:
         raise CliError(f"--train-fraction must be in (0, 1], got {args.train_fraction}")
     cross_validate(
         cfg,
-        folds=args.folds,
         out=args.out or Path("benchmarks/results/crossval.json"),
         log=lambda line: print(line, flush=True),
-        train_fraction=args.train_fraction,
+        **{name: value for name, value in run_options.items() if value is not None},
     )
     return 0
 
@@ -413,7 +415,7 @@ def build_parser() -> argparse.ArgumentParser:
 
     cv = sub.add_parser("cv", help="k-fold cross-validation of the training recipe on train + dev (~40 min)")
     cv.add_argument("--data-dir", type=Path, help="folder holding fulcra/ and toxigen/ (default ../shared/data)")
-    cv.add_argument("--folds", type=int, default=5)
+    cv.add_argument("--folds", type=int, help="number of folds (default 5)")
     cv.add_argument("--seed", type=int)
     cv.add_argument(
         "--out",
@@ -432,7 +434,6 @@ def build_parser() -> argparse.ArgumentParser:
     cv.add_argument(
         "--train-fraction",
         type=float,
-        default=1.0,
         help="train each fold on this fraction of its rows (a point of the learning curve; default 1)",
     )
     _add_recipe_settings(cv)
