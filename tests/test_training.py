@@ -113,6 +113,19 @@ def test_cross_validation_scores_every_train_and_dev_row_out_of_fold(tmp_path: P
         assert np.allclose(probs.sum(-1), 1.0, atol=1e-5)
     tfidf = saved["tfidf"]
     assert tfidf.shape == (len(not_test), 10, 3) and np.allclose(tfidf.sum(-1), 1.0)
+    # The last epoch's models, exported as training ships them and rebuilt as the scorer builds them.
+    fp32, int8 = saved["scorer_fp32"], saved["scorer_int8"]
+    assert np.isfinite(fp32).all() and np.isfinite(int8).all()
+    assert np.abs(fp32 - saved["epoch2"]).max() < 0.02, "the shipped int8 weight updates round very little"
+    assert not np.array_equal(int8, fp32), "int8 really ran quantized"
+    gap = np.abs((int8[..., 2] - int8[..., 0]) - (fp32[..., 2] - fp32[..., 0]))
+    scorer = result["scorer"]
+    assert scorer["epoch"] == 2  # type: ignore[index]
+    assert scorer["parity"]["mean_abs_score_gap"] == pytest.approx(gap.mean(), abs=1e-4)  # type: ignore[index]
+    assert scorer["parity"]["max_abs_score_gap"] == pytest.approx(gap.max(), abs=1e-4)  # type: ignore[index]
+    assert scorer["int8"]["violation_average_precision"] == pytest.approx(  # type: ignore[index]
+        _violation_ap(torch.from_numpy(int8), saved["gold"]), abs=1e-4
+    )
     # The baseline's labels are its most probable class.
     assert result["tfidf_logreg"] == _rounded(quality_metrics(saved["gold"], tfidf.argmax(2) - 1))
 
@@ -155,7 +168,7 @@ def test_a_finished_run_is_summarized_again_from_its_saved_predictions(
     # No training: the same figures from the predictions alone, the old file's changes named.
     old = json.loads(run.read_text())
     old["per_epoch"][0]["nested"]["violation_f1"] = 0.123
-    del old["per_epoch"][0]["best_threshold"]  # an analysis the run predates
+    del old["per_epoch"][0]["best_threshold"], old["scorer"]  # analyses the run predates
     run.write_text(json.dumps(old))
     lines: list[str] = []
     assert summarize_saved([run], log=lines.append) == result == json.loads(run.read_text())

@@ -16,7 +16,8 @@ from pathlib import Path
 import torch
 from pydantic import BaseModel, ConfigDict, Field
 
-from guardrail.model.network import Pooling
+from guardrail.model.network import Pooling, ValueClassifier, apply_trained_weights, load_encoder
+from guardrail.model.quantize import quantize_int8
 from guardrail.text import WindowPlan
 from guardrail.values import VALUE_NAMES
 
@@ -110,3 +111,27 @@ def load_weights(directory: Path = WEIGHTS_DIR) -> tuple[dict[str, torch.Tensor]
         )
     config = ModelConfig.model_validate_json(cpath.read_bytes())
     return load_file(str(wpath)), config, model_id_for(wpath.read_bytes(), config)
+
+
+def build_classifier(
+    tensors: dict[str, torch.Tensor], num_layers: int, pooling: Pooling, precision: str
+) -> tuple[torch.nn.Module, str]:
+    """The classifier the scorer runs, built from shipped ``tensors``: ``(module, precision)``.
+
+    The packaged encoder plus the shipped updates, heads and any value queries, in eval mode;
+    with ``precision="int8"`` quantized by ``quantize.quantize_int8`` (which reports "fp32" where
+    this torch cannot quantize). Cross-validation builds its folds' models the same way, so its
+    int8 figures are the scorer's.
+    """
+    encoder = load_encoder(num_layers)
+    apply_trained_weights(encoder, tensors)
+    model = ValueClassifier(encoder, pooling=pooling)
+    model.head.load_state_dict({"weight": tensors["head.weight"], "bias": tensors["head.bias"]})
+    if model.value_queries is not None:
+        if "value_queries" not in tensors:
+            raise ValueError("the weights use attention pooling but carry no 'value_queries'")
+        model.value_queries.data.copy_(tensors["value_queries"])
+    model.eval()
+    if precision == "int8":
+        return quantize_int8(model, calibration_of(tensors))
+    return model, "fp32"

@@ -13,16 +13,8 @@ from typing import Literal
 import torch
 from cachetools import LRUCache
 
-from guardrail.model.network import (
-    CLASSES,
-    ValueClassifier,
-    apply_trained_weights,
-    load_encoder,
-    load_tokenizer,
-    predict_proba,
-)
-from guardrail.model.quantize import quantize_int8
-from guardrail.model.weights import WEIGHTS_DIR, ModelConfig, calibration_of, load_weights
+from guardrail.model.network import CLASSES, load_tokenizer, predict_proba
+from guardrail.model.weights import WEIGHTS_DIR, build_classifier, load_weights
 from guardrail.score import ValueScores
 from guardrail.text import InvalidTextError, normalize_text
 from guardrail.values import VALUE_NAMES
@@ -81,7 +73,9 @@ class LocalScorer:
         self._tokenizer = load_tokenizer()
 
         executor, _ = inference_thread()
-        self._model, self.precision = executor.submit(self._build, tensors, config, precision).result()
+        self._model, self.precision = executor.submit(
+            build_classifier, tensors, config.num_layers, config.pooling, precision
+        ).result()
         # int8 activations get one quantization scale per forward pass, so in a padded batch a
         # text's scores would depend on its batch-mates. int8 therefore runs one window per pass:
         # a text scores the same alone, in any batch, in the CLI and on replay (batching gained
@@ -92,23 +86,6 @@ class LocalScorer:
         self._cache: LRUCache[tuple[str, str, str | None, str], ValueScores] | None = (
             LRUCache(maxsize=cache_size) if cache_size > 0 else None
         )
-
-    @staticmethod
-    def _build(
-        tensors: dict[str, torch.Tensor], config: ModelConfig, precision: Precision
-    ) -> tuple[torch.nn.Module, str]:
-        encoder = load_encoder(config.num_layers)
-        apply_trained_weights(encoder, tensors)
-        model = ValueClassifier(encoder, pooling=config.pooling)
-        model.head.load_state_dict({"weight": tensors["head.weight"], "bias": tensors["head.bias"]})
-        if model.value_queries is not None:
-            if "value_queries" not in tensors:
-                raise ValueError("the weights use attention pooling but carry no 'value_queries'")
-            model.value_queries.data.copy_(tensors["value_queries"])
-        model.eval()
-        if precision == "int8":
-            return quantize_int8(model, calibration_of(tensors))
-        return model, "fp32"
 
     def _infer(self, todo: list[tuple[str | None, str]]) -> tuple[torch.Tensor, list[int]]:
         """Run the model on the inference thread (inline when already on it, as ``ascore`` is)."""

@@ -17,6 +17,11 @@ Reported per epoch, on the pooled out-of-fold predictions:
 - ``best_threshold``: the violation F1 of the best shared oppose threshold, chosen with hindsight
   on all rows: a ceiling on what tuning that threshold could ever give these predictions.
 
+For the last epoch, each fold's model is also exported as ``guardrail train`` ships a model (int8
+weight updates, activation ranges) and rebuilt as the scorer builds it, in fp32 and in int8
+(``scorer``): the int8 / fp32 parity of the shipped *recipe*, measured on every out-of-fold row
+(137 violations) instead of the test split's 37.
+
 A finished run's figures can be recomputed from its saved predictions without training again,
 and several runs' predictions averaged into an ensemble (``summarize_saved``,
 ``guardrail cv --from-predictions RUN.json ...``).
@@ -36,12 +41,12 @@ import torch
 from sklearn.metrics import average_precision_score, precision_recall_curve
 
 from guardrail.model.network import ValueClassifier, load_tokenizer, predict_proba
-from guardrail.model.weights import WEIGHTS_DIR, load_weights
+from guardrail.model.weights import WEIGHTS_DIR, build_classifier, load_weights
 from guardrail.text import WindowPlan
 from guardrail.training.baselines import tfidf_proba
 from guardrail.training.data import Example, read_fulcra, read_toxigen, split_of
 from guardrail.training.metrics import quality_metrics, tune_thresholds
-from guardrail.training.train import TrainConfig, fit, gold_labels
+from guardrail.training.train import TrainConfig, exported_tensors, fit, gold_labels
 
 
 def _bucket(purpose: str, key: str, buckets: int) -> int:
@@ -108,6 +113,7 @@ def cross_validate(
     plan = WindowPlan(max_length=cfg.max_length)
     epochs = list(range(first_epoch, cfg.epochs + 1))
     oof = {e: torch.full((len(rows), 10, 3), float("nan")) for e in epochs}
+    scorer = {p: torch.full((len(rows), 10, 3), float("nan")) for p in PRECISIONS}
     for k in range(folds):
         held = np.flatnonzero(fold == k)
         pairs = [(rows[i].prompt, rows[i].response) for i in held]
@@ -120,19 +126,30 @@ def cross_validate(
 
         fit_rows = [rows[i] for i in np.flatnonzero(fold != k) if in_fraction(rows[i].key, train_fraction)]
         log(f"fold {k + 1}/{folds}: training on {len(fit_rows)} FULCRA rows, scoring {len(held)}")
-        fit(cfg, fit_rows, aux, tokenizer, plan, cfg.epochs, on_epoch)
+        model, items = fit(cfg, fit_rows, aux, tokenizer, plan, cfg.epochs, on_epoch)
+        tensors = exported_tensors(model, items, tokenizer.pad_token_id, cfg.num_layers)
+        for precision in PRECISIONS:
+            built, got = build_classifier(tensors, cfg.num_layers, cfg.pooling, precision)
+            if got != precision:
+                raise RuntimeError(f"the scorer could not build a {precision} model here (it gave {got})")
+            # As the scorer runs them: int8 one window per pass, fp32 in batches.
+            probs, _ = predict_proba(built, tokenizer, pairs, plan, batch_size=1 if precision == "int8" else 32)
+            scorer[precision][torch.from_numpy(held)] = probs
 
     baseline = tfidf_out_of_fold(rows, fold, train_fraction)
     if out is not None:  # the raw predictions first: the analysis below can be redone from them
         out.parent.mkdir(parents=True, exist_ok=True)
         arrays = {f"epoch{e}": oof[e].numpy() for e in epochs}
         # Rows are named by a hash of their dialogue: the predictions file carries no data text.
+        arrays.update({f"scorer_{p}": scorer[p].numpy() for p in PRECISIONS})
         arrays.update(gold=gold, fold=fold, tfidf=baseline, keys=np.array([row_id(e.key) for e in rows]))
         np.savez_compressed(out.with_suffix(".npz"), **arrays)  # type: ignore[arg-type]
         log(f"wrote the out-of-fold predictions to {out.with_suffix('.npz')}")
     recipe = json.loads(cfg.model_dump_json(exclude={"out_dir"}))
     seconds = time.perf_counter() - started
-    return summarize(oof, gold, fold, recipe, report.summary(), seconds, out, log, baseline, train_fraction)
+    return summarize(
+        oof, gold, fold, recipe, report.summary(), seconds, out, log, baseline, train_fraction, (cfg.epochs, scorer)
+    )
 
 
 def tfidf_out_of_fold(rows: list[Example], fold: np.ndarray, train_fraction: float = 1.0) -> np.ndarray:
@@ -149,12 +166,17 @@ def tfidf_out_of_fold(rows: list[Example], fold: np.ndarray, train_fraction: flo
 ENSEMBLE_WEIGHTS = (0.2, 0.35, 0.5)
 
 
-def _nested(probs: torch.Tensor, gold: np.ndarray, fold: np.ndarray) -> np.ndarray:
-    """Labels for every row from thresholds tuned on the other folds' predictions."""
+PRECISIONS = ("fp32", "int8")
+
+
+def _nested(probs: torch.Tensor, gold: np.ndarray, fold: np.ndarray, tune_on: torch.Tensor | None = None) -> np.ndarray:
+    """Labels for every row from thresholds tuned on the other folds' predictions (of ``tune_on``
+    when given: int8 is labelled with thresholds tuned on fp32, as the shipped model is)."""
+    tune_on = probs if tune_on is None else tune_on
     pred = np.zeros_like(gold)
     for k in range(int(fold.max()) + 1):
         others, mine = fold != k, fold == k
-        thresholds = tune_thresholds(probs[torch.from_numpy(others)], gold[others])
+        thresholds = tune_thresholds(tune_on[torch.from_numpy(others)], gold[others])
         pred[mine] = thresholds.apply(probs[torch.from_numpy(mine)]).numpy()
     return pred
 
@@ -193,6 +215,37 @@ def ensemble_figures(
     return figures
 
 
+def scorer_figures(scorer: dict[str, torch.Tensor], gold: np.ndarray, fold: np.ndarray) -> dict[str, object]:
+    """Figures of the folds' models as the scorer runs them, per precision, and int8 / fp32 parity.
+
+    Both precisions are labelled with the same nested thresholds, tuned on fp32 (as shipped).
+    Parity: the mean and largest |int8 - fp32| gap of a score (P(support) - P(oppose)) over all
+    rows and values, and the rows whose violation call (opposes any value) differs.
+    """
+    fp32, int8 = scorer["fp32"], scorer["int8"]
+    labels = {p: _nested(scorer[p], gold, fold, tune_on=fp32) for p in PRECISIONS}
+    figures: dict[str, object] = {}
+    for precision in PRECISIONS:
+        entry = _rounded(quality_metrics(gold, labels[precision]))
+        entry["violation_average_precision"] = round(_violation_ap(scorer[precision], gold), 4)
+        figures[precision] = {**entry, "best_threshold": threshold_ceiling(scorer[precision], gold)}
+    gap = ((int8[..., 2] - int8[..., 0]) - (fp32[..., 2] - fp32[..., 0])).abs()
+    calls = {p: (labels[p] == -1).any(1) for p in PRECISIONS}
+    figures["parity"] = {
+        "mean_abs_score_gap": round(float(gap.mean()), 4),
+        "max_abs_score_gap": round(float(gap.max()), 4),
+        "violation_calls_differ": int((calls["fp32"] != calls["int8"]).sum()),
+        **{
+            f"{name}_int8_minus_fp32": round(
+                figures["int8"][name] - figures["fp32"][name],  # type: ignore[index]
+                4,
+            )
+            for name in ("violation_f1", "frequent_macro_f1", "presence_micro_f1")
+        },
+    }
+    return figures
+
+
 def summarize(
     oof: dict[int, torch.Tensor],
     gold: np.ndarray,
@@ -204,10 +257,12 @@ def summarize(
     log: Callable[[str], None] = print,
     baseline: np.ndarray | None = None,
     train_fraction: float = 1.0,
+    scorer: tuple[int, dict[str, torch.Tensor]] | None = None,
 ) -> dict[str, object]:
-    """Metrics of pooled out-of-fold predictions, per epoch (see the module docstring), and of
+    """Metrics of pooled out-of-fold predictions, per epoch (see the module docstring), of
     the ``baseline``'s out-of-fold probabilities (N, 10, 3) when given: alone, and mixed with the
-    model's (``ensemble_with_tfidf``)."""
+    model's (``ensemble_with_tfidf``), and of ``scorer`` (epoch, predictions per precision of the
+    models as the scorer builds them) when given (``scorer_figures``)."""
     folds = int(fold.max()) + 1
     _, shipped_config, shipped_id = load_weights(WEIGHTS_DIR)
     per_epoch: list[dict[str, object]] = []
@@ -257,6 +312,22 @@ def summarize(
         log(
             f"TF-IDF + logistic regression, same folds: violation F1 {result['tfidf_logreg']['violation_f1']:.3f} / "  # type: ignore[index]
             f"frequent macro F1 {result['tfidf_logreg']['frequent_macro_f1']:.3f}"  # type: ignore[index]
+        )
+    if scorer is not None:
+        epoch, predictions = scorer
+        result["scorer"] = {"epoch": epoch, **scorer_figures(predictions, gold, fold)}
+        parity = result["scorer"]["parity"]  # type: ignore[index]
+        for precision in PRECISIONS:
+            figures = result["scorer"][precision]  # type: ignore[index]
+            log(
+                f"as the scorer runs it, {precision}, epoch {epoch}: nested {figures['violation_f1']:.3f} / "
+                f"{figures['frequent_macro_f1']:.3f}, violation average precision "
+                f"{figures['violation_average_precision']:.3f}"
+            )
+        log(
+            f"int8 - fp32: violation F1 {parity['violation_f1_int8_minus_fp32']:+.3f}, frequent macro F1 "
+            f"{parity['frequent_macro_f1_int8_minus_fp32']:+.3f}; score gap mean {parity['mean_abs_score_gap']:.4f} "
+            f"max {parity['max_abs_score_gap']:.3f}; violation calls differ on {parity['violation_calls_differ']} rows"
         )
     if out is not None:
         out.write_text(json.dumps(result, indent=2) + "\n")
@@ -313,6 +384,16 @@ def summarize_saved(
         int(name[len("epoch") :]): torch.from_numpy(np.mean([arrays[name] for _, arrays in read], axis=0))
         for name in sorted(epochs)
     }
+    # Runs from before the scorer-path predictions have none; an ensemble's needs every run's.
+    has_scorer = all(f"scorer_{p}" in arrays for _, arrays in read for p in PRECISIONS)
+    scorer = (
+        (
+            int(first["scorer"]["epoch"]) if "scorer" in first else int(first["recipe"]["epochs"]),
+            {p: torch.from_numpy(np.mean([arrays[f"scorer_{p}"] for _, arrays in read], axis=0)) for p in PRECISIONS},
+        )
+        if has_scorer
+        else None
+    )
     recipe = (
         first["recipe"]
         if len(runs) == 1
@@ -329,6 +410,7 @@ def summarize_saved(
         log,
         saved["tfidf"],
         fractions.pop(),
+        scorer,
     )
     if len(runs) == 1:
         for path, old, new in _changed(first, result):

@@ -159,6 +159,20 @@ def shippable_tensors(state: dict[str, torch.Tensor], num_layers: int) -> dict[s
     return tensors
 
 
+def exported_tensors(
+    model: ValueClassifier, items: list[Item], pad_id: int, num_layers: int
+) -> dict[str, torch.Tensor]:
+    """Everything that ships for ``model``: ``shippable_tensors`` plus the activation ranges of its FFN
+    down-projections over the first windows of its training ``items``, which int8 needs (quantize.py)."""
+    tensors = shippable_tensors(trained_state(model), num_layers)
+    calib_batches = (
+        pad_batch([items[j][0][0] for j in range(i, min(i + 32, len(items)))], pad_id) for i in range(0, len(items), 32)
+    )
+    for name, absmax in calibrate(model, calib_batches).items():
+        tensors[f"{CALIBRATION_PREFIX}{name}"] = absmax
+    return tensors
+
+
 def check_shipped(
     out_dir: Path,
     pairs: list[tuple[str | None, str]],
@@ -600,14 +614,7 @@ def train(cfg: TrainConfig, log: Callable[[str], None] = print) -> dict[str, obj
         model, items, chosen = _fit_tuned_on_dev(run)
     else:
         model, items, chosen = _fit_with_fixed_thresholds(run, cfg.thresholds)
-    tensors = shippable_tensors(trained_state(model), cfg.num_layers)
-    # int8 needs the activation ranges of the shipped model's FFN down-projections (quantize.py).
-    calib_batches = (
-        pad_batch([items[j][0][0] for j in range(i, min(i + 32, len(items)))], tokenizer.pad_token_id)
-        for i in range(0, len(items), 32)
-    )
-    for name, absmax in calibrate(model, calib_batches).items():
-        tensors[f"{CALIBRATION_PREFIX}{name}"] = absmax
+    tensors = exported_tensors(model, items, tokenizer.pad_token_id, cfg.num_layers)
     config = ModelConfig(
         encoder_package=ENCODER_PACKAGE,
         encoder_version=metadata.version(ENCODER_PACKAGE),
