@@ -41,7 +41,7 @@ import torch
 from sklearn.metrics import average_precision_score, precision_recall_curve
 
 from guardrail.model.network import ValueClassifier, load_tokenizer, predict_proba
-from guardrail.model.weights import WEIGHTS_DIR, build_classifier, load_weights
+from guardrail.model.weights import WEIGHTS_DIR, Thresholds, build_classifier, load_weights
 from guardrail.text import WindowPlan
 from guardrail.training.baselines import tfidf_proba
 from guardrail.training.data import Example, read_fulcra, read_toxigen, split_of
@@ -169,15 +169,22 @@ ENSEMBLE_WEIGHTS = (0.2, 0.35, 0.5)
 PRECISIONS = ("fp32", "int8")
 
 
-def _nested(probs: torch.Tensor, gold: np.ndarray, fold: np.ndarray, tune_on: torch.Tensor | None = None) -> np.ndarray:
-    """Labels for every row from thresholds tuned on the other folds' predictions (of ``tune_on``
-    when given: int8 is labelled with thresholds tuned on fp32, as the shipped model is)."""
-    tune_on = probs if tune_on is None else tune_on
+def _nested_thresholds(probs: torch.Tensor, gold: np.ndarray, fold: np.ndarray) -> list[Thresholds]:
+    """For each fold, thresholds tuned on the other folds' predictions."""
+    others = [torch.from_numpy(fold != k) for k in range(int(fold.max()) + 1)]
+    return [tune_thresholds(probs[rows], gold[rows.numpy()]) for rows in others]
+
+
+def _nested(
+    probs: torch.Tensor, gold: np.ndarray, fold: np.ndarray, thresholds: list[Thresholds] | None = None
+) -> np.ndarray:
+    """Labels for every row from thresholds tuned on the other folds' predictions
+    (``_nested_thresholds`` of ``probs`` unless given)."""
+    thresholds = thresholds or _nested_thresholds(probs, gold, fold)
     pred = np.zeros_like(gold)
-    for k in range(int(fold.max()) + 1):
-        others, mine = fold != k, fold == k
-        thresholds = tune_thresholds(tune_on[torch.from_numpy(others)], gold[others])
-        pred[mine] = thresholds.apply(probs[torch.from_numpy(mine)]).numpy()
+    for k, tuned in enumerate(thresholds):
+        mine = fold == k
+        pred[mine] = tuned.apply(probs[torch.from_numpy(mine)]).numpy()
     return pred
 
 
@@ -223,27 +230,24 @@ def scorer_figures(scorer: dict[str, torch.Tensor], gold: np.ndarray, fold: np.n
     rows and values, and the rows whose violation call (opposes any value) differs.
     """
     fp32, int8 = scorer["fp32"], scorer["int8"]
-    labels = {p: _nested(scorer[p], gold, fold, tune_on=fp32) for p in PRECISIONS}
-    figures: dict[str, object] = {}
+    thresholds = _nested_thresholds(fp32, gold, fold)  # tuned once, applied to both precisions
+    labels = {p: _nested(scorer[p], gold, fold, thresholds) for p in PRECISIONS}
+    figures: dict[str, dict[str, Any]] = {}
     for precision in PRECISIONS:
-        entry = _rounded(quality_metrics(gold, labels[precision]))
+        entry: dict[str, Any] = _rounded(quality_metrics(gold, labels[precision]))
         entry["violation_average_precision"] = round(_violation_ap(scorer[precision], gold), 4)
-        figures[precision] = {**entry, "best_threshold": threshold_ceiling(scorer[precision], gold)}
+        entry["best_threshold"] = threshold_ceiling(scorer[precision], gold)
+        figures[precision] = entry
     gap = ((int8[..., 2] - int8[..., 0]) - (fp32[..., 2] - fp32[..., 0])).abs()
     calls = {p: (labels[p] == -1).any(1) for p in PRECISIONS}
-    figures["parity"] = {
+    parity: dict[str, Any] = {
         "mean_abs_score_gap": round(float(gap.mean()), 4),
         "max_abs_score_gap": round(float(gap.max()), 4),
         "violation_calls_differ": int((calls["fp32"] != calls["int8"]).sum()),
-        **{
-            f"{name}_int8_minus_fp32": round(
-                figures["int8"][name] - figures["fp32"][name],  # type: ignore[index]
-                4,
-            )
-            for name in ("violation_f1", "frequent_macro_f1", "presence_micro_f1")
-        },
     }
-    return figures
+    for name in ("violation_f1", "frequent_macro_f1", "presence_micro_f1"):
+        parity[f"{name}_int8_minus_fp32"] = round(figures["int8"][name] - figures["fp32"][name], 4)
+    return {**figures, "parity": parity}
 
 
 def summarize(
@@ -388,7 +392,7 @@ def summarize_saved(
     has_scorer = all(f"scorer_{p}" in arrays for _, arrays in read for p in PRECISIONS)
     scorer = (
         (
-            int(first["scorer"]["epoch"]) if "scorer" in first else int(first["recipe"]["epochs"]),
+            int(first["recipe"]["epochs"]),  # cross_validate exports each fold's last epoch
             {p: torch.from_numpy(np.mean([arrays[f"scorer_{p}"] for _, arrays in read], axis=0)) for p in PRECISIONS},
         )
         if has_scorer
