@@ -1,8 +1,9 @@
 """Scorer speed and memory: int8 vs fp32 in one run.
 
-Measures p50/p95 latency at batch 1 for 64/128/256-token responses (also for int8 with the FFN
-down-projections left in fp32, the path for weights without calibration statistics, and at 128
-tokens for the issue's starting point, timed in the same run: see ``reference_forwards``),
+Measures p50/p95 latency at batch 1 for 64/128/256-token responses (int8 on OpenVINO, the default;
+int8 on torch's dynamic quantization, ``int8_torch``; int8 on torch with the FFN down-projections
+left in fp32, the path for weights without calibration statistics; and at 128 tokens the issue's
+starting point, timed in the same run: see ``reference_forwards``),
 throughput at batch 16 and 64, cache-hit latency, cold start (import + load + first score, in a
 fresh process) and peak RSS, and where a 128-token score spends its time (torch's profiler, by
 operator kind, per precision). Prints a table and writes benchmarks/results/scorer.json.
@@ -50,7 +51,7 @@ import json, resource, sys, time
 t0 = time.perf_counter()
 from guardrail import LocalScorer
 t1 = time.perf_counter()
-scorer = LocalScorer(precision=sys.argv[1])
+scorer = LocalScorer(precision=sys.argv[1], engine=sys.argv[2])
 t2 = time.perf_counter()
 scorer.score("Thanks, that was helpful.")
 t3 = time.perf_counter()
@@ -70,10 +71,12 @@ def text_of_tokens(tokenizer: object, n: int, salt: int = 0) -> str:
     return str(tokenizer.decode(ids))  # type: ignore[attr-defined]
 
 
-def cold_start(precision: str, runs: int) -> dict[str, object]:
+def cold_start(precision: str, runs: int, engine: str = "auto") -> dict[str, object]:
     samples = []
     for _ in range(runs):
-        out = subprocess.run([sys.executable, "-c", COLD_START, precision], capture_output=True, text=True, check=True)
+        out = subprocess.run(
+            [sys.executable, "-c", COLD_START, precision, engine], capture_output=True, text=True, check=True
+        )
         samples.append(json.loads(out.stdout.strip().splitlines()[-1]))
     total = summary([s["total_s"] * 1e3 for s in samples])
     return {
@@ -112,10 +115,11 @@ def time_profile(scorer: LocalScorer, text: str, calls: int = 50) -> dict[str, o
 
     ``score_ms`` and ``forward_ms`` are medians without the profiler: the whole call, and the
     model's forward pass inside it (timed by hooks on ``scorer.module``). Their difference is
-    tokenizing, windowing, Python and building the result. ``operator_share`` splits the time of
-    torch's operators by kind, from torch's profiler; the profiler slows every operator, so only
-    shares are reported. Runs on the scorer's inference thread: the profiler records the thread
-    that starts it, and a call from any other thread only hands the work over.
+    tokenizing, windowing, Python and building the result. ``operator_share`` (torch engine only:
+    torch's profiler does not see inside OpenVINO) splits the time of torch's operators by kind,
+    from torch's profiler; the profiler slows every operator, so only shares are reported. Runs on
+    the scorer's inference thread: the profiler records the thread that starts it, and a call from
+    any other thread only hands the work over.
     """
     from torch.profiler import ProfilerActivity, profile
 
@@ -133,6 +137,12 @@ def time_profile(scorer: LocalScorer, text: str, calls: int = 50) -> dict[str, o
         finally:
             for hook in hooks:
                 hook.remove()
+        timed: dict[str, object] = {
+            "score_ms": summary(score_ms)["p50_ms"],
+            "forward_ms": summary(forward_ms[-calls:])["p50_ms"],
+        }
+        if scorer.engine != "torch":
+            return timed
         with quiet_stderr(), profile(activities=[ProfilerActivity.CPU]) as prof:
             for _ in range(calls):
                 scorer.score(text)
@@ -140,11 +150,8 @@ def time_profile(scorer: LocalScorer, text: str, calls: int = 50) -> dict[str, o
         for event in prof.key_averages():
             kinds[OPERATOR_KINDS.get(event.key, "other torch operators")] += event.self_cpu_time_total
         total = sum(kinds.values())
-        return {
-            "score_ms": summary(score_ms)["p50_ms"],
-            "forward_ms": summary(forward_ms[-calls:])["p50_ms"],
-            "operator_share": {k: round(v / total, 3) for k, v in sorted(kinds.items(), key=lambda kv: -kv[1])},
-        }
+        shares = {k: round(v / total, 3) for k, v in sorted(kinds.items(), key=lambda kv: -kv[1])}
+        return {**timed, "operator_share": shares}
 
     return inference_thread()[0].submit(run).result()
 
@@ -156,14 +163,15 @@ and with ``quantize_dynamic`` (per-channel weights, full-range activations). The
 set against the 11 ms int8 figure."""
 
 
-def reference_forwards(text: str, scorer: LocalScorer) -> dict[str, Callable[[], object]]:
+def reference_forwards(text: str, scorer: LocalScorer, torch_scorer: LocalScorer) -> dict[str, Callable[[], object]]:
     """That starting point, rebuilt here, as calls timed beside the scorer in the same run.
 
     This VM's speed drifts by up to 2x between phases, so an absolute figure from another day is no
     yardstick; the same model timed in the same run is. ``reference_int8`` and ``reference_fp32``
     are bare forward passes over ``text``'s tokens, as that probe timed them; ``int8_forward`` is
     the scorer's own int8 model over the same tokens, for a like-for-like ratio (a ``score`` call
-    adds tokenizing, windowing and building the result). All are built and run on the scorer's
+    adds tokenizing, windowing and building the result), and ``int8_torch_forward`` the same
+    model's int8 on torch. All are built and run on the scorer's
     inference thread (each call hands over to it, as a scorer call does), so they share one OpenMP
     team.
     """
@@ -189,6 +197,7 @@ def reference_forwards(text: str, scorer: LocalScorer) -> dict[str, Callable[[],
 
     models, inputs = executor.submit(build).result()
     models["int8_forward"] = scorer.module
+    models["int8_torch_forward"] = torch_scorer.module
 
     def forward(model: torch.nn.Module) -> object:
         with torch.inference_mode():
@@ -210,7 +219,13 @@ def main() -> None:
     shutil.copytree(WEIGHTS_DIR, unsmoothed_dir, ignore=shutil.ignore_patterns("*.py", "__pycache__", "*.md"))
     weights_file = unsmoothed_dir / WEIGHTS_FILE
     save_file({k: v for k, v in load_file(str(weights_file)).items() if not k.startswith("calib.")}, str(weights_file))
-    variants = {**scorers, "int8_unsmoothed": LocalScorer(precision="int8", weights_dir=unsmoothed_dir, cache_size=0)}
+    variants = {
+        **scorers,
+        "int8_torch": LocalScorer(precision="int8", engine="torch", cache_size=0),
+        "int8_unsmoothed": LocalScorer(precision="int8", weights_dir=unsmoothed_dir, cache_size=0),
+    }
+    if variants["int8"].engine != "openvino" or variants["int8_unsmoothed"].engine != "torch":
+        raise SystemExit("expected int8 on OpenVINO and the unsmoothed weights on torch; is openvino installed?")
     cached = LocalScorer(precision="int8")
     results: dict[str, object] = {"model_id": scorers["int8"].model_id, "latency_batch1": {}, "throughput": {}}
 
@@ -219,7 +234,7 @@ def main() -> None:
         row: dict[str, Any] = {}
         calls: dict[str, Callable[[], object]] = {name: partial(s.score, text) for name, s in variants.items()}
         if tokens == 128:
-            calls.update(reference_forwards(text, scorers["int8"]))
+            calls.update(reference_forwards(text, scorers["int8"], variants["int8_torch"]))
         # Interleave the variants so that machine noise hits all alike.
         samples: dict[str, list[float]] = {name: [] for name in calls}
         for _ in range(4):
@@ -228,6 +243,8 @@ def main() -> None:
         for name in calls:
             row[name] = summary(samples[name])
         row["fp32_over_int8_p50"] = round(row["fp32"]["p50_ms"] / row["int8"]["p50_ms"], 2)
+        row["int8_torch_over_int8_p50"] = round(row["int8_torch"]["p50_ms"] / row["int8"]["p50_ms"], 2)
+        row["fp32_over_int8_torch_p50"] = round(row["fp32"]["p50_ms"] / row["int8_torch"]["p50_ms"], 2)
         row["unsmoothed_over_int8_p50"] = round(row["int8_unsmoothed"]["p50_ms"] / row["int8"]["p50_ms"], 2)
         if tokens == 128:
             # The scorer's p50 scaled to the phase in which the reference was measured at 11 ms / 24.1 ms.
@@ -243,7 +260,8 @@ def main() -> None:
         print(
             f"batch 1, {tokens:>3} tokens: int8 p50 {row['int8']['p50_ms']:.2f} ms p95 {row['int8']['p95_ms']:.2f} | "
             f"fp32 p50 {row['fp32']['p50_ms']:.2f} ms p95 {row['fp32']['p95_ms']:.2f} | "
-            f"ratio {row['fp32_over_int8_p50']}x | int8 with fp32 down-projections p50 "
+            f"ratio {row['fp32_over_int8_p50']}x | int8 on torch p50 {row['int8_torch']['p50_ms']:.2f} ms "
+            f"({row['int8_torch_over_int8_p50']}x the default's) | on torch with fp32 down-projections p50 "
             f"{row['int8_unsmoothed']['p50_ms']:.2f} ms",
             flush=True,
         )
@@ -254,7 +272,8 @@ def main() -> None:
                 f"{row['reference_int8']['p50_ms']:.2f} ms (then {REFERENCE_128_TOKENS_MS['int8']}), fp32 "
                 f"{row['reference_fp32']['p50_ms']:.2f} ms (then {REFERENCE_128_TOKENS_MS['fp32']}); the scorer's int8 "
                 f"is {row['reference_int8_over_int8_p50']}x faster than the int8 reference (its forward pass alone "
-                f"{row['int8_forward']['p50_ms']:.2f} ms, {row['reference_int8_over_int8_forward_p50']}x), i.e. a "
+                f"{row['int8_forward']['p50_ms']:.2f} ms, {row['reference_int8_over_int8_forward_p50']}x; on torch "
+                f"{row['int8_torch_forward']['p50_ms']:.2f} ms), i.e. a "
                 f"score would take {scaled['int8']} ms at the int8 reference's speed then "
                 f"({scaled['fp32']} ms by fp32's)",
                 flush=True,
@@ -275,12 +294,13 @@ def main() -> None:
         )
 
     text = text_of_tokens(tokenizer, 128)
-    results["profile_128_tokens_ms"] = profiles = {p: time_profile(scorers[p], text) for p in ("int8", "fp32")}
+    profiled_variants = ("int8", "int8_torch", "fp32")
+    results["profile_128_tokens_ms"] = profiles = {p: time_profile(variants[p], text) for p in profiled_variants}
     for p, profiled in profiles.items():
-        shares = ", ".join(f"{k} {v:.0%}" for k, v in profiled["operator_share"].items())  # type: ignore[attr-defined]
+        shares = ", ".join(f"{k} {v:.0%}" for k, v in profiled.get("operator_share", {}).items())  # type: ignore[attr-defined]
         print(
             f"{p}, 128 tokens, on the inference thread: score p50 {profiled['score_ms']:.2f} ms, of which the "
-            f"forward pass {profiled['forward_ms']:.2f} ms; operator time: {shares}",
+            f"forward pass {profiled['forward_ms']:.2f} ms" + (f"; operator time: {shares}" if shares else ""),
             flush=True,
         )
 
@@ -288,7 +308,11 @@ def main() -> None:
     results["cache_hit"] = summary(timings_ms(lambda: cached.score(text), args.repeat * 5))
     print(f"cache hit: p50 {results['cache_hit']['p50_ms']:.4f} ms p95 {results['cache_hit']['p95_ms']:.4f} ms")  # type: ignore[index]
 
-    results["cold_start"] = {p: cold_start(p, args.cold_runs) for p in ("int8", "fp32")}
+    results["cold_start"] = {
+        "int8": cold_start("int8", args.cold_runs),
+        "int8_torch": cold_start("int8", args.cold_runs, engine="torch"),
+        "fp32": cold_start("fp32", args.cold_runs),
+    }
     for p, c in results["cold_start"].items():  # type: ignore[attr-defined]
         print(
             f"cold start {p}: {c['total']['p50_ms'] / 1e3:.2f} s (import {c['import_ms_p50'] / 1e3:.2f} s, "

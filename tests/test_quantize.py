@@ -1,22 +1,28 @@
-"""The int8 path: smoothing keeps the function, and the shipped statistics let every block run int8."""
+"""The int8 path: smoothing keeps the function, the shipped activation ranges let every block run int8 on
+OpenVINO, and weights without them fall back to torch's dynamic quantization."""
 
 from __future__ import annotations
 
 from typing import Any
 
+import pytest
 import torch
 from torch import nn
 
 from guardrail import LocalScorer
+from guardrail.model.openvino_int8 import OpenVinoClassifier
 from guardrail.model.quantize import (
+    QuantizationUnavailableError,
     SmoothedLinear,
     calibrate,
     count_quantized_linear,
     fuse_qkv,
+    input_absmax,
     is_ffn_down,
     smooth,
 )
 from guardrail.model.weights import WEIGHTS_DIR, calibration_of, load_weights
+from tests.samples import HARMFUL, HARMFUL_PROMPT
 
 
 class Dense(nn.Module):
@@ -25,7 +31,7 @@ class Dense(nn.Module):
         self.dense = nn.Linear(n_in, n_out)
 
 
-class TinyBlock(nn.Module):
+class FeedForward(nn.Module):
     """Shaped like a BERT feed-forward: ``intermediate.dense`` then ``output.dense``."""
 
     def __init__(self) -> None:
@@ -33,23 +39,44 @@ class TinyBlock(nn.Module):
         self.intermediate = Dense(8, 32)
         self.output = Dense(32, 8)
 
+
+class TinyClassifier(nn.Module):
+    """Named like a ValueClassifier: the feed-forward under ``encoder``, then a head outside it."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.encoder = FeedForward()
+        self.head = nn.Linear(8, 3)
+
     def forward(self, x: torch.Tensor) -> torch.Tensor:
-        hidden = nn.functional.gelu(self.intermediate.dense(x))
-        out: torch.Tensor = self.output.dense(hidden)
+        hidden = nn.functional.gelu(self.encoder.intermediate.dense(x))
+        out: torch.Tensor = self.head(self.encoder.output.dense(hidden))
         return out
+
+
+def test_calibration_records_each_encoder_layers_input_range_per_channel() -> None:
+    torch.manual_seed(0)
+    model = TinyClassifier()
+    inputs = [{"x": torch.randn(4, 8) * 3} for _ in range(5)]
+    stats = calibrate(model, inputs)
+    assert set(stats) == {"encoder.intermediate.dense", "encoder.output.dense"}, "the head is not the encoder's"
+    seen = torch.cat([batch["x"] for batch in inputs])
+    assert torch.equal(stats["encoder.intermediate.dense"], torch.stack([seen.amin(0), seen.amax(0)]))
+    assert stats["encoder.output.dense"].shape == (2, 32)
+    assert set(input_absmax(stats)) == {"encoder.output.dense"}
 
 
 def test_smoothing_changes_the_layer_but_not_the_function() -> None:
     torch.manual_seed(0)
-    block = TinyBlock()
+    model = TinyClassifier()
     inputs = [{"x": torch.randn(4, 8) * 3} for _ in range(5)]
-    stats = calibrate(block, inputs)
-    assert set(stats) == {"output.dense"} and stats["output.dense"].shape == (32,)
+    absmax = input_absmax(calibrate(model, inputs))
+    assert absmax["encoder.output.dense"].shape == (32,)
     with torch.no_grad():
-        before = block(**inputs[0])
-        assert smooth(block, stats) == 1
-        after = block(**inputs[0])
-    assert isinstance(block.output.dense, SmoothedLinear)
+        before = model(**inputs[0])
+        assert smooth(model, absmax) == 1
+        after = model(**inputs[0])
+    assert isinstance(model.encoder.output.dense, SmoothedLinear)
     assert torch.allclose(before, after, atol=1e-5)
 
 
@@ -59,30 +86,69 @@ def test_only_feed_forward_down_projections_count_as_such() -> None:
     assert not is_ffn_down("encoder.encoder.layer.0.intermediate.dense")
 
 
-def test_shipped_statistics_put_every_encoder_linear_in_int8(scorer: LocalScorer) -> None:
-    tensors, config, _ = load_weights(WEIGHTS_DIR)
-    stats = calibration_of(tensors)
-    assert len(stats) == config.num_layers, "training ships one statistics vector per FFN down-projection"
-    # 4 linear layers per BERT block: query-key-value (fused), attention output, intermediate, output.
-    assert count_quantized_linear(scorer.module) == 4 * config.num_layers
-    assert sum(isinstance(m, SmoothedLinear) for m in scorer.module.modules()) == config.num_layers
-
-
-def test_weights_without_statistics_keep_the_down_projections_fp32(tmp_path: object) -> None:
+def copy_of_weights(tmp_path: object, keep: Any) -> Any:
+    """The shipped weights in a temporary folder, keeping only the tensors ``keep(name, tensor)`` returns."""
     import shutil
     from pathlib import Path
 
     from safetensors.torch import load_file, save_file
 
-    folder = Path(str(tmp_path))
-    shutil.copytree(WEIGHTS_DIR, folder / "w", ignore=shutil.ignore_patterns("*.py", "__pycache__", "*.md"))
-    file = folder / "w" / "value_heads.safetensors"
-    save_file({k: v for k, v in load_file(str(file)).items() if not k.startswith("calib.")}, str(file))
-    older = LocalScorer(weights_dir=folder / "w", cache_size=0)
+    folder = Path(str(tmp_path)) / "w"
+    shutil.copytree(WEIGHTS_DIR, folder, ignore=shutil.ignore_patterns("*.py", "__pycache__", "*.md"))
+    file = folder / "value_heads.safetensors"
+    kept = {k: keep(k, v) for k, v in load_file(str(file)).items()}
+    save_file({k: v for k, v in kept.items() if v is not None}, str(file))
+    return folder
+
+
+def test_shipped_ranges_put_every_encoder_linear_in_int8_on_openvino(scorer: LocalScorer) -> None:
+    tensors, config, _ = load_weights(WEIGHTS_DIR)
+    stats = calibration_of(tensors)
+    # Query, key, value, attention output, intermediate and output projections of every block.
+    assert len(stats) == 6 * config.num_layers and all(v.shape[0] == 2 for v in stats.values())
+    assert scorer.engine == "openvino" and isinstance(scorer.module, OpenVinoClassifier)
+    # 4 int8 layers per block: query-key-value (fused), attention output, intermediate, output.
+    assert count_quantized_linear(scorer.module) == 4 * config.num_layers
+
+
+def test_the_torch_engine_runs_every_encoder_linear_in_int8_too(scorer: LocalScorer) -> None:
+    on_torch = LocalScorer(engine="torch", cache_size=0)
     layers = load_weights(WEIGHTS_DIR)[1].num_layers
-    assert older.precision == "int8"
+    assert on_torch.engine == "torch" and on_torch.precision == "int8"
+    assert count_quantized_linear(on_torch.module) == 4 * layers
+    assert sum(isinstance(m, SmoothedLinear) for m in on_torch.module.modules()) == layers
+    a = on_torch.score(HARMFUL, prompt=HARMFUL_PROMPT)
+    b = scorer.score(HARMFUL, prompt=HARMFUL_PROMPT)
+    assert a.scores != b.scores, "two different int8 implementations"
+    assert a.opposed == b.opposed
+
+
+def test_weights_without_statistics_run_int8_on_torch_with_the_down_projections_fp32(tmp_path: object) -> None:
+    folder = copy_of_weights(tmp_path, lambda k, v: None if k.startswith("calib.") else v)
+    older = LocalScorer(weights_dir=folder, cache_size=0)
+    layers = load_weights(WEIGHTS_DIR)[1].num_layers
+    assert older.precision == "int8" and older.engine == "torch"
     assert count_quantized_linear(older.module) == 3 * layers
     assert not any(isinstance(m, SmoothedLinear) for m in older.module.modules())
+    with pytest.raises(QuantizationUnavailableError, match="no activation ranges"):
+        LocalScorer(weights_dir=folder, engine="openvino")
+
+
+def test_weights_with_only_the_down_projections_maxima_still_smooth_them_on_torch(tmp_path: object) -> None:
+    # The format shipped before the ranges of every layer: |max| per channel of the down-projections.
+    folder = copy_of_weights(
+        tmp_path, lambda k, v: (v.abs().amax(0) if is_ffn_down(k) else None) if k.startswith("calib.") else v
+    )
+    older = LocalScorer(weights_dir=folder, cache_size=0)
+    layers = load_weights(WEIGHTS_DIR)[1].num_layers
+    assert older.engine == "torch" and count_quantized_linear(older.module) == 4 * layers
+    assert sum(isinstance(m, SmoothedLinear) for m in older.module.modules()) == layers
+
+
+def test_the_openvino_classifier_refuses_a_padded_batch(scorer: LocalScorer) -> None:
+    ids = torch.tensor([[101, 7592, 102], [101, 102, 0]])
+    with pytest.raises(ValueError, match="unpadded windows only"):
+        scorer.module(ids, (ids != 0).long(), torch.zeros_like(ids))
 
 
 def test_the_lean_inference_pass_equals_transformers_forward(scorer_fp32: LocalScorer) -> None:

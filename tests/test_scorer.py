@@ -41,8 +41,10 @@ def test_compliant_harmful_answer_scores_against_security_and_a_refusal_for_it(s
 
 
 def test_int8_is_the_default_and_really_quantized(scorer: LocalScorer, scorer_fp32: LocalScorer) -> None:
-    # If torch drops torch.ao dynamic quantization, the fallback runs fp32 and this test says so.
-    assert scorer.precision == "int8"
+    # int8 runs on OpenVINO by default. Were openvino to stop importing, the scorer would fall back to
+    # torch's int8 (and were torch to drop that too, to fp32): this test says so either way.
+    assert scorer.precision == "int8" and scorer.engine == "openvino"
+    assert scorer_fp32.engine == "torch"
     assert count_quantized_linear(scorer.module) > 0
     assert count_quantized_linear(scorer_fp32.module) == 0
     a = scorer.score(HARMFUL, prompt=HARMFUL_PROMPT)

@@ -1,8 +1,17 @@
 """int8 quantization of the classifier, in one place so that the method can change.
 
-Method: dynamic quantization of every linear layer of the encoder (int8 weights per output
-channel, symmetric; activations quantized per batch at run time). The ten heads stay fp32 (30
-outputs: nothing to gain, and their error lands directly on the logits).
+Method: int8 weights per output channel (symmetric) for every linear layer of the encoder, on one
+of two engines (``quantize_int8``'s ``engine``):
+
+- OpenVINO (the default): activations quantized with *static* scales, from the input range of
+  each layer that ``guardrail train`` measures on its training windows and ships (``calib.*``
+  tensors, per channel, ~110 KB in all); OpenVINO fuses the quantization into its int8 kernels.
+  See ``openvino_int8.py``.
+- torch (``torch.ao`` dynamic quantization): activations quantized per pass at run time. Used for
+  weights without the ranges of every layer, or where openvino does not import, and on request.
+
+The ten heads stay fp32 on both (30 outputs: nothing to gain, and their error lands directly on
+the logits).
 
 The feed-forward down-projections (``encoder.layer.N.output.dense``) need one more step. Their
 inputs (GELU outputs) are mostly near zero with a few channels reaching 15-25, and one int8
@@ -11,23 +20,25 @@ individual scores by up to 0.47 and cost 0.04 violation F1 on the held-out split
 *smoothed* first (SmoothQuant, Xiao et al. 2023): input channel j is divided by
 ``s_j = absmax(x_j) ** a / absmax(W_j) ** (1 - a)`` and the weight column multiplied by it. The
 function is unchanged in exact arithmetic; the activation range moves into the weights, whose
-scale is per output channel. ``absmax(x_j)`` is measured by ``guardrail train`` on training
-windows and shipped with the weights (``calib.*`` tensors, 6 KB a layer). Weights without these
-statistics keep the down-projections in fp32 (slower, same parity).
+scale is per output channel. Weights without these statistics keep the down-projections in fp32
+on torch (slower, same parity).
 
-Measured on this project's 2-core machines (see benchmarks/), torchao's int8 path was no faster
-than fp32 in eager mode and ONNX Runtime was slower at 256 tokens.
+Measured on this project's 2-core machines (see benchmarks/): OpenVINO's int8 forward pass was
+~1.6x faster than torch's dynamic int8 in the same run, with a smaller gap to fp32; torchao's
+int8 path was no faster than fp32 in eager mode and ONNX Runtime was slower at 256 tokens.
 
 ``torch.ao.quantization.quantize_dynamic`` is deprecated in favour of torchao. If a future torch
-drops it, ``quantize_int8`` warns with ``QuantizationUnavailableWarning`` and returns the fp32
+drops it, the torch engine warns with ``QuantizationUnavailableWarning`` and returns the fp32
 model, and the scorer reports ``precision="fp32"``: slower, never silently wrong. The test suite
-checks that the int8 path really produces quantized layers, so the day the API goes, CI says so.
+checks that the default int8 path runs on OpenVINO with every encoder layer in int8, and that the
+torch engine really produces quantized layers, so the day either goes, CI says so.
 """
 
 from __future__ import annotations
 
 import warnings
 from collections.abc import Iterable
+from typing import Literal
 
 import torch
 from torch import nn
@@ -38,6 +49,10 @@ SMOOTHING_ALPHA = 0.9
 
 class QuantizationUnavailableWarning(RuntimeWarning):
     """int8 was asked for but this torch build cannot provide it; the model runs in fp32."""
+
+
+class QuantizationUnavailableError(RuntimeError):
+    """The int8 engine asked for by name cannot run these weights here."""
 
 
 class SmoothedLinear(nn.Module):
@@ -59,6 +74,11 @@ class SmoothedLinear(nn.Module):
         return out
 
 
+def is_encoder_linear(name: str) -> bool:
+    """Whether the module called ``name`` (in a ``ValueClassifier``) belongs to the encoder's blocks."""
+    return name.startswith("encoder.")
+
+
 def is_ffn_down(name: str) -> bool:
     """Whether the module called ``name`` is a transformer block's feed-forward down-projection."""
     parts = name.split(".")
@@ -66,25 +86,29 @@ def is_ffn_down(name: str) -> bool:
 
 
 def calibrate(model: nn.Module, batches: Iterable[dict[str, torch.Tensor]]) -> dict[str, torch.Tensor]:
-    """Per-input-channel max |activation| of every FFN down-projection, over ``batches``.
+    """Per-input-channel (min, max) of the input of every linear layer of the encoder, over ``batches``.
 
-    Keys are module names in ``model``. Padding positions count too: the layer sees them, even
-    though mean pooling ignores their outputs later.
+    Keys are module names in ``model``, values have shape (2, in_features): row 0 the minimum, row
+    1 the maximum. Padding positions count too: the layers see them, even though mean pooling
+    ignores their outputs later. The FFN down-projections' ranges set their smoothing (see
+    ``input_absmax``); every layer's range sets its static int8 scale on OpenVINO.
     """
     stats: dict[str, torch.Tensor] = {}
 
     def observe(name: str) -> object:
         def hook(_module: nn.Module, inputs: tuple[torch.Tensor, ...], _output: torch.Tensor) -> None:
-            x = inputs[0].detach()
-            seen = x.abs().reshape(-1, x.shape[-1]).amax(dim=0)
-            stats[name] = torch.maximum(stats[name], seen) if name in stats else seen
+            x = inputs[0].detach().reshape(-1, inputs[0].shape[-1])
+            seen = torch.stack([x.amin(dim=0), x.amax(dim=0)])
+            if name in stats:
+                seen = torch.stack([torch.minimum(stats[name][0], seen[0]), torch.maximum(stats[name][1], seen[1])])
+            stats[name] = seen
 
         return hook
 
     handles = [
         module.register_forward_hook(observe(name))  # type: ignore[arg-type]
         for name, module in model.named_modules()
-        if isinstance(module, nn.Linear) and is_ffn_down(name)
+        if isinstance(module, nn.Linear) and is_encoder_linear(name)
     ]
     try:
         with torch.inference_mode():
@@ -94,6 +118,19 @@ def calibrate(model: nn.Module, batches: Iterable[dict[str, torch.Tensor]]) -> d
         for handle in handles:
             handle.remove()
     return stats
+
+
+def input_absmax(stats: dict[str, torch.Tensor]) -> dict[str, torch.Tensor]:
+    """Per-channel max |input| of each FFN down-projection, from ``calibrate``'s ranges.
+
+    Weights trained before ranges were shipped carry the absolute maxima themselves (shape
+    (in_features,)), which pass through unchanged.
+    """
+    return {
+        name: value.abs().amax(dim=0) if value.dim() == 2 else value
+        for name, value in stats.items()
+        if is_ffn_down(name)
+    }
 
 
 def smooth(model: nn.Module, input_absmax: dict[str, torch.Tensor], alpha: float = SMOOTHING_ALPHA) -> int:
@@ -140,15 +177,52 @@ def fuse_qkv(model: nn.Module) -> int:
     return fused
 
 
-def quantize_int8(
-    model: nn.Module, input_absmax: dict[str, torch.Tensor] | None = None, alpha: float = SMOOTHING_ALPHA
-) -> tuple[nn.Module, str]:
-    """Return ``(model, precision)``: the int8-quantized model and "int8", or the input and "fp32".
+Engine = Literal["auto", "openvino", "torch"]
+"""Which int8 implementation runs: OpenVINO with static activation scales (the default where it
+can), torch's dynamic quantization, or "auto" (OpenVINO, else torch)."""
 
-    ``input_absmax`` (from ``calibrate``, shipped with the weights) lets the FFN down-projections
-    be smoothed and quantized; without it they stay fp32. ``model`` is converted in place: its
-    only caller discards the fp32 model, and quantizing a copy held both in memory at start-up.
+
+def quantize_int8(
+    model: nn.Module,
+    stats: dict[str, torch.Tensor] | None = None,
+    alpha: float = SMOOTHING_ALPHA,
+    engine: Engine = "auto",
+) -> tuple[nn.Module, str]:
+    """Return ``(model, precision)``: the int8 model and "int8", or the input and "fp32".
+
+    ``stats`` are ``calibrate``'s activation ranges, shipped with the weights. The FFN
+    down-projections are smoothed with them (without them those layers stay fp32 on torch), the
+    query, key and value projections fused, and then:
+
+    - ``engine="openvino"`` or ``"auto"``: every encoder linear layer runs int8 on OpenVINO with
+      static activation scales from ``stats`` (``openvino_int8.py``). "auto" falls back to torch
+      where OpenVINO is not installed or the weights carry no ranges for every layer (weights
+      trained before they were shipped); "openvino" raises ``QuantizationUnavailableError`` there.
+    - ``engine="torch"``: torch's dynamic quantization (activation scales measured per pass).
+
+    ``model`` is converted in place: its only caller discards the fp32 model, and quantizing a
+    copy held both in memory at start-up.
     """
+    if engine not in ("auto", "openvino", "torch"):
+        raise ValueError(f"engine must be 'auto', 'openvino' or 'torch', got {engine!r}")
+    stats = stats or {}
+    absmax = input_absmax(stats)
+    if absmax:
+        smooth(model, absmax, alpha)
+    fuse_qkv(model)
+    if engine != "torch":
+        from guardrail.model import openvino_int8
+
+        reason = openvino_int8.unavailable_reason(model, stats)
+        if reason is None:
+            return openvino_int8.compile_int8(model, stats), "int8"
+        if engine == "openvino":
+            raise QuantizationUnavailableError(f"int8 on OpenVINO is unavailable: {reason}")
+    return _torch_dynamic_int8(model)
+
+
+def _torch_dynamic_int8(model: nn.Module) -> tuple[nn.Module, str]:
+    """torch's dynamic quantization of every encoder linear layer except unsmoothed FFN down-projections."""
     try:
         from torch.ao.nn.quantized.dynamic import Linear as DynamicQuantizedLinear
         from torch.ao.quantization import quantize_dynamic
@@ -158,7 +232,7 @@ def quantize_int8(
         warnings.warn(
             f"int8 quantization is unavailable in torch {torch.__version__} ({exc}); scoring runs in fp32",
             QuantizationUnavailableWarning,
-            stacklevel=2,
+            stacklevel=3,
         )
         return model, "fp32"
 
@@ -171,7 +245,7 @@ def quantize_int8(
         warnings.warn(
             "no quantized engine in this torch build; scoring runs in fp32",
             QuantizationUnavailableWarning,
-            stacklevel=2,
+            stacklevel=3,
         )
         return model, "fp32"
 
@@ -186,9 +260,6 @@ def quantize_int8(
     )
     weight = PerChannelMinMaxObserver.with_args(dtype=torch.qint8, qscheme=torch.per_channel_symmetric)
     qconfig = QConfig(activation=activation, weight=weight)  # type: ignore[no-untyped-call]
-    if input_absmax:
-        smooth(model, input_absmax, alpha)
-    fuse_qkv(model)
     # A SmoothedLinear's inner layer is called "...output.dense.linear": keep_int8 accepts it.
     targets = {
         name: qconfig for name, module in model.named_modules() if isinstance(module, nn.Linear) and keep_int8(name)
@@ -205,7 +276,7 @@ def quantize_int8(
 
 def keep_int8(name: str) -> bool:
     """Whether the linear layer called ``name`` is quantized: the encoder's, except unsmoothed FFN down-projections."""
-    return name.startswith("encoder.") and not is_ffn_down(name)
+    return is_encoder_linear(name) and not is_ffn_down(name)
 
 
 def cpu_has_vnni() -> bool:
@@ -219,7 +290,11 @@ def cpu_has_vnni() -> bool:
 
 
 def count_quantized_linear(model: nn.Module) -> int:
-    """How many layers of ``model`` run as dynamically quantized int8 linear layers."""
+    """How many linear layers of ``model`` run in int8 (torch's dynamic quantization, or on OpenVINO)."""
+    from guardrail.model.openvino_int8 import OpenVinoClassifier
+
+    if isinstance(model, OpenVinoClassifier):
+        return model.int8_layers()
     try:
         from torch.ao.nn.quantized.dynamic import Linear as DynamicQuantizedLinear
     except ImportError:  # pragma: no cover

@@ -14,6 +14,8 @@ import torch
 from cachetools import LRUCache
 
 from guardrail.model.network import CLASSES, load_tokenizer, predict_proba
+from guardrail.model.openvino_int8 import OpenVinoClassifier
+from guardrail.model.quantize import Engine
 from guardrail.model.weights import WEIGHTS_DIR, build_classifier, load_weights
 from guardrail.score import ValueScores
 from guardrail.text import InvalidTextError, normalize_text
@@ -52,7 +54,9 @@ class LocalScorer:
     Thread-safe. Results are cached (LRU, keyed by model id, prompt and response after
     normalization); the async methods run inference in a worker thread. ``batch_size`` is the
     number of windows per forward pass in fp32; int8 runs one window per pass, so that a text's
-    scores never depend on what it was batched with.
+    scores never depend on what it was batched with. ``engine`` picks the int8 implementation:
+    "auto" (OpenVINO with the shipped activation ranges, else torch), "openvino" or "torch"
+    (see ``guardrail.model.quantize``); ``scorer.engine`` says which one runs.
     """
 
     def __init__(
@@ -62,6 +66,7 @@ class LocalScorer:
         weights_dir: Path | str | None = None,
         cache_size: int = 4096,
         batch_size: int = 16,
+        engine: Engine = "auto",
     ) -> None:
         if precision not in ("int8", "fp32"):
             raise ValueError(f"precision must be 'int8' or 'fp32', got {precision!r}")
@@ -74,7 +79,7 @@ class LocalScorer:
 
         executor, _ = inference_thread()
         self._model, self.precision = executor.submit(
-            build_classifier, tensors, config.num_layers, config.pooling, precision
+            build_classifier, tensors, config.num_layers, config.pooling, precision, engine
         ).result()
         # int8 activations get one quantization scale per forward pass, so in a padded batch a
         # text's scores would depend on its batch-mates. int8 therefore runs one window per pass:
@@ -103,6 +108,11 @@ class LocalScorer:
     def oppose_thresholds(self) -> dict[str, float]:
         """P(oppose) at or above which a value is labelled -1, per value (tuned on validation data)."""
         return dict(self._thresholds.oppose)
+
+    @property
+    def engine(self) -> str:
+        """What runs the arithmetic: "openvino" (int8, the default where available) or "torch"."""
+        return "openvino" if isinstance(self._model, OpenVinoClassifier) else "torch"
 
     @property
     def module(self) -> torch.nn.Module:

@@ -57,7 +57,7 @@ def evaluate_quality(
         scorer = LocalScorer(precision=precision, weights_dir=weights_dir, cache_size=0)
         scored = scorer.score_batch(pairs_r, pairs_p)
         pred = np.array([[s.labels[v] for v in VALUE_NAMES] for s in scored])
-        results[f"model {scorer.precision}"] = quality_metrics(gold, pred)
+        results[f"model {scorer.precision} ({scorer.engine})"] = quality_metrics(gold, pred)
         model_id = scorer.model_id
     if train_data is not None:
         train_examples, _ = read_fulcra(train_data)

@@ -162,14 +162,13 @@ def shippable_tensors(state: dict[str, torch.Tensor], num_layers: int) -> dict[s
 def exported_tensors(
     model: ValueClassifier, items: list[Item], pad_id: int, num_layers: int
 ) -> dict[str, torch.Tensor]:
-    """Everything that ships for ``model``: ``shippable_tensors`` plus the activation ranges of its FFN
-    down-projections over the first windows of its training ``items``, which int8 needs (quantize.py)."""
+    """Everything that ships for ``model``: ``shippable_tensors`` plus the activation ranges of its
+    encoder's linear layers over the first windows of its training ``items``, which int8 needs
+    (quantize.py). Windows pass one at a time, unpadded, as int8 inference sees them."""
     tensors = shippable_tensors(trained_state(model), num_layers)
-    calib_batches = (
-        pad_batch([items[j][0][0] for j in range(i, min(i + 32, len(items)))], pad_id) for i in range(0, len(items), 32)
-    )
-    for name, absmax in calibrate(model, calib_batches).items():
-        tensors[f"{CALIBRATION_PREFIX}{name}"] = absmax
+    calib_batches = (pad_batch([item[0][0]], pad_id) for item in items)
+    for name, ranges in calibrate(model, calib_batches).items():
+        tensors[f"{CALIBRATION_PREFIX}{name}"] = ranges
     return tensors
 
 

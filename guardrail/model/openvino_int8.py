@@ -1,0 +1,164 @@
+"""int8 on OpenVINO: static activation scales, measured in training, and fused int8 kernels.
+
+torch's dynamic quantization measures every activation's range on every pass and runs each
+linear layer as a separate quantize / int8 matmul / dequantize step. Here each encoder linear
+layer's input range comes from the activation ranges ``guardrail train`` measures on its training
+windows and ships (``quantize.calibrate``), so scales are fixed, and OpenVINO's CPU plugin fuses
+the quantization into its int8 kernels. The model is expressed in torch with fake-quantize
+operators (per-tensor, asymmetric uint8 activations; per-output-channel symmetric int8 weights),
+converted once at load time and compiled for this CPU.
+
+Only linear layers of the encoder change: attention, LayerNorm, GELU and the ten heads run in
+fp32, as on torch. The model scores one unpadded window per call, as the int8 scorer always does
+(the converted graph takes no attention mask).
+"""
+
+from __future__ import annotations
+
+import threading
+import warnings
+from typing import Any
+
+import numpy as np
+import torch
+from torch import nn
+
+from guardrail.model.quantize import SmoothedLinear, is_encoder_linear
+
+
+class FakeQuantLinear(nn.Module):
+    """``linear(x)`` with ``x`` rounded to uint8 steps over ``[low, high]`` and the weight to int8 per row.
+
+    OpenVINO reads the two fake-quantize operators as int8 arithmetic. ``low`` <= 0 <= ``high``,
+    so zero stays exact (padding-free windows never need it, but a zero bias term does).
+    """
+
+    weight_scale: torch.Tensor
+    weight_zero: torch.Tensor
+
+    def __init__(self, linear: nn.Linear, low: float, high: float) -> None:
+        super().__init__()
+        self.linear = linear
+        low, high = min(low, 0.0), max(high, 0.0)
+        self.scale = max(high - low, 1e-8) / 255.0
+        self.zero_point = round(-low / self.scale)
+        weight = linear.weight.detach()
+        self.register_buffer("weight_scale", (weight.abs().amax(dim=1) / 127.0).clamp(min=1e-12))
+        self.register_buffer("weight_zero", torch.zeros(weight.shape[0], dtype=torch.int32))
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        x = torch.fake_quantize_per_tensor_affine(x, self.scale, self.zero_point, 0, 255)
+        weight = torch.fake_quantize_per_channel_affine(
+            self.linear.weight, self.weight_scale, self.weight_zero, 0, -127, 127
+        )
+        out: torch.Tensor = nn.functional.linear(x, weight, self.linear.bias)
+        return out
+
+
+def layer_ranges(model: nn.Module, stats: dict[str, torch.Tensor]) -> tuple[dict[str, tuple[float, float]], list[str]]:
+    """Per-tensor input range of every encoder linear layer of the smoothed, fused ``model``.
+
+    ``stats`` hold per-channel (min, max) per layer of the model as trained (``calibrate``). A
+    fused ``qkv`` layer reads what ``query`` read; a smoothed down-projection reads its input
+    times the smoothing's inverse scale. Returns (ranges, names of layers without statistics).
+    """
+    modules = dict(model.named_modules())
+    ranges: dict[str, tuple[float, float]] = {}
+    missing: list[str] = []
+    for name, module in modules.items():
+        if not (isinstance(module, nn.Linear) and is_encoder_linear(name)):
+            continue
+        parent_name, _, child = name.rpartition(".")
+        parent = modules.get(parent_name)
+        key, factor = name, None
+        if child == "qkv":
+            key = f"{parent_name}.query"
+        elif isinstance(parent, SmoothedLinear):
+            key, factor = parent_name, parent.inverse_scale
+        seen = stats.get(key)
+        if seen is None or seen.dim() != 2 or seen.shape[1] != module.in_features:
+            missing.append(name)
+            continue
+        low, high = (seen[0], seen[1]) if factor is None else (seen[0] * factor, seen[1] * factor)
+        ranges[name] = (float(low.min()), float(high.max()))
+    return ranges, missing
+
+
+def unavailable_reason(model: nn.Module, stats: dict[str, torch.Tensor]) -> str | None:
+    """Why ``compile_int8`` cannot run ``model`` with ``stats`` here, or None when it can."""
+    try:
+        import openvino  # noqa: F401
+    except ImportError as exc:
+        return f"the openvino package cannot be imported ({exc})"
+    _, missing = layer_ranges(model, stats)
+    if missing:
+        return f"the weights carry no activation ranges for {len(missing)} layers, e.g. '{missing[0]}'"
+    return None
+
+
+class _Unpadded(nn.Module):
+    """The classifier as OpenVINO converts it: one unpadded window, no attention mask."""
+
+    def __init__(self, model: nn.Module) -> None:
+        super().__init__()
+        self.model = model
+
+    def forward(self, input_ids: torch.Tensor, token_type_ids: torch.Tensor) -> torch.Tensor:
+        out: torch.Tensor = self.model(input_ids, torch.ones_like(input_ids), token_type_ids)
+        return out
+
+
+class OpenVinoClassifier(nn.Module):
+    """The compiled int8 classifier behind torch's calling convention: logits (batch, 10, 3).
+
+    Thread-safe (one inference at a time). Rejects padded batches: the graph has no attention mask.
+    """
+
+    def __init__(self, compiled: Any) -> None:
+        super().__init__()
+        self.compiled = compiled
+        self._request = compiled.create_infer_request()
+        self._lock = threading.Lock()
+
+    def forward(
+        self, input_ids: torch.Tensor, attention_mask: torch.Tensor, token_type_ids: torch.Tensor | None = None
+    ) -> torch.Tensor:
+        if not bool(attention_mask.all()):
+            raise ValueError("the OpenVINO int8 classifier scores unpadded windows only (one window per call)")
+        types = token_type_ids if token_type_ids is not None else torch.zeros_like(input_ids)
+        with self._lock:
+            out = self._request.infer([input_ids.numpy(), types.numpy()])[0]
+            return torch.from_numpy(np.array(out, dtype=np.float32, copy=True))
+
+    def int8_layers(self) -> int:
+        """How many fully connected layers the compiled model runs with int8 inputs."""
+        count = 0
+        for op in self.compiled.get_runtime_model().get_ordered_ops():
+            info = op.get_rt_info()
+            kind, precision = info["layerType"].astype(str), info["runtimePrecision"].astype(str)
+            if kind == "FullyConnected" and precision in ("u8", "i8"):
+                count += 1
+        return count
+
+
+def compile_int8(model: nn.Module, stats: dict[str, torch.Tensor]) -> OpenVinoClassifier:
+    """Convert the smoothed, fused fp32 ``model`` into an int8 OpenVINO model for this CPU.
+
+    Uses as many threads as torch does on the calling thread. ``model`` is changed in place and
+    can be dropped afterwards: the compiled model holds its own weights.
+    """
+    import openvino
+
+    ranges, missing = layer_ranges(model, stats)
+    if missing:
+        raise ValueError(f"no activation ranges for {missing}")
+    modules = dict(model.named_modules())
+    for name, (low, high) in ranges.items():
+        parent_name, _, child = name.rpartition(".")
+        setattr(modules[parent_name], child, FakeQuantLinear(modules[name], low, high))
+    example = (torch.tensor([[101, 7592, 102]]), torch.zeros(1, 3, dtype=torch.long))
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")  # tracing notes the mask branch it fixes: no mask, as documented
+        converted = openvino.convert_model(_Unpadded(model).eval(), example_input=example)
+    config = {"INFERENCE_NUM_THREADS": torch.get_num_threads(), "PERFORMANCE_HINT": "LATENCY"}
+    return OpenVinoClassifier(openvino.Core().compile_model(converted, "CPU", config))
