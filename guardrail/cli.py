@@ -414,7 +414,7 @@ def build_parser() -> argparse.ArgumentParser:
     train.set_defaults(func=cmd_train)
 
     cv = sub.add_parser(
-        "cv", help="k-fold cross-validation of the training recipe on train + dev, fp32 and int8 (~40-60 min)"
+        "cv", help="k-fold cross-validation of the training recipe on train + dev, fp32 and int8 (~40-80 min)"
     )
     cv.add_argument("--data-dir", type=Path, help="folder holding fulcra/ and toxigen/ (default ../shared/data)")
     cv.add_argument("--folds", type=int, help="number of folds (default 5)")
