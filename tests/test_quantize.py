@@ -13,6 +13,7 @@ from guardrail import LocalScorer
 from guardrail.model.openvino_int8 import OpenVinoClassifier
 from guardrail.model.quantize import (
     QuantizationUnavailableError,
+    QuantizationUnavailableWarning,
     SmoothedLinear,
     calibrate,
     count_quantized_linear,
@@ -143,6 +144,18 @@ def test_weights_with_only_the_down_projections_maxima_still_smooth_them_on_torc
     layers = load_weights(WEIGHTS_DIR)[1].num_layers
     assert older.engine == "torch" and count_quantized_linear(older.module) == 4 * layers
     assert sum(isinstance(m, SmoothedLinear) for m in older.module.modules()) == layers
+
+
+def test_without_openvino_int8_falls_back_to_torch_and_says_so(monkeypatch: pytest.MonkeyPatch) -> None:
+    import sys
+
+    monkeypatch.setitem(sys.modules, "openvino", None)  # what a missing or broken install looks like
+    with pytest.warns(QuantizationUnavailableWarning, match="openvino package cannot be imported"):
+        fallback = LocalScorer(cache_size=0)
+    assert fallback.precision == "int8" and fallback.engine == "torch"
+    assert count_quantized_linear(fallback.module) == 4 * load_weights(WEIGHTS_DIR)[1].num_layers
+    with pytest.raises(QuantizationUnavailableError, match="openvino package cannot be imported"):
+        LocalScorer(engine="openvino")
 
 
 def test_the_openvino_classifier_refuses_a_padded_batch(scorer: LocalScorer) -> None:

@@ -84,12 +84,20 @@ def layer_ranges(model: nn.Module, stats: dict[str, torch.Tensor]) -> tuple[dict
     return ranges, missing
 
 
-def unavailable_reason(model: nn.Module, stats: dict[str, torch.Tensor]) -> str | None:
-    """Why ``compile_int8`` cannot run ``model`` with ``stats`` here, or None when it can."""
+def import_problem() -> str | None:
+    """Why the openvino package cannot be used here, or None when it imports."""
     try:
         import openvino  # noqa: F401
     except ImportError as exc:
         return f"the openvino package cannot be imported ({exc})"
+    return None
+
+
+def unavailable_reason(model: nn.Module, stats: dict[str, torch.Tensor]) -> str | None:
+    """Why ``compile_int8`` cannot run ``model`` with ``stats`` here, or None when it can."""
+    problem = import_problem()
+    if problem is not None:
+        return problem
     _, missing = layer_ranges(model, stats)
     if missing:
         return f"the weights carry no activation ranges for {len(missing)} layers, e.g. '{missing[0]}'"

@@ -48,7 +48,7 @@ SMOOTHING_ALPHA = 0.9
 
 
 class QuantizationUnavailableWarning(RuntimeWarning):
-    """int8 was asked for but this torch build cannot provide it; the model runs in fp32."""
+    """The preferred int8 path is unavailable here; the model runs on a fallback the message names."""
 
 
 class QuantizationUnavailableError(RuntimeError):
@@ -196,8 +196,9 @@ def quantize_int8(
 
     - ``engine="openvino"`` or ``"auto"``: every encoder linear layer runs int8 on OpenVINO with
       static activation scales from ``stats`` (``openvino_int8.py``). "auto" falls back to torch
-      where OpenVINO is not installed or the weights carry no ranges for every layer (weights
-      trained before they were shipped); "openvino" raises ``QuantizationUnavailableError`` there.
+      where OpenVINO does not import (with a ``QuantizationUnavailableWarning``) or the weights
+      carry no ranges for every layer (weights trained before they were shipped); "openvino"
+      raises ``QuantizationUnavailableError`` there.
     - ``engine="torch"``: torch's dynamic quantization (activation scales measured per pass).
 
     ``model`` is converted in place: its only caller discards the fp32 model, and quantizing a
@@ -218,6 +219,8 @@ def quantize_int8(
             return openvino_int8.compile_int8(model, stats), "int8"
         if engine == "openvino":
             raise QuantizationUnavailableError(f"int8 on OpenVINO is unavailable: {reason}")
+        if openvino_int8.import_problem() is not None:  # a broken install, not older weights: the fallback is slower
+            warnings.warn(f"{reason}; int8 runs on torch instead", QuantizationUnavailableWarning, stacklevel=2)
     return _torch_dynamic_int8(model)
 
 
