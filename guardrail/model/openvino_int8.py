@@ -93,17 +93,6 @@ def import_problem() -> str | None:
     return None
 
 
-def unavailable_reason(model: nn.Module, stats: dict[str, torch.Tensor]) -> str | None:
-    """Why ``compile_int8`` cannot run ``model`` with ``stats`` here, or None when it can."""
-    problem = import_problem()
-    if problem is not None:
-        return problem
-    _, missing = layer_ranges(model, stats)
-    if missing:
-        return f"the weights carry no activation ranges for {len(missing)} layers, e.g. '{missing[0]}'"
-    return None
-
-
 class _Unpadded(nn.Module):
     """The classifier as OpenVINO converts it: one unpadded window, no attention mask."""
 
@@ -149,17 +138,15 @@ class OpenVinoClassifier(nn.Module):
         return count
 
 
-def compile_int8(model: nn.Module, stats: dict[str, torch.Tensor]) -> OpenVinoClassifier:
+def compile_int8(model: nn.Module, ranges: dict[str, tuple[float, float]]) -> OpenVinoClassifier:
     """Convert the smoothed, fused fp32 ``model`` into an int8 OpenVINO model for this CPU.
 
-    Uses as many threads as torch does on the calling thread. ``model`` is changed in place and
-    can be dropped afterwards: the compiled model holds its own weights.
+    ``ranges`` are ``layer_ranges``' input ranges, one per encoder linear layer. Uses as many
+    threads as torch does on the calling thread. ``model`` is changed in place and can be dropped
+    afterwards: the compiled model holds its own weights.
     """
     import openvino
 
-    ranges, missing = layer_ranges(model, stats)
-    if missing:
-        raise ValueError(f"no activation ranges for {missing}")
     modules = dict(model.named_modules())
     for name, (low, high) in ranges.items():
         parent_name, _, child = name.rpartition(".")

@@ -214,12 +214,14 @@ def quantize_int8(
     if engine != "torch":
         from guardrail.model import openvino_int8
 
-        reason = openvino_int8.unavailable_reason(model, stats)
-        if reason is None:
-            return openvino_int8.compile_int8(model, stats), "int8"
+        problem = openvino_int8.import_problem()
+        ranges, missing = openvino_int8.layer_ranges(model, stats)
+        if problem is None and not missing:
+            return openvino_int8.compile_int8(model, ranges), "int8"
+        reason = problem or f"the weights carry no activation ranges for {len(missing)} layers, e.g. '{missing[0]}'"
         if engine == "openvino":
             raise QuantizationUnavailableError(f"int8 on OpenVINO is unavailable: {reason}")
-        if openvino_int8.import_problem() is not None:  # a broken install, not older weights: the fallback is slower
+        if problem is not None:  # a broken install, not older weights: say so, the fallback is slower
             warnings.warn(f"{reason}; int8 runs on torch instead", QuantizationUnavailableWarning, stacklevel=2)
     return _torch_dynamic_int8(model)
 

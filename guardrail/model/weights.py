@@ -120,8 +120,8 @@ def build_classifier(
 
     The packaged encoder plus the shipped updates, heads and any value queries, in eval mode;
     with ``precision="int8"`` quantized by ``quantize.quantize_int8`` on ``engine`` (which reports
-    "fp32" where this torch cannot quantize). Cross-validation builds its folds' models the same way, so its
-    int8 figures are the scorer's.
+    "fp32" where this torch cannot quantize). Cross-validation builds its folds' models the same
+    way, so its int8 figures are the scorer's.
     """
     encoder = load_encoder(num_layers)
     apply_trained_weights(encoder, tensors)
