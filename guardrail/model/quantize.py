@@ -182,11 +182,32 @@ Engine = Literal["auto", "openvino", "torch"]
 can), torch's dynamic quantization, or "auto" (OpenVINO, else torch)."""
 
 
+def cache_entry(model_id: str, alpha: float = SMOOTHING_ALPHA) -> str:
+    """The compiled-model cache entry of ``model_id``'s int8 model on OpenVINO (see ``compiled_cache``)."""
+    from guardrail.model import compiled_cache
+
+    return compiled_cache.entry_name(model_id, f"openvino-int8 smoothing={alpha}")
+
+
+def load_cached_int8(model_id: str, engine: Engine = "auto") -> nn.Module | None:
+    """``model_id``'s int8 model from the compiled-model cache, where ``engine`` allows OpenVINO; else None.
+
+    An entry exists only where ``quantize_int8`` compiled that model on OpenVINO before, with the
+    same code and libraries, so a hit needs neither the encoder nor the weights to be rebuilt.
+    """
+    if engine == "torch":
+        return None
+    from guardrail.model import openvino_int8
+
+    return openvino_int8.load_cached(cache_entry(model_id))
+
+
 def quantize_int8(
     model: nn.Module,
     stats: dict[str, torch.Tensor] | None = None,
     alpha: float = SMOOTHING_ALPHA,
     engine: Engine = "auto",
+    model_id: str | None = None,
 ) -> tuple[nn.Module, str]:
     """Return ``(model, precision)``: the int8 model and "int8", or the input and "fp32".
 
@@ -202,7 +223,8 @@ def quantize_int8(
     - ``engine="torch"``: torch's dynamic quantization (activation scales measured per pass).
 
     ``model`` is converted in place: its only caller discards the fp32 model, and quantizing a
-    copy held both in memory at start-up.
+    copy held both in memory at start-up. With ``model_id`` (the shipped weights' id), a model
+    compiled on OpenVINO is also stored in the compiled-model cache, for ``load_cached_int8``.
     """
     if engine not in ("auto", "openvino", "torch"):
         raise ValueError(f"engine must be 'auto', 'openvino' or 'torch', got {engine!r}")
@@ -217,7 +239,8 @@ def quantize_int8(
         problem = openvino_int8.import_problem()
         ranges, missing = openvino_int8.layer_ranges(model, stats)
         if problem is None and not missing:
-            return openvino_int8.compile_int8(model, ranges), "int8"
+            entry = cache_entry(model_id, alpha) if model_id is not None else None
+            return openvino_int8.compile_int8(model, ranges, cache_as=entry), "int8"
         reason = problem or f"the weights carry no activation ranges for {len(missing)} layers, e.g. '{missing[0]}'"
         if engine == "openvino":
             raise QuantizationUnavailableError(f"int8 on OpenVINO is unavailable: {reason}")

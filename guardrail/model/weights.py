@@ -17,7 +17,7 @@ import torch
 from pydantic import BaseModel, ConfigDict, Field
 
 from guardrail.model.network import Pooling, ValueClassifier, apply_trained_weights, load_encoder
-from guardrail.model.quantize import Engine, quantize_int8
+from guardrail.model.quantize import Engine, load_cached_int8, quantize_int8
 from guardrail.text import WindowPlan
 from guardrail.values import VALUE_NAMES
 
@@ -114,15 +114,25 @@ def load_weights(directory: Path = WEIGHTS_DIR) -> tuple[dict[str, torch.Tensor]
 
 
 def build_classifier(
-    tensors: dict[str, torch.Tensor], num_layers: int, pooling: Pooling, precision: str, engine: Engine = "auto"
+    tensors: dict[str, torch.Tensor],
+    num_layers: int,
+    pooling: Pooling,
+    precision: str,
+    engine: Engine = "auto",
+    model_id: str | None = None,
 ) -> tuple[torch.nn.Module, str]:
     """The classifier the scorer runs, built from shipped ``tensors``: ``(module, precision)``.
 
     The packaged encoder plus the shipped updates, heads and any value queries, in eval mode;
     with ``precision="int8"`` quantized by ``quantize.quantize_int8`` on ``engine`` (which reports
     "fp32" where this torch cannot quantize). Cross-validation builds its folds' models the same
-    way, so its int8 figures are the scorer's.
+    way, so its int8 figures are the scorer's. With ``model_id`` (the id of ``tensors``), an int8
+    model compiled on OpenVINO comes from, or goes into, the compiled-model cache.
     """
+    if precision == "int8" and model_id is not None:
+        cached = load_cached_int8(model_id, engine)
+        if cached is not None:
+            return cached, "int8"
     encoder = load_encoder(num_layers)
     apply_trained_weights(encoder, tensors)
     model = ValueClassifier(encoder, pooling=pooling)
@@ -133,5 +143,5 @@ def build_classifier(
         model.value_queries.data.copy_(tensors["value_queries"])
     model.eval()
     if precision == "int8":
-        return quantize_int8(model, calibration_of(tensors), engine=engine)
+        return quantize_int8(model, calibration_of(tensors), engine=engine, model_id=model_id)
     return model, "fp32"

@@ -56,7 +56,9 @@ class LocalScorer:
     number of windows per forward pass in fp32; int8 runs one window per pass, so that a text's
     scores never depend on what it was batched with. ``engine`` picks the int8 implementation:
     "auto" (OpenVINO with the shipped activation ranges, else torch), "openvino" or "torch"
-    (see ``guardrail.model.quantize``); ``scorer.engine`` says which one runs.
+    (see ``guardrail.model.quantize``); ``scorer.engine`` says which one runs. The int8 model
+    compiled for OpenVINO is kept in a disk cache, so only a machine's first scorer converts it
+    (``GUARDRAIL_CACHE_DIR``; see ``guardrail.model.compiled_cache``).
     """
 
     def __init__(
@@ -79,7 +81,7 @@ class LocalScorer:
 
         executor, _ = inference_thread()
         self._model, self.precision = executor.submit(
-            build_classifier, tensors, config.num_layers, config.pooling, precision, engine
+            build_classifier, tensors, config.num_layers, config.pooling, precision, engine, model_id
         ).result()
         # int8 activations get one quantization scale per forward pass, so in a padded batch a
         # text's scores would depend on its batch-mates. int8 therefore runs one window per pass:
