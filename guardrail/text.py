@@ -5,7 +5,10 @@ from __future__ import annotations
 import re
 import unicodedata
 from dataclasses import dataclass
-from typing import Any
+from typing import TYPE_CHECKING
+
+if TYPE_CHECKING:
+    from guardrail.model.tokenizer import Tokenizer
 
 # Zero-width and other invisible format characters (Unicode category Cf) are used to slip words
 # past classifiers ("k\u200bill"). They carry no meaning for scoring, so they are removed. Soft
@@ -55,7 +58,9 @@ class WindowPlan:
     """Response tokens shared by consecutive windows, so no passage is cut in half unseen."""
 
 
-def make_windows(tokenizer: Any, response: str, prompt: str | None, plan: WindowPlan) -> list[dict[str, list[int]]]:
+def make_windows(
+    tokenizer: Tokenizer, response: str, prompt: str | None, plan: WindowPlan
+) -> list[dict[str, list[int]]]:
     """Encode ``response`` (with ``prompt`` as context) into one or more windows.
 
     Every response token lands in at least one window: nothing is silently truncated. Each
@@ -64,8 +69,8 @@ def make_windows(tokenizer: Any, response: str, prompt: str | None, plan: Window
     cls_id, sep_id = tokenizer.cls_token_id, tokenizer.sep_token_id
     prompt_ids: list[int] = []
     if prompt:
-        prompt_ids = tokenizer(prompt, add_special_tokens=False)["input_ids"][: plan.prompt_tokens]
-    response_ids: list[int] = tokenizer(response, add_special_tokens=False)["input_ids"]
+        prompt_ids = tokenizer.encode(prompt)[: plan.prompt_tokens]
+    response_ids: list[int] = tokenizer.encode(response)
     head = [cls_id, *prompt_ids, sep_id] if prompt_ids else [cls_id]
     room = plan.max_length - len(head) - 1
     if room <= plan.overlap:

@@ -38,7 +38,7 @@ def test_long_responses_are_windowed_without_losing_a_token() -> None:
     windows = make_windows(tokenizer, response, "a short prompt", plan)
     assert len(windows) > 1
     assert all(len(w["input_ids"]) <= plan.max_length for w in windows)
-    response_ids = tokenizer(response, add_special_tokens=False)["input_ids"]
+    response_ids = tokenizer.encode(response)
     seen = [t for w in windows for t, kind in zip(w["input_ids"], w["token_type_ids"], strict=True) if kind == 1]
     assert set(response_ids) <= set(seen)
     assert response_ids[-1] in windows[-1]["input_ids"]
@@ -48,3 +48,31 @@ def test_short_response_is_one_window_with_prompt_context() -> None:
     tokenizer = load_tokenizer()
     (window,) = make_windows(tokenizer, "Fine, thanks.", "How are you?", WindowPlan())
     assert window["token_type_ids"].count(0) > 2  # CLS + prompt + SEP
+
+
+def test_the_tokenizer_gives_transformers_ids_for_every_fulcra_text_and_odd_unicode() -> None:
+    # The scorer reads tokenizer.json with `tokenizers` directly; transformers' wrapper is the reference.
+    import json
+
+    from transformers import AutoTokenizer
+
+    from guardrail.model.network import encoder_path
+    from tests.conftest import require_shared_data
+
+    ours = load_tokenizer()
+    reference = AutoTokenizer.from_pretrained(str(encoder_path()), local_files_only=True)
+    texts = ["Café naïve résumé", "日本語のテキスト", "emoji 🎉🔥", "zero\u200bwidth", "ﬁ", "İstanbul", "straße"]
+    texts.append("x" * 3000)
+    with (require_shared_data() / "fulcra" / "train.jsonl").open() as rows:
+        for line in rows:
+            row = json.loads(line)
+            texts += [v for v in row.values() if isinstance(v, str)]
+    assert len(texts) > 2000
+    differ = [t[:60] for t in texts if ours.encode(t) != reference(t, add_special_tokens=False)["input_ids"]]
+    assert differ == []
+    assert (ours.cls_token_id, ours.sep_token_id, ours.pad_token_id) == (
+        reference.cls_token_id,
+        reference.sep_token_id,
+        reference.pad_token_id,
+    )
+    assert len(ours.encode("word " * 400)) == 400, "never truncated at the file's 128 tokens"

