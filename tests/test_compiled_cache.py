@@ -5,6 +5,8 @@ from __future__ import annotations
 
 import json
 import os
+import subprocess
+import sys
 from pathlib import Path
 
 import pytest
@@ -111,3 +113,27 @@ def test_entries_are_named_by_model_and_recipe_and_only_the_most_recent_are_kept
     kept = [p.name for p in entries(tmp_path)]
     assert kept == [f"entry-{n}" for n in range(2, compiled_cache.KEEP + 2)]
     assert compiled_cache.find("entry-0") is None
+
+
+def test_processes_loading_at_once_convert_the_model_once(tmp_path: Path) -> None:
+    # Workers of one server starting together: one converts, the others wait for it and read it back.
+    loader = "from guardrail import LocalScorer; print(LocalScorer(cache_size=0).module.from_cache)"
+    env = {**os.environ, "GUARDRAIL_CACHE_DIR": str(tmp_path)}
+    workers = [
+        subprocess.Popen([sys.executable, "-c", loader], env=env, stdout=subprocess.PIPE, text=True) for _ in range(2)
+    ]
+    outputs = sorted(worker.communicate(timeout=600)[0].strip() for worker in workers)
+    assert [w.returncode for w in workers] == [0, 0]
+    assert outputs == ["False", "True"]
+    assert len(entries(tmp_path)) == 1
+
+
+def test_a_crashed_writers_leftovers_are_removed_later(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setenv("GUARDRAIL_CACHE_DIR", str(tmp_path))
+    old, recent = tmp_path / ".incoming-old", tmp_path / ".incoming-recent"
+    for folder in (old, recent):
+        folder.mkdir()
+        (folder / "model.bin").write_bytes(b"half")
+    os.utime(old, (0, 0))  # a writer killed long ago; "recent" may still be writing
+    compiled_cache.store("entry", lambda folder: None, {})
+    assert not old.exists() and recent.exists()

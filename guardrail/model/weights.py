@@ -16,8 +16,9 @@ from pathlib import Path
 import torch
 from pydantic import BaseModel, ConfigDict, Field
 
+from guardrail.model import compiled_cache
 from guardrail.model.network import Pooling, ValueClassifier, apply_trained_weights, load_encoder
-from guardrail.model.quantize import Engine, load_cached_int8, quantize_int8
+from guardrail.model.quantize import Engine, cache_entry, load_cached_int8, quantize_int8
 from guardrail.text import WindowPlan
 from guardrail.values import VALUE_NAMES
 
@@ -129,10 +130,23 @@ def build_classifier(
     way, so its int8 figures are the scorer's. With ``model_id`` (the id of ``tensors``), an int8
     model compiled on OpenVINO comes from, or goes into, the compiled-model cache.
     """
-    if precision == "int8" and model_id is not None:
-        cached = load_cached_int8(model_id, engine)
-        if cached is not None:
-            return cached, "int8"
+    if precision == "int8" and engine != "torch" and model_id is not None:
+        with compiled_cache.exclusive(cache_entry(model_id)):  # workers starting together convert once
+            cached = load_cached_int8(model_id, engine)
+            if cached is not None:
+                return cached, "int8"
+            return _built(tensors, num_layers, pooling, precision, engine, model_id)
+    return _built(tensors, num_layers, pooling, precision, engine, model_id)
+
+
+def _built(
+    tensors: dict[str, torch.Tensor],
+    num_layers: int,
+    pooling: Pooling,
+    precision: str,
+    engine: Engine,
+    model_id: str | None,
+) -> tuple[torch.nn.Module, str]:
     encoder = load_encoder(num_layers)
     apply_trained_weights(encoder, tensors)
     model = ValueClassifier(encoder, pooling=pooling)
