@@ -51,7 +51,7 @@ def test_a_second_scorer_reads_the_model_back_and_scores_exactly_the_same(
 
     second = LocalScorer(cache_size=0)
     assert from_cache(second) and second.engine == "openvino"
-    assert isinstance(second.module, OpenVinoClassifier) and second.module.int8_layers() == 16
+    assert isinstance(second.module, OpenVinoClassifier) and second.module.int8_layers() == 24
     assert probabilities(second) == probabilities(first)
 
 

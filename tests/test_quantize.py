@@ -108,8 +108,8 @@ def test_shipped_ranges_put_every_encoder_linear_in_int8_on_openvino(scorer: Loc
     # Query, key, value, attention output, intermediate and output projections of every block.
     assert len(stats) == 6 * config.num_layers and all(v.shape[0] == 2 for v in stats.values())
     assert scorer.engine == "openvino" and isinstance(scorer.module, OpenVinoClassifier)
-    # 4 int8 layers per block: query-key-value (fused), attention output, intermediate, output.
-    assert count_quantized_linear(scorer.module) == 4 * config.num_layers
+    # 6 int8 layers per block: query, key, value, attention output, intermediate, output.
+    assert count_quantized_linear(scorer.module) == 6 * config.num_layers
 
 
 def test_the_torch_engine_runs_every_encoder_linear_in_int8_too(scorer: LocalScorer) -> None:

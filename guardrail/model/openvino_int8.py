@@ -66,11 +66,11 @@ class FakeQuantLinear(nn.Module):
 
 
 def layer_ranges(model: nn.Module, stats: dict[str, torch.Tensor]) -> tuple[dict[str, tuple[float, float]], list[str]]:
-    """Per-tensor input range of every encoder linear layer of the smoothed, fused ``model``.
+    """Per-tensor input range of every encoder linear layer of the smoothed ``model``.
 
     ``stats`` hold per-channel (min, max) per layer of the model as trained (``calibrate``). A
-    fused ``qkv`` layer reads what ``query`` read; a smoothed down-projection reads its input
-    times the smoothing's inverse scale. Returns (ranges, names of layers without statistics).
+    smoothed down-projection reads its input times the smoothing's inverse scale. Returns (ranges,
+    names of layers without statistics).
     """
     modules = dict(model.named_modules())
     ranges: dict[str, tuple[float, float]] = {}
@@ -78,13 +78,10 @@ def layer_ranges(model: nn.Module, stats: dict[str, torch.Tensor]) -> tuple[dict
     for name, module in modules.items():
         if not (isinstance(module, nn.Linear) and is_encoder_linear(name)):
             continue
-        parent_name, _, child = name.rpartition(".")
-        parent = modules.get(parent_name)
+        parent = modules.get(name.rpartition(".")[0])
         key, factor = name, None
-        if child == "qkv":
-            key = f"{parent_name}.query"
-        elif isinstance(parent, SmoothedLinear):
-            key, factor = parent_name, parent.inverse_scale
+        if isinstance(parent, SmoothedLinear):
+            key, factor = name.rpartition(".")[0], parent.inverse_scale
         seen = stats.get(key)
         if seen is None or seen.dim() != 2 or seen.shape[1] != module.in_features:
             missing.append(name)
@@ -159,7 +156,7 @@ class OpenVinoClassifier(nn.Module):
 def compile_int8(
     model: nn.Module, ranges: dict[str, tuple[float, float]], cache_as: str | None = None
 ) -> OpenVinoClassifier:
-    """Convert the smoothed, fused fp32 ``model`` into an int8 OpenVINO model for this CPU.
+    """Convert the smoothed fp32 ``model`` into an int8 OpenVINO model for this CPU.
 
     ``ranges`` are ``layer_ranges``' input ranges, one per encoder linear layer. With ``cache_as``
     (an entry name, see ``compiled_cache``) the converted model is stored in the compiled-model

@@ -212,15 +212,18 @@ def quantize_int8(
     """Return ``(model, precision)``: the int8 model and "int8", or the input and "fp32".
 
     ``stats`` are ``calibrate``'s activation ranges, shipped with the weights. The FFN
-    down-projections are smoothed with them (without them those layers stay fp32 on torch), the
-    query, key and value projections fused, and then:
+    down-projections are smoothed with them (without them those layers stay fp32 on torch), and
+    then:
 
     - ``engine="openvino"`` or ``"auto"``: every encoder linear layer runs int8 on OpenVINO with
       static activation scales from ``stats`` (``openvino_int8.py``). "auto" falls back to torch
       where OpenVINO does not import (with a ``QuantizationUnavailableWarning``) or the weights
       carry no ranges for every layer (weights trained before they were shipped); "openvino"
       raises ``QuantizationUnavailableError`` there.
-    - ``engine="torch"``: torch's dynamic quantization (activation scales measured per pass).
+    - ``engine="torch"``: torch's dynamic quantization (activation scales measured per pass), with
+      the query, key and value projections fused first (``fuse_qkv``). OpenVINO keeps them apart:
+      its static scale quantizes their shared input once anyway, and apart they let its attention
+      kernel absorb the head transposes (~6% less time per pass than fused, same numbers).
 
     ``model`` is converted in place: its only caller discards the fp32 model, and quantizing a
     copy held both in memory at start-up. With ``model_id`` (the shipped weights' id), a model
@@ -232,7 +235,6 @@ def quantize_int8(
     absmax = input_absmax(stats)
     if absmax:
         smooth(model, absmax, alpha)
-    fuse_qkv(model)
     if engine != "torch":
         from guardrail.model import openvino_int8
 
@@ -246,6 +248,7 @@ def quantize_int8(
             raise QuantizationUnavailableError(f"int8 on OpenVINO is unavailable: {reason}")
         if problem is not None:  # a broken install, not older weights: say so, the fallback is slower
             warnings.warn(f"{reason}; int8 runs on torch instead", QuantizationUnavailableWarning, stacklevel=2)
+    fuse_qkv(model)
     return _torch_dynamic_int8(model)
 
 
