@@ -165,7 +165,7 @@ def store(name: str, write: Callable[[Path], None], about: dict[str, str]) -> Pa
         except OSError:
             if find(name) is None:
                 raise
-    except OSError as exc:
+    except (OSError, RuntimeError) as exc:  # openvino reports a full disk as a RuntimeError
         warnings.warn(f"could not store {final}: {exc}", CompiledCacheWarning, stacklevel=2)
         return None
     finally:

@@ -177,10 +177,12 @@ def compile_int8(
     def write(folder: Path) -> None:
         openvino.save_model(converted, folder / IR_FILE, compress_to_fp16=False)
 
-    if cache_as is not None:
-        stored = compiled_cache.store(cache_as, write, {"openvino": openvino.get_version()})
-        if stored is not None:
+    stored = compiled_cache.store(cache_as, write, {"openvino": openvino.get_version()}) if cache_as else None
+    if stored is not None:
+        try:
             return _compile(stored)
+        except (OSError, RuntimeError):  # removed or changed by another process meanwhile: use a private copy
+            pass
     with tempfile.TemporaryDirectory(prefix="guardrail-ir-") as folder:
         write(Path(folder))
         return _compile(Path(folder))
