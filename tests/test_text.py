@@ -50,24 +50,26 @@ def test_short_response_is_one_window_with_prompt_context() -> None:
     assert window["token_type_ids"].count(0) > 2  # CLS + prompt + SEP
 
 
-def test_the_tokenizer_gives_transformers_ids_for_every_fulcra_text_and_odd_unicode() -> None:
+def test_the_tokenizer_gives_transformers_ids_for_varied_text_and_every_fulcra_string() -> None:
     # The scorer reads tokenizer.json with `tokenizers` directly; transformers' wrapper is the reference.
     import json
 
     from transformers import AutoTokenizer
 
     from guardrail.model.network import encoder_path
-    from tests.conftest import require_shared_data
+    from tests.conftest import SHARED_DATA
+    from tests.samples import HARMFUL, HARMFUL_PROMPT, REFUSAL
 
     ours = load_tokenizer()
     reference = AutoTokenizer.from_pretrained(str(encoder_path()), local_files_only=True)
     texts = ["Café naïve résumé", "日本語のテキスト", "emoji 🎉🔥", "zero\u200bwidth", "ﬁ", "İstanbul", "straße"]
-    texts.append("x" * 3000)
-    with (require_shared_data() / "fulcra" / "train.jsonl").open() as rows:
-        for line in rows:
-            row = json.loads(line)
-            texts += [v for v in row.values() if isinstance(v, str)]
-    assert len(texts) > 2000
+    texts += ["e\u0301 combining", "مرحبا بالعالم", "def f(x): return x**2  # code", "$1,234.56 on 2024-05-01"]
+    texts += [HARMFUL, HARMFUL_PROMPT, REFUSAL, "x" * 3000, "Unbelievably antidisestablishmentarian! " * 50]
+    fulcra = SHARED_DATA / "fulcra" / "train.jsonl"
+    if fulcra.exists():  # every prompt and response of the training file, where the shared data is mounted
+        with fulcra.open() as rows:
+            for line in rows:
+                texts += [v for v in json.loads(line).values() if isinstance(v, str)]
     differ = [t[:60] for t in texts if ours.encode(t) != reference(t, add_special_tokens=False)["input_ids"]]
     assert differ == []
     assert (ours.cls_token_id, ours.sep_token_id, ours.pad_token_id) == (
