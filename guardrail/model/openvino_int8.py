@@ -78,10 +78,11 @@ def layer_ranges(model: nn.Module, stats: dict[str, torch.Tensor]) -> tuple[dict
     for name, module in modules.items():
         if not (isinstance(module, nn.Linear) and is_encoder_linear(name)):
             continue
-        parent = modules.get(name.rpartition(".")[0])
+        parent_name = name.rpartition(".")[0]
+        parent = modules.get(parent_name)
         key, factor = name, None
         if isinstance(parent, SmoothedLinear):
-            key, factor = name.rpartition(".")[0], parent.inverse_scale
+            key, factor = parent_name, parent.inverse_scale
         seen = stats.get(key)
         if seen is None or seen.dim() != 2 or seen.shape[1] != module.in_features:
             missing.append(name)

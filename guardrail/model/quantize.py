@@ -189,14 +189,12 @@ def cache_entry(model_id: str, alpha: float = SMOOTHING_ALPHA) -> str:
     return compiled_cache.entry_name(model_id, f"openvino-int8 smoothing={alpha}")
 
 
-def load_cached_int8(model_id: str, engine: Engine = "auto") -> nn.Module | None:
-    """``model_id``'s int8 model from the compiled-model cache, where ``engine`` allows OpenVINO; else None.
+def load_cached_int8(model_id: str) -> nn.Module | None:
+    """``model_id``'s int8 model on OpenVINO from the compiled-model cache, or None.
 
     An entry exists only where ``quantize_int8`` compiled that model on OpenVINO before, with the
     same code and libraries, so a hit needs neither the encoder nor the weights to be rebuilt.
     """
-    if engine == "torch":
-        return None
     from guardrail.model import openvino_int8
 
     return openvino_int8.load_cached(cache_entry(model_id))

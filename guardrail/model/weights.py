@@ -131,10 +131,10 @@ def build_classifier(
     model compiled on OpenVINO comes from, or goes into, the compiled-model cache.
     """
     if precision == "int8" and engine != "torch" and model_id is not None:
-        cached = load_cached_int8(model_id, engine)  # a hit never touches the lock (the folder may be read-only)
+        cached = load_cached_int8(model_id)  # a hit never touches the lock (the folder may be read-only)
         if cached is None:
             with compiled_cache.exclusive(cache_entry(model_id)):  # workers starting together convert once
-                cached = load_cached_int8(model_id, engine)  # stored by another worker while we waited?
+                cached = load_cached_int8(model_id)  # stored by another worker while we waited?
                 if cached is None:
                     return _built(tensors, num_layers, pooling, precision, engine, model_id)
         return cached, "int8"
