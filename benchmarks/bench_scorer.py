@@ -30,11 +30,12 @@ from functools import partial
 from pathlib import Path
 from typing import Any
 
+import numpy as np
 from safetensors.torch import load_file, save_file
 
 from benchmarks.common import summary, timings_ms, write_result
-from guardrail.model.network import load_tokenizer
-from guardrail.model.tokenizer import Tokenizer
+from guardrail.model import inference
+from guardrail.model.tokenizer import Tokenizer, load_tokenizer
 from guardrail.model.weights import WEIGHTS_DIR, WEIGHTS_FILE
 from guardrail.scorers.local import LocalScorer, inference_thread
 
@@ -63,7 +64,7 @@ try:
 except (OSError, StopIteration):  # not Linux: ru_maxrss (kB on Linux, bytes on macOS)
     peak_kb = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / (1024 if sys.platform == "darwin" else 1)
 print(json.dumps({"import_s": t1 - t0, "load_s": t2 - t1, "first_score_s": t3 - t2, "total_s": t3 - t0,
-                  "peak_rss_mb": peak_kb / 1024}))
+                  "peak_rss_mb": peak_kb / 1024, "torch_imported": "torch" in sys.modules}))
 """
 
 
@@ -90,6 +91,7 @@ def cold_start(precision: str, runs: int, engine: str = "auto", compiled_cache: 
         "import_ms_p50": summary([s["import_s"] * 1e3 for s in samples])["p50_ms"],
         "load_ms_p50": summary([s["load_s"] * 1e3 for s in samples])["p50_ms"],
         "peak_rss_mb_max": round(max(s["peak_rss_mb"] for s in samples), 1),
+        "torch_imported": any(s["torch_imported"] for s in samples),
     }
 
 
@@ -120,8 +122,9 @@ def time_profile(scorer: LocalScorer, text: str, calls: int = 50) -> dict[str, o
     """Where a call of ``scorer.score(text)`` spends its time.
 
     ``score_ms`` and ``forward_ms`` are medians without the profiler: the whole call, and the
-    model's forward pass inside it (timed by hooks on ``scorer.module``). Their difference is
-    tokenizing, windowing, Python and building the result. ``operator_share`` (torch engine only:
+    model's call inside it (``inference.window_probabilities``: the forward pass and its softmax,
+    timed by wrapping that function). Their difference is tokenizing, windowing, Python and
+    building the result. ``operator_share`` (torch engine only:
     torch's profiler does not see inside OpenVINO) splits the time of torch's operators by kind,
     from torch's profiler; the profiler slows every operator, so only shares are reported. Runs on
     the scorer's inference thread: the profiler records the thread that starts it, and a call from
@@ -130,19 +133,20 @@ def time_profile(scorer: LocalScorer, text: str, calls: int = 50) -> dict[str, o
     from torch.profiler import ProfilerActivity, profile
 
     def run() -> dict[str, object]:
-        started: list[float] = []
         forward_ms: list[float] = []
-        hooks = [
-            scorer.module.register_forward_pre_hook(lambda *_: started.append(time.perf_counter())),
-            scorer.module.register_forward_hook(
-                lambda *_: forward_ms.append((time.perf_counter() - started[-1]) * 1e3)
-            ),
-        ]
+        model_call = inference.window_probabilities
+
+        def timed_call(model: inference.Classifier, batch: dict[str, np.ndarray]) -> np.ndarray:
+            started = time.perf_counter()
+            out = model_call(model, batch)
+            forward_ms.append((time.perf_counter() - started) * 1e3)
+            return out
+
+        inference.window_probabilities = timed_call  # predict_proba looks it up on every call
         try:
             score_ms = timings_ms(partial(scorer.score, text), calls, warmup=5)
         finally:
-            for hook in hooks:
-                hook.remove()
+            inference.window_probabilities = model_call
         timed: dict[str, object] = {
             "score_ms": summary(score_ms)["p50_ms"],
             "forward_ms": summary(forward_ms[-calls:])["p50_ms"],
@@ -175,9 +179,10 @@ def reference_forwards(text: str, scorer: LocalScorer, torch_scorer: LocalScorer
     This VM's speed drifts by up to 2x between phases, so an absolute figure from another day is no
     yardstick; the same model timed in the same run is. ``reference_int8`` and ``reference_fp32``
     are bare forward passes over ``text``'s tokens, as that probe timed them; ``int8_forward`` is
-    the scorer's own int8 model over the same tokens, for a like-for-like ratio (a ``score`` call
-    adds tokenizing, windowing and building the result), and ``int8_torch_forward`` the same
-    model's int8 on torch. All are built and run on the scorer's
+    the scorer's own int8 model over the same tokens (its forward pass and softmax,
+    ``inference.window_probabilities``), for a like-for-like ratio (a ``score`` call adds
+    tokenizing, windowing and building the result), and ``int8_torch_forward`` the same model's
+    int8 on torch. All are built and run on the scorer's
     inference thread (each call hands over to it, as a scorer call does), so they share one OpenMP
     team.
     """
@@ -208,14 +213,18 @@ def reference_forwards(text: str, scorer: LocalScorer, torch_scorer: LocalScorer
         }
 
     models, inputs = executor.submit(build).result()
-    models["int8_forward"] = scorer.module
-    models["int8_torch_forward"] = torch_scorer.module
+    as_arrays = {name: tensor.numpy() for name, tensor in inputs.items()}
 
     def forward(model: torch.nn.Module) -> object:
         with torch.inference_mode():
             return model(**inputs)
 
-    return {name: partial(lambda m: executor.submit(forward, m).result(), model) for name, model in models.items()}
+    calls: dict[str, Callable[[], object]] = {
+        name: partial(lambda m: executor.submit(forward, m).result(), model) for name, model in models.items()
+    }
+    for name, built in (("int8_forward", scorer.module), ("int8_torch_forward", torch_scorer.module)):
+        calls[name] = partial(lambda m: executor.submit(inference.window_probabilities, m, as_arrays).result(), built)
+    return calls
 
 
 def main() -> None:
@@ -331,7 +340,8 @@ def main() -> None:
     for p, c in results["cold_start"].items():  # type: ignore[attr-defined]
         print(
             f"cold start {p}: {c['total']['p50_ms'] / 1e3:.2f} s (import {c['import_ms_p50'] / 1e3:.2f} s, "
-            f"load {c['load_ms_p50'] / 1e3:.2f} s), peak RSS {c['peak_rss_mb_max']} MB"
+            f"load {c['load_ms_p50'] / 1e3:.2f} s), peak RSS {c['peak_rss_mb_max']} MB, "
+            f"torch {'imported' if c['torch_imported'] else 'not imported'}"
         )
     shutil.rmtree(unsmoothed_dir.parent, ignore_errors=True)
     print(f"wrote {write_result('scorer', results)}")

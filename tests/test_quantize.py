@@ -5,12 +5,13 @@ from __future__ import annotations
 
 from typing import Any
 
+import numpy as np
 import pytest
 import torch
 from torch import nn
 
 from guardrail import LocalScorer
-from guardrail.model.openvino_int8 import OpenVinoClassifier
+from guardrail.model.openvino_runtime import OpenVinoClassifier
 from guardrail.model.quantize import (
     QuantizationUnavailableError,
     QuantizationUnavailableWarning,
@@ -112,12 +113,18 @@ def test_shipped_ranges_put_every_encoder_linear_in_int8_on_openvino(scorer: Loc
     assert count_quantized_linear(scorer.module) == 6 * config.num_layers
 
 
+def torch_module(scorer: LocalScorer) -> nn.Module:
+    """The scorer's model, which these tests expect to be a torch module (fp32, or int8 on torch)."""
+    assert isinstance(scorer.module, nn.Module), f"expected a torch model, got {type(scorer.module).__name__}"
+    return scorer.module
+
+
 def test_the_torch_engine_runs_every_encoder_linear_in_int8_too(scorer: LocalScorer) -> None:
     on_torch = LocalScorer(engine="torch", cache_size=0)
     layers = load_weights(WEIGHTS_DIR)[1].num_layers
     assert on_torch.engine == "torch" and on_torch.precision == "int8"
     assert count_quantized_linear(on_torch.module) == 4 * layers
-    assert sum(isinstance(m, SmoothedLinear) for m in on_torch.module.modules()) == layers
+    assert sum(isinstance(m, SmoothedLinear) for m in torch_module(on_torch).modules()) == layers
     a = on_torch.score(HARMFUL, prompt=HARMFUL_PROMPT)
     b = scorer.score(HARMFUL, prompt=HARMFUL_PROMPT)
     assert a.scores != b.scores, "two different int8 implementations"
@@ -130,7 +137,7 @@ def test_weights_without_statistics_run_int8_on_torch_with_the_down_projections_
     layers = load_weights(WEIGHTS_DIR)[1].num_layers
     assert older.precision == "int8" and older.engine == "torch"
     assert count_quantized_linear(older.module) == 3 * layers
-    assert not any(isinstance(m, SmoothedLinear) for m in older.module.modules())
+    assert not any(isinstance(m, SmoothedLinear) for m in torch_module(older).modules())
     with pytest.raises(QuantizationUnavailableError, match="no activation ranges"):
         LocalScorer(weights_dir=folder, engine="openvino")
 
@@ -143,7 +150,7 @@ def test_weights_with_only_the_down_projections_maxima_still_smooth_them_on_torc
     older = LocalScorer(weights_dir=folder, cache_size=0)
     layers = load_weights(WEIGHTS_DIR)[1].num_layers
     assert older.engine == "torch" and count_quantized_linear(older.module) == 4 * layers
-    assert sum(isinstance(m, SmoothedLinear) for m in older.module.modules()) == layers
+    assert sum(isinstance(m, SmoothedLinear) for m in torch_module(older).modules()) == layers
 
 
 def test_without_openvino_int8_falls_back_to_torch_and_says_so(monkeypatch: pytest.MonkeyPatch) -> None:
@@ -159,20 +166,30 @@ def test_without_openvino_int8_falls_back_to_torch_and_says_so(monkeypatch: pyte
 
 
 def test_the_openvino_classifier_refuses_a_padded_batch(scorer: LocalScorer) -> None:
-    ids = torch.tensor([[101, 7592, 102], [101, 102, 0]])
+    from guardrail.model.inference import pad_windows, window_probabilities
+
+    assert isinstance(scorer.module, OpenVinoClassifier)
+    windows = [
+        {"input_ids": ids, "token_type_ids": [0] * len(ids), "attention_mask": [1] * len(ids)}
+        for ids in ([101, 7592, 102], [101, 102])
+    ]
     with pytest.raises(ValueError, match="unpadded windows only"):
-        scorer.module(ids, (ids != 0).long(), torch.zeros_like(ids))
+        window_probabilities(scorer.module, pad_windows(windows, pad_id=0))
+    ids = pad_windows(windows, pad_id=0)["input_ids"]
+    with pytest.raises(ValueError, match="one unpadded window per call"):
+        scorer.module.logits(ids, np.zeros_like(ids))
 
 
 def test_the_lean_inference_pass_equals_transformers_forward(scorer_fp32: LocalScorer) -> None:
-    from guardrail.model.network import encode, load_tokenizer, pad_batch
+    from guardrail.model.network import encode, pad_batch
+    from guardrail.model.tokenizer import load_tokenizer
     from guardrail.text import WindowPlan, make_windows
 
     tokenizer = load_tokenizer()
     texts = ["Short.", "A longer answer that gets padded less, about gardening and tea. " * 4]
     windows = [make_windows(tokenizer, t, "Any prompt?", WindowPlan())[0] for t in texts]
     batch = pad_batch(windows, tokenizer.pad_token_id)
-    bert = scorer_fp32.module.get_submodule("encoder")
+    bert = torch_module(scorer_fp32).get_submodule("encoder")
     with torch.inference_mode():
         reference = bert(**batch).last_hidden_state
         lean = encode(bert, batch["input_ids"], batch["attention_mask"], batch["token_type_ids"])
@@ -185,13 +202,14 @@ def test_the_lean_inference_pass_equals_transformers_forward(scorer_fp32: LocalS
 def test_fused_query_key_value_compute_what_the_three_projections_did(scorer_fp32: LocalScorer) -> None:
     import copy
 
-    from guardrail.model.network import encode, load_tokenizer, pad_batch
+    from guardrail.model.network import encode, pad_batch
+    from guardrail.model.tokenizer import load_tokenizer
     from guardrail.text import WindowPlan, make_windows
 
     tokenizer = load_tokenizer()
     window = make_windows(tokenizer, "Lock the door and keep your keys safe. " * 5, "Any tips?", WindowPlan())[0]
     batch = pad_batch([window], tokenizer.pad_token_id)
-    bert = scorer_fp32.module.get_submodule("encoder")
+    bert = torch_module(scorer_fp32).get_submodule("encoder")
     fused = copy.deepcopy(bert)
     blocks: Any = fused.get_submodule("encoder.layer")
     assert fuse_qkv(fused) == len(blocks)

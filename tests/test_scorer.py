@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import asyncio
 import time
+from typing import Any
 
 import pytest
 
@@ -127,21 +128,27 @@ async def test_async_scoring_does_not_block_the_event_loop(scorer: LocalScorer) 
     assert ticks >= max(3, int(elapsed / 0.1))
 
 
-def test_scoring_from_any_thread_runs_torch_on_the_one_inference_thread(scorer: LocalScorer) -> None:
+def test_scoring_from_any_thread_runs_the_model_on_the_one_inference_thread(
+    scorer: LocalScorer, monkeypatch: pytest.MonkeyPatch
+) -> None:
     # Two OpenMP thread teams on 2 cores halve the speed of both (see inference_thread).
     import threading
     from concurrent.futures import ThreadPoolExecutor
 
+    from guardrail.model import inference
     from guardrail.scorers.local import inference_thread
 
     seen: list[int] = []
-    hook = scorer.module.register_forward_pre_hook(lambda *_: seen.append(threading.get_ident()))
-    try:
-        with ThreadPoolExecutor(2) as pool:
-            from_threads = list(pool.map(lambda i: scorer.score(f"Thread answer {i} about tea."), range(4)))
-        from_main = [scorer.score(f"Thread answer {i} about tea.") for i in range(4)]
-    finally:
-        hook.remove()
+    model_call = inference.window_probabilities
+
+    def noting_the_thread(*args: Any) -> Any:
+        seen.append(threading.get_ident())
+        return model_call(*args)
+
+    monkeypatch.setattr(inference, "window_probabilities", noting_the_thread)
+    with ThreadPoolExecutor(2) as pool:
+        from_threads = list(pool.map(lambda i: scorer.score(f"Thread answer {i} about tea."), range(4)))
+    from_main = [scorer.score(f"Thread answer {i} about tea.") for i in range(4)]
     assert set(seen) == {inference_thread()[1]} and len(seen) == 4
     assert [r.scores for r in from_threads] == [r.scores for r in from_main]
 

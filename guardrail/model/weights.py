@@ -12,19 +12,33 @@ from __future__ import annotations
 import hashlib
 import json
 from pathlib import Path
+from typing import TYPE_CHECKING, Literal
 
-import torch
+import numpy as np
+from numpy.typing import ArrayLike
 from pydantic import BaseModel, ConfigDict, Field
 
 from guardrail.model import compiled_cache
-from guardrail.model.network import Pooling, ValueClassifier, apply_trained_weights, load_encoder
-from guardrail.model.quantize import Engine, cache_entry, load_cached_int8, quantize_int8
+from guardrail.model.openvino_runtime import cache_entry, load_cached_int8
 from guardrail.text import WindowPlan
 from guardrail.values import VALUE_NAMES
+
+if TYPE_CHECKING:  # torch is imported only where a model is built, never on a compiled-model cache hit
+    import torch
+
+    from guardrail.model.inference import Classifier
+    from guardrail.model.quantize import Engine
 
 WEIGHTS_DIR = Path(__file__).parent
 WEIGHTS_FILE = "value_heads.safetensors"
 CONFIG_FILE = "value_heads.json"
+
+Pooling = Literal["all", "response", "attention"]
+"""How token states become what the heads read. "all": the mean of every token of the window.
+"response": the mean of the response's tokens only (token type 1; a window without a prompt has
+none, and then every token counts). "attention": one learned attention over the tokens per value,
+so each head reads the passage that matters to its value (its queries start at zero, which is
+"all")."""
 
 
 class Thresholds(BaseModel):
@@ -39,13 +53,14 @@ class Thresholds(BaseModel):
     oppose: dict[str, float] = Field(default_factory=lambda: dict.fromkeys(VALUE_NAMES, 0.5))
     support: dict[str, float] = Field(default_factory=lambda: dict.fromkeys(VALUE_NAMES, 0.5))
 
-    def apply(self, probs: torch.Tensor) -> torch.Tensor:
-        """Labels (N, 10) in {-1, 0, 1} from probabilities (N, 10, 3)."""
-        t_opp = torch.tensor([self.oppose[v] for v in VALUE_NAMES])
-        t_sup = torch.tensor([self.support[v] for v in VALUE_NAMES])
-        labels = torch.zeros(probs.shape[:2], dtype=torch.long)
-        labels[probs[..., 2] >= t_sup] = 1
-        labels[probs[..., 0] >= t_opp] = -1
+    def apply(self, probs: ArrayLike) -> np.ndarray:
+        """Labels (N, 10), int64 in {-1, 0, 1}, from probabilities (N, 10, 3) (numpy, or a CPU tensor)."""
+        p = np.asarray(probs)
+        t_opp = np.array([self.oppose[v] for v in VALUE_NAMES], dtype=np.float32)
+        t_sup = np.array([self.support[v] for v in VALUE_NAMES], dtype=np.float32)
+        labels = np.zeros(p.shape[:2], dtype=np.int64)
+        labels[p[..., 2] >= t_sup] = 1
+        labels[p[..., 0] >= t_opp] = -1
         return labels
 
 
@@ -100,10 +115,8 @@ class WeightsMissingError(FileNotFoundError):
     """The trained weights are not where the scorer looks for them."""
 
 
-def load_weights(directory: Path = WEIGHTS_DIR) -> tuple[dict[str, torch.Tensor], ModelConfig, str]:
-    """Read (tensors, config, model id) from ``directory``."""
-    from safetensors.torch import load_file
-
+def read_config(directory: Path = WEIGHTS_DIR) -> tuple[ModelConfig, str]:
+    """Read (config, model id) from ``directory``, without loading the tensors."""
     wpath, cpath = directory / WEIGHTS_FILE, directory / CONFIG_FILE
     if not wpath.exists() or not cpath.exists():
         raise WeightsMissingError(
@@ -111,7 +124,31 @@ def load_weights(directory: Path = WEIGHTS_DIR) -> tuple[dict[str, torch.Tensor]
             "run `guardrail train` to produce them"
         )
     config = ModelConfig.model_validate_json(cpath.read_bytes())
-    return load_file(str(wpath)), config, model_id_for(wpath.read_bytes(), config)
+    return config, model_id_for(wpath.read_bytes(), config)
+
+
+def load_weights(directory: Path = WEIGHTS_DIR) -> tuple[dict[str, torch.Tensor], ModelConfig, str]:
+    """Read (tensors, config, model id) from ``directory``."""
+    from safetensors.torch import load_file
+
+    config, model_id = read_config(directory)
+    return load_file(str(directory / WEIGHTS_FILE)), config, model_id
+
+
+def load_classifier(
+    directory: Path, config: ModelConfig, model_id: str, precision: str, engine: Engine = "auto"
+) -> tuple[Classifier, str]:
+    """The scorer's classifier for the weights in ``directory`` (read by ``read_config``): ``(model, precision)``.
+
+    An int8 model compiled for OpenVINO earlier comes from the compiled-model cache: no tensors,
+    no encoder, no torch. Otherwise the model is built (``build_classifier``), and stored there.
+    """
+    if precision == "int8" and engine != "torch":
+        cached = load_cached_int8(model_id)  # a hit never touches the lock (the folder may be read-only)
+        if cached is not None:
+            return cached, "int8"
+    tensors, _, _ = load_weights(directory)
+    return build_classifier(tensors, config.num_layers, config.pooling, precision, engine, model_id)
 
 
 def build_classifier(
@@ -121,8 +158,8 @@ def build_classifier(
     precision: str,
     engine: Engine = "auto",
     model_id: str | None = None,
-) -> tuple[torch.nn.Module, str]:
-    """The classifier the scorer runs, built from shipped ``tensors``: ``(module, precision)``.
+) -> tuple[Classifier, str]:
+    """The classifier the scorer runs, built from shipped ``tensors``: ``(model, precision)``.
 
     The packaged encoder plus the shipped updates, heads and any value queries, in eval mode;
     with ``precision="int8"`` quantized by ``quantize.quantize_int8`` on ``engine`` (which reports
@@ -131,13 +168,11 @@ def build_classifier(
     model compiled on OpenVINO comes from, or goes into, the compiled-model cache.
     """
     if precision == "int8" and engine != "torch" and model_id is not None:
-        cached = load_cached_int8(model_id)  # a hit never touches the lock (the folder may be read-only)
-        if cached is None:
-            with compiled_cache.exclusive(cache_entry(model_id)):  # workers starting together convert once
-                cached = load_cached_int8(model_id)  # stored by another worker while we waited?
-                if cached is None:
-                    return _built(tensors, num_layers, pooling, precision, engine, model_id)
-        return cached, "int8"
+        with compiled_cache.exclusive(cache_entry(model_id)):  # workers starting together convert once
+            cached = load_cached_int8(model_id)  # stored by another worker while we waited?
+            if cached is not None:
+                return cached, "int8"
+            return _built(tensors, num_layers, pooling, precision, engine, model_id)
     return _built(tensors, num_layers, pooling, precision, engine, model_id)
 
 
@@ -148,7 +183,10 @@ def _built(
     precision: str,
     engine: Engine,
     model_id: str | None,
-) -> tuple[torch.nn.Module, str]:
+) -> tuple[Classifier, str]:
+    from guardrail.model.network import ValueClassifier, apply_trained_weights, load_encoder
+    from guardrail.model.quantize import quantize_int8
+
     encoder = load_encoder(num_layers)
     apply_trained_weights(encoder, tensors)
     model = ValueClassifier(encoder, pooling=pooling)

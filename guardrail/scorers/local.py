@@ -8,18 +8,21 @@ import os
 import threading
 from collections.abc import Sequence
 from pathlib import Path
-from typing import Literal
+from typing import TYPE_CHECKING, Literal
 
-import torch
+import numpy as np
 from cachetools import LRUCache
 
-from guardrail.model.network import CLASSES, load_tokenizer, predict_proba
-from guardrail.model.openvino_int8 import OpenVinoClassifier
-from guardrail.model.quantize import Engine
-from guardrail.model.weights import WEIGHTS_DIR, build_classifier, load_weights
+from guardrail.model.inference import CLASSES, Classifier, predict_proba
+from guardrail.model.openvino_runtime import OpenVinoClassifier
+from guardrail.model.tokenizer import load_tokenizer
+from guardrail.model.weights import WEIGHTS_DIR, load_classifier, read_config
 from guardrail.score import ValueScores
 from guardrail.text import InvalidTextError, normalize_text
 from guardrail.values import VALUE_NAMES
+
+if TYPE_CHECKING:
+    from guardrail.model.quantize import Engine
 
 Precision = Literal["int8", "fp32"]
 
@@ -28,12 +31,13 @@ _INFERENCE_LOCK = threading.Lock()
 
 
 def inference_thread() -> tuple[concurrent.futures.ThreadPoolExecutor, int]:
-    """The one thread (executor and thread id) on which every LocalScorer of this process runs torch.
+    """The one thread (executor and thread id) on which every LocalScorer of this process runs its model.
 
     torch's OpenMP thread team belongs to the calling thread, and on 2 cores two teams slow each
     other down for good: a forward pass measured 5.5 ms on the thread that built the model and
     10-11 ms on it once another thread had run torch work too. Loading and inference of all
-    scorers therefore share this thread; calls from any other thread hand their work to it.
+    scorers therefore share this thread (torch or not: a scorer may build its int8 model with torch
+    on a compiled-model cache miss); calls from any other thread hand their work to it.
     """
     global _INFERENCE
     with _INFERENCE_LOCK:
@@ -58,7 +62,8 @@ class LocalScorer:
     "auto" (OpenVINO with the shipped activation ranges, else torch), "openvino" or "torch"
     (see ``guardrail.model.quantize``); ``scorer.engine`` says which one runs. The int8 model
     compiled for OpenVINO is kept in a disk cache, so only a machine's first scorer converts it
-    (``GUARDRAIL_CACHE_DIR``; see ``guardrail.model.compiled_cache``).
+    (``GUARDRAIL_CACHE_DIR``; see ``guardrail.model.compiled_cache``); a scorer that reads it from
+    there does not import torch.
     """
 
     def __init__(
@@ -72,7 +77,8 @@ class LocalScorer:
     ) -> None:
         if precision not in ("int8", "fp32"):
             raise ValueError(f"precision must be 'int8' or 'fp32', got {precision!r}")
-        tensors, config, model_id = load_weights(Path(weights_dir) if weights_dir else WEIGHTS_DIR)
+        directory = Path(weights_dir) if weights_dir else WEIGHTS_DIR
+        config, model_id = read_config(directory)
         self._config = config
         self._model_id = model_id
         self._plan = config.window_plan
@@ -81,7 +87,7 @@ class LocalScorer:
 
         executor, _ = inference_thread()
         self._model, self.precision = executor.submit(
-            build_classifier, tensors, config.num_layers, config.pooling, precision, engine, model_id
+            load_classifier, directory, config, model_id, precision, engine
         ).result()
         # int8 activations get one quantization scale per forward pass, so in a padded batch a
         # text's scores would depend on its batch-mates. int8 therefore runs one window per pass:
@@ -94,7 +100,7 @@ class LocalScorer:
             LRUCache(maxsize=cache_size) if cache_size > 0 else None
         )
 
-    def _infer(self, todo: list[tuple[str | None, str]]) -> tuple[torch.Tensor, list[int]]:
+    def _infer(self, todo: list[tuple[str | None, str]]) -> tuple[np.ndarray, list[int]]:
         """Run the model on the inference thread (inline when already on it, as ``ascore`` is)."""
         executor, thread_id = inference_thread()
         if threading.get_ident() == thread_id:
@@ -117,8 +123,9 @@ class LocalScorer:
         return "openvino" if isinstance(self._model, OpenVinoClassifier) else "torch"
 
     @property
-    def module(self) -> torch.nn.Module:
-        """The underlying torch module (for inspection and benchmarks)."""
+    def module(self) -> Classifier:
+        """The model that runs: a torch module, or the int8 model compiled for OpenVINO (for
+        inspection and benchmarks)."""
         return self._model
 
     def _key(self, response: str, prompt: str | None) -> tuple[str, str, str | None, str]:
@@ -135,8 +142,8 @@ class LocalScorer:
                 return clean_response, None
             raise
 
-    def _result(self, probs: torch.Tensor, windows: int) -> ValueScores:
-        label_list = self._thresholds.apply(probs.unsqueeze(0))[0].tolist()
+    def _result(self, probs: np.ndarray, windows: int) -> ValueScores:
+        label_list = self._thresholds.apply(probs[None])[0].tolist()
         rows = probs.tolist()  # one conversion instead of forty tensor reads
         scores, label_map, confidence, probabilities = {}, {}, {}, {}
         for name, label, (p_opp, p_unrel, p_sup) in zip(VALUE_NAMES, label_list, rows, strict=True):

@@ -40,7 +40,9 @@ import numpy as np
 import torch
 from sklearn.metrics import average_precision_score, precision_recall_curve
 
-from guardrail.model.network import ValueClassifier, load_tokenizer, predict_proba
+from guardrail.model.inference import predict_proba
+from guardrail.model.network import ValueClassifier
+from guardrail.model.tokenizer import load_tokenizer
 from guardrail.model.weights import WEIGHTS_DIR, Thresholds, build_classifier, load_weights
 from guardrail.text import WindowPlan
 from guardrail.training.baselines import tfidf_proba
@@ -121,7 +123,7 @@ def cross_validate(
         def on_epoch(epoch: int, model: ValueClassifier, loss: float) -> None:
             if epoch in oof:
                 probs, _ = predict_proba(model, tokenizer, pairs, plan, batch_size=32)  # noqa: B023 - called in-loop
-                oof[epoch][torch.from_numpy(held)] = probs  # noqa: B023
+                oof[epoch][torch.from_numpy(held)] = torch.from_numpy(probs)  # noqa: B023
             log(f"fold {k + 1}/{folds} epoch {epoch} loss {loss:.4f} ({time.perf_counter() - started:.0f}s)")  # noqa: B023
 
         fit_rows = [rows[i] for i in np.flatnonzero(fold != k) if in_fraction(rows[i].key, train_fraction)]
@@ -134,7 +136,7 @@ def cross_validate(
                 raise RuntimeError(f"the scorer could not build a {precision} model here (it gave {got})")
             # As the scorer runs them: int8 one window per pass, fp32 in batches.
             probs, _ = predict_proba(built, tokenizer, pairs, plan, batch_size=1 if precision == "int8" else 32)
-            scorer[precision][torch.from_numpy(held)] = probs
+            scorer[precision][torch.from_numpy(held)] = torch.from_numpy(probs)
 
     baseline = tfidf_out_of_fold(rows, fold, train_fraction)
     if out is not None:  # the raw predictions first: the analysis below can be redone from them
@@ -184,7 +186,7 @@ def _nested(
     pred = np.zeros_like(gold)
     for k, tuned in enumerate(thresholds):
         mine = fold == k
-        pred[mine] = tuned.apply(probs[torch.from_numpy(mine)]).numpy()
+        pred[mine] = tuned.apply(probs[torch.from_numpy(mine)])
     return pred
 
 
@@ -278,8 +280,8 @@ def summarize(
             "epoch": epoch,
             "violation_average_precision": round(ap, 4),
             "nested": _rounded(quality_metrics(gold, _nested(probs, gold, fold))),
-            "tuned": _rounded(quality_metrics(gold, tuned.apply(probs).numpy())),
-            "shipped": _rounded(quality_metrics(gold, shipped_config.thresholds.apply(probs).numpy())),
+            "tuned": _rounded(quality_metrics(gold, tuned.apply(probs))),
+            "shipped": _rounded(quality_metrics(gold, shipped_config.thresholds.apply(probs))),
             "best_threshold": ceiling,
             "tuned_thresholds": json.loads(tuned.model_dump_json()),
         }

@@ -9,7 +9,7 @@
 from __future__ import annotations
 
 import numpy as np
-import torch
+from numpy.typing import ArrayLike
 from sklearn.metrics import f1_score
 
 from guardrail.model.weights import Thresholds
@@ -48,7 +48,7 @@ def _smoothed_argmax(grid: list[float], scores: list[float]) -> float:
 GRID = [round(x, 2) for x in np.arange(0.3, 0.71, 0.05)]
 
 
-def tune_thresholds(probs: torch.Tensor, gold: np.ndarray) -> Thresholds:
+def tune_thresholds(probs: ArrayLike, gold: np.ndarray) -> Thresholds:
     """Choose decision thresholds on a validation split, conservatively.
 
     Thresholds stay within [0.3, 0.7] and are picked by the smoothed objective. Support
@@ -56,7 +56,7 @@ def tune_thresholds(probs: torch.Tensor, gold: np.ndarray) -> Thresholds:
     positives keep 0.5). Opposition is rare, too rare to tune ten thresholds without fitting noise,
     so one shared oppose threshold is tuned for violation F1 plus frequent-value macro F1.
     """
-    p = probs.numpy()
+    p = np.asarray(probs)
     support: dict[str, float] = {}
     for i, name in enumerate(VALUE_NAMES):
         positives = gold[:, i] == 1
@@ -66,8 +66,6 @@ def tune_thresholds(probs: torch.Tensor, gold: np.ndarray) -> Thresholds:
         support[name] = _smoothed_argmax(GRID, [f1_score(positives, p[:, i, 2] >= t, zero_division=0) for t in GRID])
     objectives = []
     for t in GRID:
-        m = quality_metrics(
-            gold, Thresholds(oppose=dict.fromkeys(VALUE_NAMES, t), support=support).apply(probs).numpy()
-        )
+        m = quality_metrics(gold, Thresholds(oppose=dict.fromkeys(VALUE_NAMES, t), support=support).apply(probs))
         objectives.append(m["violation_f1"] + m["frequent_macro_f1"])
     return Thresholds(oppose=dict.fromkeys(VALUE_NAMES, _smoothed_argmax(GRID, objectives)), support=support)

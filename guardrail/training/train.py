@@ -27,19 +27,11 @@ import numpy as np
 import torch
 from pydantic import BaseModel
 
-from guardrail.model.network import (
-    ENCODER_PACKAGE,
-    Pooling,
-    ValueClassifier,
-    aggregate_windows,
-    load_encoder,
-    load_tokenizer,
-    pad_batch,
-    predict_proba,
-    quantize_delta,
-)
+from guardrail.model.inference import predict_proba
+from guardrail.model.network import ValueClassifier, aggregate_windows, load_encoder, pad_batch, quantize_delta
 from guardrail.model.quantize import calibrate
-from guardrail.model.weights import CALIBRATION_PREFIX, WEIGHTS_DIR, ModelConfig, Thresholds, save_weights
+from guardrail.model.tokenizer import ENCODER_PACKAGE, load_tokenizer
+from guardrail.model.weights import CALIBRATION_PREFIX, WEIGHTS_DIR, ModelConfig, Pooling, Thresholds, save_weights
 from guardrail.text import WindowPlan, make_windows
 from guardrail.training.data import Example, read_fulcra, read_touche, read_toxigen, refusal_counterfactuals, split_of
 from guardrail.training.metrics import quality_metrics, tune_thresholds
@@ -83,7 +75,7 @@ class TrainConfig(BaseModel):
     pooling: Pooling = "all"
     """How the heads read the tokens: the mean of every token of a window ("all"), of the response's
     tokens only ("response"; the prompt still reaches them through attention), or one learned
-    attention per value ("attention"). See ``network.Pooling``."""
+    attention per value ("attention"). See ``weights.Pooling``."""
     prompt_dropout: float = 0.0
     """Probability, per FULCRA row and epoch, of training on the response without its prompt: a
     regularizer against reading the prompt's topic instead of the response's stance. 0 = off."""
@@ -526,7 +518,7 @@ def _fit_tuned_on_dev(run: Run) -> tuple[ValueClassifier, list[Item], Checkpoint
         nonlocal best
         probs, _ = predict_proba(model, tokenizer, dev_pairs, plan, batch_size=32)
         thresholds = tune_thresholds(probs, dev_gold)
-        metrics = quality_metrics(dev_gold, thresholds.apply(probs).numpy())
+        metrics = quality_metrics(dev_gold, thresholds.apply(probs))
         score = metrics["violation_f1"] + metrics["frequent_macro_f1"]
         run.history.append({"epoch": epoch, "loss": loss, **{k: round(v, 4) for k, v in metrics.items()}})
         log(
@@ -572,7 +564,7 @@ def _fit_with_fixed_thresholds(run: Run, thresholds: Thresholds) -> tuple[ValueC
         line = f"epoch {epoch}/{cfg.epochs} loss {loss:.4f}"
         if not cfg.final_fit:
             probs, _ = predict_proba(model, tokenizer, dev_pairs, plan, batch_size=32)
-            last = quality_metrics(dev_gold, thresholds.apply(probs).numpy())
+            last = quality_metrics(dev_gold, thresholds.apply(probs))
             entry.update({k: round(v, 4) for k, v in last.items()})
             line += f" dev violation F1 {last['violation_f1']:.3f} frequent macro F1 {last['frequent_macro_f1']:.3f}"
         run.history.append(entry)
@@ -637,7 +629,7 @@ def train(cfg: TrainConfig, log: Callable[[str], None] = print) -> dict[str, obj
     # Reload through the real scorer and compare with the in-memory model on the dev rows (which
     # stage 2 trained on: this checks the files, not generalisation).
     probs, _ = predict_proba(model, tokenizer, dev_pairs, plan, batch_size=32)
-    expected = quality_metrics(dev_gold, chosen.thresholds.apply(probs).numpy())
+    expected = quality_metrics(dev_gold, chosen.thresholds.apply(probs))
     check_shipped(cfg.out_dir, dev_pairs, dev_gold, expected, log)
     log(f"best epoch {chosen.epoch}; wrote {cfg.out_dir} as {model_id} in {time.perf_counter() - started:.0f}s")
     return {"model_id": model_id, "best_epoch": chosen.epoch, "dev_metrics": chosen.metrics}
