@@ -1,7 +1,9 @@
 """guardrail: score LLM responses in Schwartz's value space and enforce value policies.
 
-The public API is re-exported here. ``LocalScorer`` (torch, transformers) loads on first use, so
-``import guardrail`` stays cheap for code that only handles policies or audit records.
+The public API is re-exported here. ``LocalScorer`` is imported on first use, so ``import guardrail``
+stays cheap for code that only handles policies or audit records. The scorer itself imports torch
+and transformers only when it has to build its model: not when it reads its compiled int8 model
+from the disk cache (see ``guardrail.model.compiled_cache``).
 """
 
 from __future__ import annotations
