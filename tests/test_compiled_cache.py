@@ -129,7 +129,7 @@ def test_processes_loading_at_once_convert_the_model_once(tmp_path: Path) -> Non
 
 
 def test_a_scorer_read_from_the_cache_never_imports_torch(tmp_path: Path) -> None:
-    # torch's import is most of a cold start (~3 s, ~170 MB); the cached int8 model runs without it.
+    # torch's import is most of a cold start (~2-3 s, ~190 MB of peak memory); the cached int8 model runs without it.
     loader = (
         "import sys; from guardrail import LocalScorer; scorer = LocalScorer(cache_size=0); "
         "scorer.score('Thanks, that was helpful.', prompt='Any tips?'); "

@@ -1,7 +1,7 @@
 """Running the int8 model compiled for OpenVINO, and reading it from the compiled-model cache.
 
 Nothing here imports torch: a scorer whose int8 model is in the cache (every load after a
-machine's first) runs on numpy arrays and never pays torch's import (~3 s and ~170 MB of a
+machine's first) runs on numpy arrays and never pays torch's import (~2-3 s and ~190 MB of a
 start). Converting the model in the first place needs torch and lives in ``openvino_int8.py``.
 """
 
