@@ -127,12 +127,17 @@ def read_config(directory: Path = WEIGHTS_DIR) -> tuple[ModelConfig, str]:
     return config, model_id_for(wpath.read_bytes(), config)
 
 
-def load_weights(directory: Path = WEIGHTS_DIR) -> tuple[dict[str, torch.Tensor], ModelConfig, str]:
-    """Read (tensors, config, model id) from ``directory``."""
+def read_tensors(directory: Path = WEIGHTS_DIR) -> dict[str, torch.Tensor]:
+    """The shipped tensors in ``directory`` (check the files with ``read_config`` first)."""
     from safetensors.torch import load_file
 
+    return load_file(str(directory / WEIGHTS_FILE))
+
+
+def load_weights(directory: Path = WEIGHTS_DIR) -> tuple[dict[str, torch.Tensor], ModelConfig, str]:
+    """Read (tensors, config, model id) from ``directory``."""
     config, model_id = read_config(directory)
-    return load_file(str(directory / WEIGHTS_FILE)), config, model_id
+    return read_tensors(directory), config, model_id
 
 
 def load_classifier(
@@ -147,7 +152,7 @@ def load_classifier(
         cached = load_cached_int8(model_id)  # a hit never touches the lock (the folder may be read-only)
         if cached is not None:
             return cached, "int8"
-    tensors, _, _ = load_weights(directory)
+    tensors = read_tensors(directory)  # the config and id are read already: the file is not hashed twice
     return build_classifier(tensors, config.num_layers, config.pooling, precision, engine, model_id)
 
 
