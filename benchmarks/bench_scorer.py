@@ -5,8 +5,7 @@ int8 on torch's dynamic quantization, ``int8_torch``; int8 on torch with the FFN
 left in fp32, the path for weights without calibration statistics; and at 128 tokens the issue's
 starting point, timed in the same run: see ``reference_forwards``),
 throughput at batch 16 and 64, cache-hit latency, cold start (import + load + first score, in a
-fresh process; int8 with the compiled model read from the disk cache, and with that cache off) and
-peak RSS, and where a 128-token score spends its time (torch's profiler, by
+fresh process) and peak RSS, and where a 128-token score spends its time (torch's profiler, by
 operator kind, per precision). Prints a table and writes benchmarks/results/scorer.json.
 
     .venv/bin/python -m benchmarks.bench_scorer [--repeat 200]
@@ -73,17 +72,12 @@ def text_of_tokens(tokenizer: Tokenizer, n: int, salt: int = 0) -> str:
     return tokenizer.decode(tokenizer.encode(f"Case {salt}. " + BASE_TEXT * 20)[:n])
 
 
-def cold_start(precision: str, runs: int, engine: str = "auto", compiled_cache: str = "off") -> dict[str, object]:
-    """Import + load + first score in fresh processes. ``compiled_cache`` is the ``GUARDRAIL_CACHE_DIR``
-    they use: "off", or a folder, which one unmeasured run fills first, so that every timed run reads
-    the compiled int8 model back, as every load after a machine's first does."""
-    env = {**os.environ, "GUARDRAIL_CACHE_DIR": compiled_cache}
+def cold_start(precision: str, runs: int, engine: str = "auto") -> dict[str, object]:
+    """Import + load + first score in fresh processes."""
     command = [sys.executable, "-c", COLD_START, precision, engine]
-    if compiled_cache != "off":
-        subprocess.run(command, capture_output=True, text=True, check=True, env=env)
     samples = []
     for _ in range(runs):
-        out = subprocess.run(command, capture_output=True, text=True, check=True, env=env)
+        out = subprocess.run(command, capture_output=True, text=True, check=True)
         samples.append(json.loads(out.stdout.strip().splitlines()[-1]))
     total = summary([s["total_s"] * 1e3 for s in samples])
     return {
@@ -329,14 +323,11 @@ def main() -> None:
     results["cache_hit"] = summary(timings_ms(lambda: cached.score(text), args.repeat * 5))
     print(f"cache hit: p50 {results['cache_hit']['p50_ms']:.4f} ms p95 {results['cache_hit']['p95_ms']:.4f} ms")  # type: ignore[index]
 
-    compiled_cache = tempfile.mkdtemp(prefix="guardrail-bench-cache-")
     results["cold_start"] = {
-        "int8": cold_start("int8", args.cold_runs, compiled_cache=compiled_cache),
-        "int8_uncached": cold_start("int8", args.cold_runs),
+        "int8": cold_start("int8", args.cold_runs),
         "int8_torch": cold_start("int8", args.cold_runs, engine="torch"),
         "fp32": cold_start("fp32", args.cold_runs),
     }
-    shutil.rmtree(compiled_cache, ignore_errors=True)
     for p, c in results["cold_start"].items():  # type: ignore[attr-defined]
         print(
             f"cold start {p}: {c['total']['p50_ms'] / 1e3:.2f} s (import {c['import_ms_p50'] / 1e3:.2f} s, "

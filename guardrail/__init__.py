@@ -1,9 +1,8 @@
 """guardrail: score LLM responses in Schwartz's value space and enforce value policies.
 
 The public API is re-exported here. ``LocalScorer`` is imported on first use, so ``import guardrail``
-stays cheap for code that only handles policies or audit records. The scorer itself imports torch
-and transformers only when it has to build its model: not when it reads its compiled int8 model
-from the disk cache (see ``guardrail.model.compiled_cache``).
+stays cheap for code that only handles policies or audit records. The default int8 scorer never
+imports torch or transformers (see ``guardrail.model.openvino_int8``); fp32 and ``engine="torch"`` do.
 """
 
 from __future__ import annotations

@@ -1,7 +1,7 @@
 """From (prompt, response) pairs to class probabilities: windows in, one (10, 3) array per pair out.
 
 Torch is not imported here. The default model, int8 compiled for OpenVINO (``openvino_runtime``),
-runs on numpy arrays, so a scorer that reads it from the compiled-model cache never loads torch.
+runs on numpy arrays, so a scorer on it never loads torch.
 torch models (fp32, int8 on torch, models in training) are called through torch, which is imported
 then.
 """

@@ -1,136 +1,246 @@
-"""int8 on OpenVINO: static activation scales, measured in training, and fused int8 kernels.
+"""int8 on OpenVINO: the classifier's graph built from the shipped weights, with static activation scales.
 
-torch's dynamic quantization measures every activation's range on every pass and runs each
-linear layer as a separate quantize / int8 matmul / dequantize step. Here each encoder linear
-layer's input range comes from the activation ranges ``guardrail train`` measures on its training
-windows and ships (``quantize.calibrate``), so scales are fixed, and OpenVINO's CPU plugin fuses
-the quantization into its int8 kernels. The model is expressed in torch with fake-quantize
-operators (per-tensor, asymmetric uint8 activations; per-output-channel symmetric int8 weights),
-converted once at load time and compiled for this CPU.
+torch's dynamic quantization measures every activation's range on every pass and runs each linear
+layer as a separate quantize / int8 matmul / dequantize step. Here each encoder linear layer's input
+range comes from the activation ranges ``guardrail train`` measures on its training windows and ships
+(``quantize.calibrate``), so scales are fixed, and OpenVINO's CPU plugin fuses the quantization into
+its int8 kernels.
 
-Only linear layers of the encoder change: attention, LayerNorm, GELU and the ten heads run in
-fp32, as on torch. The model scores one unpadded window per call, as the int8 scorer always does
-(the converted graph takes no attention mask).
+The graph is written out here with OpenVINO's operators, from numpy arrays: the packaged encoder's
+tensors (read from its safetensors file), plus the shipped updates, smoothed down-projections, heads
+and ranges. No torch, no transformers, no tracing: a scorer builds and compiles it in about a second
+and never imports torch. ``network.encode`` is the same computation in torch (a test checks that the
+two agree in fp32).
 
-The converted model is always saved as OpenVINO IR and compiled from those files (saving stores the
-weights as int8, which moves logits by up to ~5e-7 against compiling the in-memory conversion), so a
-model converted now and one read back from the disk cache (``compiled_cache.py``) compute the same
-numbers. Running the compiled model, and reading it back from the cache, is ``openvino_runtime.py``
-(no torch there).
+Quantization: per-tensor, asymmetric uint8 activations over the shipped range (with zero inside it),
+symmetric int8 weights per output channel, as FakeQuantize operators on the inputs and int8 constants
+for the weights. Only the encoder's linear layers are int8: embeddings, attention, LayerNorm, GELU,
+pooling and the ten heads run in fp32. The graph scores one unpadded window per call, as the int8
+scorer always does (it takes no attention mask).
 """
 
 from __future__ import annotations
 
-import tempfile
-import warnings
-from pathlib import Path
+import json
+from collections.abc import Mapping
+from typing import Any
 
-import torch
-from torch import nn
+import numpy as np
 
-from guardrail.model import compiled_cache
-from guardrail.model.openvino_runtime import IR_FILE, OpenVinoClassifier, compile_ir
-from guardrail.model.quantize import SmoothedLinear, is_encoder_linear
+from guardrail.model.inference import CLASSES
+from guardrail.model.openvino_runtime import OpenVinoClassifier, compile_model
+from guardrail.model.tokenizer import encoder_path
+from guardrail.values import VALUE_NAMES
+
+SMOOTHING_ALPHA = 0.9
+"""How much of a down-projection's activation range moves into its weights (0: none, 1: all); see
+``quantize``."""
+
+LINEARS = (
+    "attention.self.query",
+    "attention.self.key",
+    "attention.self.value",
+    "attention.output.dense",
+    "intermediate.dense",
+    "output.dense",
+)
+"""The linear layers of one transformer block, under ``encoder.layer.N.``."""
+
+CALIBRATION_MODULE = "encoder.{}"
+"""How ``calibrate`` names a layer's ranges: its module name inside a ``ValueClassifier``."""
 
 
-class FakeQuantLinear(nn.Module):
-    """``linear(x)`` with ``x`` rounded to uint8 steps over ``[low, high]`` and the weight to int8 per row.
+def missing_ranges(calibration: Mapping[str, np.ndarray], num_layers: int) -> list[str]:
+    """The encoder linear layers whose per-channel input range (shape (2, in)) is not in ``calibration``."""
+    names = [f"encoder.layer.{i}.{linear}" for i in range(num_layers) for linear in LINEARS]
+    found = {n: calibration.get(CALIBRATION_MODULE.format(n)) for n in names}
+    return [n for n, seen in found.items() if seen is None or seen.ndim != 2]
 
-    OpenVINO reads the two fake-quantize operators as int8 arithmetic. ``low`` <= 0 <= ``high``,
-    so zero stays exact (padding-free windows never need it, but a zero bias term does).
+
+def encoder_tensors(num_layers: int) -> tuple[dict[str, np.ndarray], dict[str, Any]]:
+    """The packaged encoder's embeddings and first ``num_layers`` blocks (name -> float32 array), and
+    its config. Only those tensors are read from the package's safetensors file."""
+    from safetensors import safe_open
+
+    folder = encoder_path()
+    config = json.loads((folder / "config.json").read_text())
+    if not 1 <= num_layers <= int(config["num_hidden_layers"]):
+        raise ValueError(f"num_layers must be in 1..{config['num_hidden_layers']}, got {num_layers}")
+    wanted = ("embeddings.", *(f"encoder.layer.{i}." for i in range(num_layers)))
+    with safe_open(str(folder / "model.safetensors"), framework="np") as f:
+        tensors = {k: f.get_tensor(k).astype(np.float32) for k in f.keys() if k.startswith(wanted)}  # noqa: SIM118 - safe_open is no dict
+    return tensors, config
+
+
+def fine_tuned(encoder: dict[str, np.ndarray], shipped: Mapping[str, np.ndarray]) -> dict[str, np.ndarray]:
+    """``network.apply_trained_weights`` on numpy arrays: the packaged tensors plus the shipped int8
+    updates (``delta.<name>.q`` times ``.scale`` per row) and whole vectors (``param.<name>``)."""
+    out = dict(encoder)
+    for key, value in shipped.items():
+        if key.startswith("delta.") and key.endswith(".q"):
+            name = key[len("delta.") : -len(".q")]
+            if name not in out or out[name].shape != value.shape:
+                raise ValueError(f"shipped update '{name}' does not fit the packaged encoder")
+            scale = shipped[f"delta.{name}.scale"].astype(np.float32)
+            out[name] = out[name] + value.astype(np.float32) * scale[:, None]
+        elif key.startswith("param."):
+            name = key[len("param.") :]
+            if name not in out or out[name].shape != value.shape:
+                raise ValueError(f"shipped parameter '{name}' does not fit the packaged encoder")
+            out[name] = value.astype(np.float32)
+    return out
+
+
+def smoothing_scale(input_absmax: np.ndarray, weight: np.ndarray, alpha: float) -> np.ndarray:
+    """SmoothQuant's per-input-channel ``s``: ``absmax(x) ** a / absmax(W) ** (1 - a)`` (see ``quantize.smooth``)."""
+    weight_absmax = np.maximum(np.abs(weight).max(axis=0), np.float32(1e-5))
+    s = np.maximum(input_absmax, np.float32(1e-5)) ** np.float32(alpha) / weight_absmax ** np.float32(1 - alpha)
+    out: np.ndarray = np.maximum(s, np.float32(1e-5)).astype(np.float32)
+    return out
+
+
+def activation_grid(low: float, high: float) -> tuple[np.float32, np.float32]:
+    """The uint8 grid over ``[low, high]`` widened to hold zero: its exact (first, last) step.
+
+    Zero stays exactly representable (a zero point), as in ``torch.fake_quantize_per_tensor_affine``.
     """
+    low, high = min(low, 0.0), max(high, 0.0)
+    scale = max(high - low, 1e-8) / 255.0
+    zero_point = round(-low / scale)
+    return np.float32(-zero_point * scale), np.float32((255 - zero_point) * scale)
 
-    weight_scale: torch.Tensor
-    weight_zero: torch.Tensor
 
-    def __init__(self, linear: nn.Linear, low: float, high: float) -> None:
-        super().__init__()
-        self.linear = linear
-        low, high = min(low, 0.0), max(high, 0.0)
-        self.scale = max(high - low, 1e-8) / 255.0
-        self.zero_point = round(-low / self.scale)
-        weight = linear.weight.detach()
-        self.register_buffer("weight_scale", (weight.abs().amax(dim=1) / 127.0).clamp(min=1e-12))
-        self.register_buffer("weight_zero", torch.zeros(weight.shape[0], dtype=torch.int32))
+def int8_weight(weight: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+    """Symmetric int8 per output channel: (int8 values, float32 scales (out, 1))."""
+    scale = np.maximum(np.abs(weight).max(axis=1) / np.float32(127.0), np.float32(1e-12)).astype(np.float32)
+    values = np.clip(np.round(weight / scale[:, None]), -127, 127).astype(np.int8)
+    return values, scale[:, None]
 
-    def forward(self, x: torch.Tensor) -> torch.Tensor:
-        x = torch.fake_quantize_per_tensor_affine(x, self.scale, self.zero_point, 0, 255)
-        weight = torch.fake_quantize_per_channel_affine(
-            self.linear.weight, self.weight_scale, self.weight_zero, 0, -127, 127
+
+def build_graph(
+    shipped: Mapping[str, np.ndarray],
+    num_layers: int,
+    pooling: str = "all",
+    alpha: float = SMOOTHING_ALPHA,
+    quantized: bool = True,
+) -> Any:
+    """The classifier as an ``openvino.Model``: inputs ``input_ids`` and ``token_type_ids`` (1, tokens),
+    output logits (1, 10, 3).
+
+    ``shipped`` are the shipped tensors as numpy arrays; their ranges must cover every encoder linear
+    layer (``missing_ranges``). ``quantized=False`` builds the same graph in fp32 (smoothing included,
+    which is exact there), for tests that compare it with the torch model.
+    """
+    import openvino.opset13 as ops
+    from openvino import Model
+
+    missing = missing_ranges(_calibration(shipped), num_layers)
+    if missing:
+        raise ValueError(f"the weights carry no activation ranges for {len(missing)} layers, e.g. '{missing[0]}'")
+    packaged, config = encoder_tensors(num_layers)
+    weights = fine_tuned(packaged, shipped)
+    ranges = _calibration(shipped)
+    heads, width = int(config["num_attention_heads"]), int(config["hidden_size"])
+    eps = float(config["layer_norm_eps"])
+    if config.get("hidden_act") != "gelu" or config.get("position_embedding_type", "absolute") != "absolute":
+        raise ValueError("the packaged encoder is not the BERT variant this graph is written for")
+
+    def constant(array: np.ndarray) -> Any:
+        return ops.constant(np.ascontiguousarray(array))
+
+    def layer_norm(x: Any, name: str) -> Any:
+        normed = ops.mvn(x, np.array([-1], np.int32), True, eps, "inside_sqrt")
+        return ops.add(ops.multiply(normed, constant(weights[f"{name}.weight"])), constant(weights[f"{name}.bias"]))
+
+    def linear(x: Any, name: str, smoothing: np.ndarray | None = None) -> Any:
+        weight = weights[f"{name}.weight"]
+        if smoothing is not None:  # x arrives divided by s; the weight's columns are multiplied by it
+            weight = (weight * smoothing[None, :]).astype(np.float32)
+        if quantized:
+            seen = ranges[CALIBRATION_MODULE.format(name)]
+            if smoothing is not None:
+                seen = seen / smoothing[None, :]
+            first, last = activation_grid(float(seen[0].min()), float(seen[1].max()))
+            bound = [np.full((1, 1, 1), v, np.float32) for v in (first, last)]
+            x = ops.fake_quantize(x, *bound, *bound, 256)
+            values, scale = int8_weight(weight)
+            matrix = ops.multiply(ops.convert(constant(values), np.float32), constant(scale))
+        else:
+            matrix = constant(weight)
+        return ops.add(ops.matmul(x, matrix, False, True), constant(weights[f"{name}.bias"]))
+
+    def split_heads(x: Any) -> Any:
+        return ops.transpose(ops.reshape(x, np.array([1, -1, heads, width // heads]), False), np.array([0, 2, 1, 3]))
+
+    input_ids = ops.parameter([1, -1], np.int64, name="input_ids")
+    token_type_ids = ops.parameter([1, -1], np.int64, name="token_type_ids")
+    length = ops.gather(ops.shape_of(input_ids), np.array([1]), np.int64(0))
+    positions = ops.slice(
+        constant(weights["embeddings.position_embeddings.weight"]), np.array([0]), length, np.array([1]), np.array([0])
+    )
+    hidden = ops.add(
+        ops.add(
+            ops.gather(constant(weights["embeddings.word_embeddings.weight"]), input_ids, np.int64(0)),
+            ops.gather(constant(weights["embeddings.token_type_embeddings.weight"]), token_type_ids, np.int64(0)),
+        ),
+        positions,
+    )
+    hidden = layer_norm(hidden, "embeddings.LayerNorm")
+    for i in range(num_layers):
+        block = f"encoder.layer.{i}"
+        q, k, v = (split_heads(linear(hidden, f"{block}.attention.self.{p}")) for p in ("query", "key", "value"))
+        context = ops.scaled_dot_product_attention(q, k, v, causal=False)
+        context = ops.reshape(ops.transpose(context, np.array([0, 2, 1, 3])), np.array([1, -1, width]), False)
+        attended = ops.add(linear(context, f"{block}.attention.output.dense"), hidden)
+        hidden = layer_norm(attended, f"{block}.attention.output.LayerNorm")
+        inner = ops.gelu(linear(hidden, f"{block}.intermediate.dense"), "erf")
+        down = f"{block}.output.dense"
+        absmax = np.abs(ranges[CALIBRATION_MODULE.format(down)]).max(axis=0)
+        s = smoothing_scale(absmax, weights[f"{down}.weight"], alpha)
+        inner = ops.multiply(inner, constant((np.float32(1.0) / s)[None, None, :]))
+        hidden = layer_norm(ops.add(linear(inner, down, smoothing=s), hidden), f"{block}.output.LayerNorm")
+
+    logits = _heads(ops, hidden, token_type_ids, shipped, pooling)
+    return Model([logits], [input_ids, token_type_ids], "value-classifier")
+
+
+def _calibration(shipped: Mapping[str, np.ndarray]) -> dict[str, np.ndarray]:
+    from guardrail.model.weights import calibration_of
+
+    return calibration_of(dict(shipped))
+
+
+def _heads(ops: Any, hidden: Any, token_type_ids: Any, shipped: Mapping[str, np.ndarray], pooling: str) -> Any:
+    """Pooling (``network.ValueClassifier.pool``) and the ten heads: logits (1, 10, 3)."""
+    values, classes = len(VALUE_NAMES), len(CLASSES)
+    weight, bias = shipped["head.weight"].astype(np.float32), shipped["head.bias"].astype(np.float32)
+    if pooling == "attention":  # one learned query per value; each head reads its own weighted average
+        queries = ops.constant(np.ascontiguousarray(shipped["value_queries"], dtype=np.float32))
+        scores = ops.softmax(ops.matmul(queries, hidden, False, True), -1)  # (1, 10, tokens)
+        per_value = ops.unsqueeze(ops.matmul(scores, hidden, False, False), np.array([2]))  # (1, 10, 1, width)
+        head = ops.constant(np.ascontiguousarray(weight.reshape(values, classes, -1)))
+        logits = ops.reduce_sum(ops.multiply(per_value, head), np.array([-1]), False)
+        return ops.add(logits, ops.constant(bias.reshape(values, classes)))
+    if pooling == "response":  # the response's tokens (type 1); a window without a prompt has none: all
+        mask = ops.convert(token_type_ids, np.float32)
+        has_response = ops.greater(ops.reduce_sum(mask, np.array([1]), True), np.float32(0.0))
+        mask = ops.unsqueeze(
+            ops.select(has_response, mask, ops.add(ops.multiply(mask, np.float32(0.0)), np.float32(1.0))),
+            np.array([-1]),
         )
-        out: torch.Tensor = nn.functional.linear(x, weight, self.linear.bias)
-        return out
-
-
-def layer_ranges(model: nn.Module, stats: dict[str, torch.Tensor]) -> tuple[dict[str, tuple[float, float]], list[str]]:
-    """Per-tensor input range of every encoder linear layer of the smoothed ``model``.
-
-    ``stats`` hold per-channel (min, max) per layer of the model as trained (``calibrate``). A
-    smoothed down-projection reads its input times the smoothing's inverse scale. Returns (ranges,
-    names of layers without statistics).
-    """
-    modules = dict(model.named_modules())
-    ranges: dict[str, tuple[float, float]] = {}
-    missing: list[str] = []
-    for name, module in modules.items():
-        if not (isinstance(module, nn.Linear) and is_encoder_linear(name)):
-            continue
-        parent_name = name.rpartition(".")[0]
-        parent = modules.get(parent_name)
-        key, factor = name, None
-        if isinstance(parent, SmoothedLinear):
-            key, factor = parent_name, parent.inverse_scale
-        seen = stats.get(key)
-        if seen is None or seen.dim() != 2 or seen.shape[1] != module.in_features:
-            missing.append(name)
-            continue
-        low, high = (seen[0], seen[1]) if factor is None else (seen[0] * factor, seen[1] * factor)
-        ranges[name] = (float(low.min()), float(high.max()))
-    return ranges, missing
-
-
-class _Unpadded(nn.Module):
-    """The classifier as OpenVINO converts it: one unpadded window, no attention mask."""
-
-    def __init__(self, model: nn.Module) -> None:
-        super().__init__()
-        self.model = model
-
-    def forward(self, input_ids: torch.Tensor, token_type_ids: torch.Tensor) -> torch.Tensor:
-        out: torch.Tensor = self.model(input_ids, torch.ones_like(input_ids), token_type_ids)
-        return out
+        pooled = ops.divide(
+            ops.reduce_sum(ops.multiply(hidden, mask), np.array([1]), False), ops.reduce_sum(mask, np.array([1]), False)
+        )
+    elif pooling == "all":
+        pooled = ops.reduce_mean(hidden, np.array([1]), False)
+    else:
+        raise ValueError(f"unknown pooling {pooling!r}")
+    logits = ops.add(ops.matmul(pooled, ops.constant(np.ascontiguousarray(weight)), False, True), ops.constant(bias))
+    return ops.reshape(logits, np.array([-1, values, classes]), False)
 
 
 def compile_int8(
-    model: nn.Module, ranges: dict[str, tuple[float, float]], cache_as: str | None = None
+    shipped: Mapping[str, np.ndarray], num_layers: int, pooling: str = "all", alpha: float = SMOOTHING_ALPHA
 ) -> OpenVinoClassifier:
-    """Convert the smoothed fp32 ``model`` into an int8 OpenVINO model for this CPU.
-
-    ``ranges`` are ``layer_ranges``' input ranges, one per encoder linear layer. With ``cache_as``
-    (an entry name, see ``compiled_cache``) the converted model is stored in the compiled-model
-    cache for ``openvino_runtime.load_cached_int8``. ``model`` is changed in place and can be dropped afterwards: the
-    compiled model holds its own weights.
-    """
-    import openvino
-
-    modules = dict(model.named_modules())
-    for name, (low, high) in ranges.items():
-        parent_name, _, child = name.rpartition(".")
-        setattr(modules[parent_name], child, FakeQuantLinear(modules[name], low, high))
-    example = (torch.tensor([[101, 7592, 102]]), torch.zeros(1, 3, dtype=torch.long))
-    with warnings.catch_warnings():
-        warnings.simplefilter("ignore")  # tracing notes the mask branch it fixes: no mask, as documented
-        converted = openvino.convert_model(_Unpadded(model).eval(), example_input=example)
-
-    def write(folder: Path) -> None:
-        openvino.save_model(converted, folder / IR_FILE, compress_to_fp16=False)
-
-    stored = compiled_cache.store(cache_as, write, {"openvino": openvino.get_version()}) if cache_as else None
-    if stored is not None:
-        try:
-            return compile_ir(stored)
-        except (OSError, RuntimeError):  # removed or changed by another process meanwhile: use a private copy
-            pass
-    with tempfile.TemporaryDirectory(prefix="guardrail-ir-") as folder:
-        write(Path(folder))
-        return compile_ir(Path(folder))
+    """The int8 classifier for the shipped tensors (numpy arrays), compiled for this CPU."""
+    return compile_model(build_graph(shipped, num_layers, pooling, alpha))

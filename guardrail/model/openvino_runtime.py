@@ -1,24 +1,16 @@
-"""Running the int8 model compiled for OpenVINO, and reading it from the compiled-model cache.
+"""Running the int8 model compiled for OpenVINO, on numpy arrays.
 
-Nothing here imports torch: a scorer whose int8 model is in the cache (every load after a
-machine's first) runs on numpy arrays and never pays torch's import (~2-3 s and ~190 MB of a
-start). Converting the model in the first place needs torch and lives in ``openvino_int8.py``.
+Nothing here imports torch, and neither does building the model (``openvino_int8.py``): a scorer
+on the default int8 path never pays torch's import (~2-3 s and ~190 MB of a start).
 """
 
 from __future__ import annotations
 
 import sys
 import threading
-from pathlib import Path
 from typing import Any
 
 import numpy as np
-
-from guardrail.model import compiled_cache
-
-IR_FILE = "model.xml"
-RECIPE = "openvino-int8"
-"""What the cache entries hold; the entry key adds the model id, library versions and the code that builds it."""
 
 
 def import_problem() -> str | None:
@@ -33,15 +25,13 @@ def import_problem() -> str | None:
 class OpenVinoClassifier:
     """The compiled int8 classifier: logits (1, 10, 3) of one unpadded window per call.
 
-    Thread-safe (one inference at a time). ``from_cache`` says whether it was read from the
-    compiled-model cache rather than converted.
+    Thread-safe (one inference at a time).
     """
 
-    def __init__(self, compiled: Any, from_cache: bool = False) -> None:
+    def __init__(self, compiled: Any) -> None:
         import openvino
 
         self.compiled = compiled
-        self.from_cache = from_cache
         self._request = compiled.create_infer_request()
         self._tensor = openvino.Tensor  # copies its array: the request never reads memory we free
         self._lock = threading.Lock()
@@ -71,8 +61,8 @@ class OpenVinoClassifier:
         return count
 
 
-def compile_ir(folder: Path, from_cache: bool = False) -> OpenVinoClassifier:
-    """Read the IR in ``folder`` and compile it for this CPU.
+def compile_model(model: Any) -> OpenVinoClassifier:
+    """Compile ``model`` (an ``openvino.Model``) for this CPU.
 
     Where torch is loaded, OpenVINO uses as many threads as torch does (a host app may have set
     them); otherwise OpenVINO's latency default, one thread per physical core, which is torch's
@@ -84,29 +74,4 @@ def compile_ir(folder: Path, from_cache: bool = False) -> OpenVinoClassifier:
     torch = sys.modules.get("torch")
     if torch is not None:
         config["INFERENCE_NUM_THREADS"] = torch.get_num_threads()
-    core = openvino.Core()
-    return OpenVinoClassifier(core.compile_model(core.read_model(folder / IR_FILE), "CPU", config), from_cache)
-
-
-def cache_entry(model_id: str) -> str:
-    """The compiled-model cache entry of ``model_id``'s int8 model on OpenVINO (see ``compiled_cache``)."""
-    return compiled_cache.entry_name(model_id, RECIPE)
-
-
-def load_cached_int8(model_id: str) -> OpenVinoClassifier | None:
-    """``model_id``'s int8 model on OpenVINO from the compiled-model cache, or None (no entry, no
-    openvino, unreadable).
-
-    An entry exists only where ``quantize.quantize_int8`` compiled that model on OpenVINO before,
-    with the same code and libraries, so a hit needs neither torch, the encoder nor the weights.
-    """
-    if import_problem() is not None:
-        return None
-    folder = compiled_cache.find(cache_entry(model_id))
-    if folder is None:
-        return None
-    try:
-        return compile_ir(folder, from_cache=True)
-    except RuntimeError:  # written by an openvino that reads differently: build it again
-        compiled_cache.discard(folder)
-        return None
+    return OpenVinoClassifier(openvino.Core().compile_model(model, "CPU", config))

@@ -1,14 +1,15 @@
 """int8 quantization of the classifier, in one place so that the method can change.
 
 Method: int8 weights per output channel (symmetric) for every linear layer of the encoder, on one
-of two engines (``quantize_int8``'s ``engine``):
+of two engines (``weights.build_classifier``'s ``engine`` chooses):
 
 - OpenVINO (the default): activations quantized with *static* scales, from the input range of
   each layer that ``guardrail train`` measures on its training windows and ships (``calib.*``
   tensors, per channel, ~110 KB in all); OpenVINO fuses the quantization into its int8 kernels.
-  See ``openvino_int8.py``.
-- torch (``torch.ao`` dynamic quantization): activations quantized per pass at run time. Used for
-  weights without the ranges of every layer, or where openvino does not import, and on request.
+  See ``openvino_int8.py``, which builds that graph without torch.
+- torch (``torch.ao`` dynamic quantization, ``quantize_int8`` here): activations quantized per
+  pass at run time. Used for weights without the ranges of every layer, or where openvino does
+  not import, and on request.
 
 The ten heads stay fp32 on both (30 outputs: nothing to gain, and their error lands directly on
 the logits).
@@ -43,11 +44,10 @@ from typing import TYPE_CHECKING, Literal
 import torch
 from torch import nn
 
+from guardrail.model.openvino_int8 import SMOOTHING_ALPHA, smoothing_scale
+
 if TYPE_CHECKING:
     from guardrail.model.openvino_runtime import OpenVinoClassifier
-
-SMOOTHING_ALPHA = 0.9
-"""How much of the activation range moves into the weights (0: none, 1: all); see module doc."""
 
 
 class QuantizationUnavailableWarning(RuntimeWarning):
@@ -145,9 +145,8 @@ def smooth(model: nn.Module, input_absmax: dict[str, torch.Tensor], alpha: float
         absmax = input_absmax[name]
         if absmax.shape != (module.in_features,):
             raise ValueError(f"calibration statistics for '{name}' do not fit the layer")
-        with torch.no_grad():
-            weight_absmax = module.weight.abs().amax(dim=0).clamp(min=1e-5)
-            scale = (absmax.clamp(min=1e-5) ** alpha / weight_absmax ** (1 - alpha)).clamp(min=1e-5)
+        # The formula is shared with the OpenVINO graph (openvino_int8.py), so both smooth alike.
+        scale = torch.from_numpy(smoothing_scale(absmax.numpy(), module.weight.detach().numpy(), alpha))
         parent_name, _, child = name.rpartition(".")
         setattr(model.get_submodule(parent_name), child, SmoothedLinear(module, scale))
         replaced += 1
@@ -186,55 +185,21 @@ can), torch's dynamic quantization, or "auto" (OpenVINO, else torch)."""
 
 
 def quantize_int8(
-    model: nn.Module,
-    stats: dict[str, torch.Tensor] | None = None,
-    alpha: float = SMOOTHING_ALPHA,
-    engine: Engine = "auto",
-    model_id: str | None = None,
-) -> tuple[nn.Module | OpenVinoClassifier, str]:
-    """Return ``(model, precision)``: the int8 model and "int8", or the input and "fp32".
+    model: nn.Module, stats: dict[str, torch.Tensor] | None = None, alpha: float = SMOOTHING_ALPHA
+) -> tuple[nn.Module, str]:
+    """int8 on torch: ``(model, precision)``, the int8 model and "int8", or the input and "fp32".
 
     ``stats`` are ``calibrate``'s activation ranges, shipped with the weights. The FFN
-    down-projections are smoothed with them (without them those layers stay fp32 on torch), and
-    then:
-
-    - ``engine="openvino"`` or ``"auto"``: every encoder linear layer runs int8 on OpenVINO with
-      static activation scales from ``stats`` (``openvino_int8.py``). "auto" falls back to torch
-      where OpenVINO does not import (with a ``QuantizationUnavailableWarning``) or the weights
-      carry no ranges for every layer (weights trained before they were shipped); "openvino"
-      raises ``QuantizationUnavailableError`` there.
-    - ``engine="torch"``: torch's dynamic quantization (activation scales measured per pass), with
-      the query, key and value projections fused first (``fuse_qkv``). OpenVINO keeps them apart:
-      its static scale quantizes their shared input once anyway, and apart they let its attention
-      kernel absorb the head transposes (~6% less time per pass than fused, same numbers).
-
-    ``model`` is converted in place: its only caller discards the fp32 model, and quantizing a
-    copy held both in memory at start-up. With ``model_id`` (the shipped weights' id), a model
-    compiled on OpenVINO with the default smoothing is also stored in the compiled-model cache, for
-    ``openvino_runtime.load_cached_int8``.
+    down-projections are smoothed with them (without them those layers stay fp32), the query, key
+    and value projections are fused (``fuse_qkv``), and torch's dynamic quantization takes every
+    encoder linear layer to int8 (activation scales measured per pass). ``model`` is converted in
+    place: its only caller discards the fp32 model, and quantizing a copy held both in memory at
+    start-up. int8 on OpenVINO, the default, builds its own graph instead (``openvino_int8.py``);
+    ``weights.build_classifier`` chooses between the two.
     """
-    if engine not in ("auto", "openvino", "torch"):
-        raise ValueError(f"engine must be 'auto', 'openvino' or 'torch', got {engine!r}")
-    stats = stats or {}
-    absmax = input_absmax(stats)
+    absmax = input_absmax(stats or {})
     if absmax:
         smooth(model, absmax, alpha)
-    if engine != "torch":
-        from guardrail.model import openvino_int8, openvino_runtime
-
-        problem = openvino_runtime.import_problem()
-        ranges, missing = openvino_int8.layer_ranges(model, stats)
-        if problem is None and not missing:
-            # The entry's key covers this file's code, so SMOOTHING_ALPHA's value, not another alpha.
-            entry = None
-            if model_id is not None and alpha == SMOOTHING_ALPHA:
-                entry = openvino_runtime.cache_entry(model_id)
-            return openvino_int8.compile_int8(model, ranges, cache_as=entry), "int8"
-        reason = problem or f"the weights carry no activation ranges for {len(missing)} layers, e.g. '{missing[0]}'"
-        if engine == "openvino":
-            raise QuantizationUnavailableError(f"int8 on OpenVINO is unavailable: {reason}")
-        if problem is not None:  # a broken install, not older weights: say so, the fallback is slower
-            warnings.warn(f"{reason}; int8 runs on torch instead", QuantizationUnavailableWarning, stacklevel=2)
     fuse_qkv(model)
     return _torch_dynamic_int8(model)
 

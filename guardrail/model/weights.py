@@ -11,19 +11,19 @@ from __future__ import annotations
 
 import hashlib
 import json
+import warnings
+from collections.abc import Mapping
 from pathlib import Path
-from typing import TYPE_CHECKING, Literal
+from typing import TYPE_CHECKING, Literal, TypeVar
 
 import numpy as np
 from numpy.typing import ArrayLike
 from pydantic import BaseModel, ConfigDict, Field
 
-from guardrail.model import compiled_cache
-from guardrail.model.openvino_runtime import cache_entry, load_cached_int8
 from guardrail.text import WindowPlan
 from guardrail.values import VALUE_NAMES
 
-if TYPE_CHECKING:  # torch is imported only where a model is built, never on a compiled-model cache hit
+if TYPE_CHECKING:  # torch is imported only where a torch model is built, never for int8 on OpenVINO
     import torch
 
     from guardrail.model.inference import Classifier
@@ -32,6 +32,8 @@ if TYPE_CHECKING:  # torch is imported only where a model is built, never on a c
 WEIGHTS_DIR = Path(__file__).parent
 WEIGHTS_FILE = "value_heads.safetensors"
 CONFIG_FILE = "value_heads.json"
+
+T = TypeVar("T")
 
 Pooling = Literal["all", "response", "attention"]
 """How token states become what the heads read. "all": the mean of every token of the window.
@@ -106,7 +108,7 @@ def save_weights(directory: Path, tensors: dict[str, torch.Tensor], config: Mode
 CALIBRATION_PREFIX = "calib."
 
 
-def calibration_of(tensors: dict[str, torch.Tensor]) -> dict[str, torch.Tensor]:
+def calibration_of(tensors: Mapping[str, T]) -> dict[str, T]:
     """The activation statistics shipped for int8 (``calib.<module>``), keyed by module name."""
     return {k.removeprefix(CALIBRATION_PREFIX): v for k, v in tensors.items() if k.startswith(CALIBRATION_PREFIX)}
 
@@ -127,80 +129,95 @@ def read_config(directory: Path = WEIGHTS_DIR) -> tuple[ModelConfig, str]:
     return config, model_id_for(wpath.read_bytes(), config)
 
 
-def read_tensors(directory: Path = WEIGHTS_DIR) -> dict[str, torch.Tensor]:
-    """The shipped tensors in ``directory`` (check the files with ``read_config`` first)."""
-    from safetensors.torch import load_file
+def read_tensors(directory: Path = WEIGHTS_DIR) -> dict[str, np.ndarray]:
+    """The shipped tensors in ``directory`` as numpy arrays (check the files with ``read_config`` first)."""
+    from safetensors.numpy import load_file
 
     return load_file(str(directory / WEIGHTS_FILE))
 
 
-def load_weights(directory: Path = WEIGHTS_DIR) -> tuple[dict[str, torch.Tensor], ModelConfig, str]:
+def load_weights(directory: Path = WEIGHTS_DIR) -> tuple[dict[str, np.ndarray], ModelConfig, str]:
     """Read (tensors, config, model id) from ``directory``."""
     config, model_id = read_config(directory)
     return read_tensors(directory), config, model_id
 
 
 def load_classifier(
-    directory: Path, config: ModelConfig, model_id: str, precision: str, engine: Engine = "auto"
+    directory: Path, config: ModelConfig, precision: str, engine: Engine = "auto"
 ) -> tuple[Classifier, str]:
-    """The scorer's classifier for the weights in ``directory`` (read by ``read_config``): ``(model, precision)``.
-
-    An int8 model compiled for OpenVINO earlier comes from the compiled-model cache: no tensors,
-    no encoder, no torch. Otherwise the model is built (``build_classifier``), and stored there.
-    """
-    if precision == "int8" and engine != "torch":
-        cached = load_cached_int8(model_id)  # a hit never touches the lock (the folder may be read-only)
-        if cached is not None:
-            return cached, "int8"
-    tensors = read_tensors(directory)  # the config and id are read already: the file is not hashed twice
-    return build_classifier(tensors, config.num_layers, config.pooling, precision, engine, model_id)
+    """The scorer's classifier for the weights in ``directory``, whose config ``read_config`` read:
+    ``(model, precision)``."""
+    return build_classifier(read_tensors(directory), config.num_layers, config.pooling, precision, engine)
 
 
 def build_classifier(
-    tensors: dict[str, torch.Tensor],
+    tensors: Mapping[str, ArrayLike | torch.Tensor],
     num_layers: int,
     pooling: Pooling,
     precision: str,
     engine: Engine = "auto",
-    model_id: str | None = None,
 ) -> tuple[Classifier, str]:
-    """The classifier the scorer runs, built from shipped ``tensors``: ``(model, precision)``.
+    """The classifier the scorer runs, built from shipped ``tensors`` (numpy arrays or torch tensors):
+    ``(model, precision)``.
 
-    The packaged encoder plus the shipped updates, heads and any value queries, in eval mode;
-    with ``precision="int8"`` quantized by ``quantize.quantize_int8`` on ``engine`` (which reports
-    "fp32" where this torch cannot quantize). Cross-validation builds its folds' models the same
-    way, so its int8 figures are the scorer's. With ``model_id`` (the id of ``tensors``), an int8
-    model compiled on OpenVINO comes from, or goes into, the compiled-model cache.
+    int8 on OpenVINO (``engine="auto"`` or ``"openvino"``): the graph is built from the packaged
+    encoder's tensors and ``tensors`` (``openvino_int8.py``), without torch. Otherwise the packaged
+    encoder plus the shipped updates, heads and any value queries, as a torch model in eval mode;
+    with ``precision="int8"`` quantized by torch (``quantize.quantize_int8``, which reports "fp32"
+    where this torch cannot quantize). "auto" falls back to torch where OpenVINO does not import
+    (with a ``QuantizationUnavailableWarning``) or the weights carry no activation ranges for every
+    layer (weights trained before they were shipped); "openvino" raises
+    ``QuantizationUnavailableError`` there. Cross-validation builds its folds' models the same way,
+    so its int8 figures are the scorer's.
     """
-    if precision == "int8" and engine != "torch" and model_id is not None:
-        with compiled_cache.exclusive(cache_entry(model_id)):  # workers starting together convert once
-            cached = load_cached_int8(model_id)  # stored by another worker while we waited?
-            if cached is not None:
-                return cached, "int8"
-            return _built(tensors, num_layers, pooling, precision, engine, model_id)
-    return _built(tensors, num_layers, pooling, precision, engine, model_id)
+    if engine not in ("auto", "openvino", "torch"):
+        raise ValueError(f"engine must be 'auto', 'openvino' or 'torch', got {engine!r}")
+    if precision == "int8" and engine != "torch":
+        from guardrail.model import openvino_int8
+        from guardrail.model.openvino_runtime import import_problem
+
+        arrays = {name: _numpy(value) for name, value in tensors.items()}
+        problem, missing = import_problem(), []
+        if problem is None:
+            missing = openvino_int8.missing_ranges(calibration_of(arrays), num_layers)
+            if not missing:
+                return openvino_int8.compile_int8(arrays, num_layers, pooling), "int8"
+        from guardrail.model.quantize import QuantizationUnavailableError, QuantizationUnavailableWarning
+
+        reason = problem or f"the weights carry no activation ranges for {len(missing)} layers, e.g. '{missing[0]}'"
+        if engine == "openvino":
+            raise QuantizationUnavailableError(f"int8 on OpenVINO is unavailable: {reason}")
+        if problem is not None:  # a broken install, not older weights: say so, the fallback is slower
+            warnings.warn(f"{reason}; int8 runs on torch instead", QuantizationUnavailableWarning, stacklevel=3)
+    return _torch_classifier(tensors, num_layers, pooling, precision)
 
 
-def _built(
-    tensors: dict[str, torch.Tensor],
-    num_layers: int,
-    pooling: Pooling,
-    precision: str,
-    engine: Engine,
-    model_id: str | None,
+def _numpy(value: ArrayLike | torch.Tensor) -> np.ndarray:
+    detach = getattr(value, "detach", None)  # a torch tensor (training and cross-validation pass those)
+    return np.asarray(detach().cpu().numpy() if detach is not None else value)
+
+
+def _torch_classifier(
+    tensors: Mapping[str, ArrayLike | torch.Tensor], num_layers: int, pooling: Pooling, precision: str
 ) -> tuple[Classifier, str]:
+    import torch
+
     from guardrail.model.network import ValueClassifier, apply_trained_weights, load_encoder
     from guardrail.model.quantize import quantize_int8
 
+    as_torch = {
+        name: value if isinstance(value, torch.Tensor) else torch.from_numpy(np.asarray(value))
+        for name, value in tensors.items()
+    }
     encoder = load_encoder(num_layers)
-    apply_trained_weights(encoder, tensors)
+    apply_trained_weights(encoder, as_torch)
     model = ValueClassifier(encoder, pooling=pooling)
-    model.head.load_state_dict({"weight": tensors["head.weight"], "bias": tensors["head.bias"]})
+    model.head.load_state_dict({"weight": as_torch["head.weight"], "bias": as_torch["head.bias"]})
     if model.value_queries is not None:
-        if "value_queries" not in tensors:
+        if "value_queries" not in as_torch:
             raise ValueError("the weights use attention pooling but carry no 'value_queries'")
-        model.value_queries.data.copy_(tensors["value_queries"])
+        model.value_queries.data.copy_(as_torch["value_queries"])
     model.eval()
     if precision == "int8":
-        return quantize_int8(model, calibration_of(tensors), engine=engine, model_id=model_id)
+        return quantize_int8(model, calibration_of(as_torch))
     return model, "fp32"

@@ -36,8 +36,8 @@ def inference_thread() -> tuple[concurrent.futures.ThreadPoolExecutor, int]:
     torch's OpenMP thread team belongs to the calling thread, and on 2 cores two teams slow each
     other down for good: a forward pass measured 5.5 ms on the thread that built the model and
     10-11 ms on it once another thread had run torch work too. Loading and inference of all
-    scorers therefore share this thread (torch or not: a scorer may build its int8 model with torch
-    on a compiled-model cache miss); calls from any other thread hand their work to it.
+    scorers therefore share this thread (torch or not: fp32 and the torch engine run on torch, and a
+    host app may use torch too); calls from any other thread hand their work to it.
     """
     global _INFERENCE
     with _INFERENCE_LOCK:
@@ -60,10 +60,9 @@ class LocalScorer:
     number of windows per forward pass in fp32; int8 runs one window per pass, so that a text's
     scores never depend on what it was batched with. ``engine`` picks the int8 implementation:
     "auto" (OpenVINO with the shipped activation ranges, else torch), "openvino" or "torch"
-    (see ``guardrail.model.quantize``); ``scorer.engine`` says which one runs. The int8 model
-    compiled for OpenVINO is kept in a disk cache, so only a machine's first scorer converts it
-    (``GUARDRAIL_CACHE_DIR``; see ``guardrail.model.compiled_cache``); a scorer that reads it from
-    there does not import torch.
+    (see ``guardrail.model.quantize``); ``scorer.engine`` says which one runs. The int8 model on
+    OpenVINO is built from the shipped weights at load, in about a second, without importing torch
+    (``guardrail.model.openvino_int8``).
     """
 
     def __init__(
@@ -86,9 +85,7 @@ class LocalScorer:
         self._tokenizer = load_tokenizer()
 
         executor, _ = inference_thread()
-        self._model, self.precision = executor.submit(
-            load_classifier, directory, config, model_id, precision, engine
-        ).result()
+        self._model, self.precision = executor.submit(load_classifier, directory, config, precision, engine).result()
         # int8 activations get one quantization scale per forward pass, so in a padded batch a
         # text's scores would depend on its batch-mates. int8 therefore runs one window per pass:
         # a text scores the same alone, in any batch, in the CLI and on replay (batching gained
