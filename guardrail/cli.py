@@ -48,6 +48,7 @@ def _scores_json(result: Any, item_id: object = None) -> dict[str, object]:
         confidence=result.confidence,
         model=result.model_id,
         precision=result.precision,
+        engine=result.engine,
     )
     return out
 

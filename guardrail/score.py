@@ -31,6 +31,11 @@ class ValueScores(BaseModel):
     )
     model_id: str
     precision: str = Field(description="int8 or fp32: the arithmetic that produced these scores")
+    engine: str | None = Field(
+        None,
+        description="what ran that arithmetic, with its version, e.g. 'openvino 2026.4.1' or 'torch 2.13.0' "
+        "(int8 scores differ slightly between engines and versions); None in records made before it was kept",
+    )
     windows: int = Field(1, description="how many token windows the response was split into")
 
     @property

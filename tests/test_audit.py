@@ -72,6 +72,8 @@ def test_records_hold_what_an_auditor_needs(scorer: LocalScorer, tmp_path: Path)
     assert record["model_id"] == scorer.model_id and record["action"] == decision.action
     assert record["prompt"] == HARMFUL_PROMPT and record["response"] == HARMFUL
     assert set(record["scores"]["scores"]) == set(decision.scores.scores)  # type: ignore[union-attr]
+    # Which arithmetic produced the scores, so that they can be computed again the same way.
+    assert record["scores"]["precision"] == "int8" and record["scores"]["engine"] == scorer.engine_version
     assert record["ts"].endswith("Z") and record["latency_ms"]["total"] > 0
 
 

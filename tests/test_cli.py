@@ -23,6 +23,7 @@ def test_score_one_text_prints_one_json_object(capsys: pytest.CaptureFixture[str
     assert code == 0
     data = json.loads(out)
     assert set(data) >= {"scores", "labels", "confidence", "model"} and data["precision"] == "fp32"
+    assert data["engine"].startswith("torch ")
     assert len(data["scores"]) == 10
 
 

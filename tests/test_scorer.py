@@ -51,6 +51,9 @@ def test_int8_is_the_default_and_really_quantized(scorer: LocalScorer, scorer_fp
     a = scorer.score(HARMFUL, prompt=HARMFUL_PROMPT)
     b = scorer_fp32.score(HARMFUL, prompt=HARMFUL_PROMPT)
     assert a.precision == "int8" and b.precision == "fp32"
+    # Each score names the engine and version that computed it, for an auditor who computes it again.
+    assert a.engine == scorer.engine_version and a.engine.startswith("openvino 20")
+    assert b.engine == scorer_fp32.engine_version and b.engine.startswith("torch 2.")
     assert max(abs(a.scores[v] - b.scores[v]) for v in VALUE_NAMES) < 0.25
 
 

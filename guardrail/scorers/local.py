@@ -48,6 +48,17 @@ def inference_thread() -> tuple[concurrent.futures.ThreadPoolExecutor, int]:
         return _INFERENCE[0], _INFERENCE[1]
 
 
+def engine_version(model: Classifier) -> str:
+    """What runs ``model``'s arithmetic, and its version: "openvino X" or "torch X"."""
+    if isinstance(model, OpenVinoClassifier):
+        import openvino
+
+        return f"openvino {openvino.get_version().split('-')[0]}"
+    import torch
+
+    return f"torch {torch.__version__}"
+
+
 class LocalScorer:
     """Scores responses in value space with the shipped classifier; one forward pass per window.
 
@@ -91,6 +102,7 @@ class LocalScorer:
         # a text scores the same alone, in any batch, in the CLI and on replay (batching gained
         # int8 only ~10% throughput here; see benchmarks/).
         self._batch_size = batch_size if self.precision == "fp32" else 1
+        self._engine_version = engine_version(self._model)
         self._cache_lock = threading.Lock()  # held only for dict operations, never during inference
         # cache_size=0 turns caching off (benchmarks, evaluation over many distinct texts).
         self._cache: LRUCache[tuple[str, str, str | None, str], ValueScores] | None = (
@@ -118,6 +130,11 @@ class LocalScorer:
     def engine(self) -> str:
         """What runs the arithmetic: "openvino" (int8, the default where available) or "torch"."""
         return "openvino" if isinstance(self._model, OpenVinoClassifier) else "torch"
+
+    @property
+    def engine_version(self) -> str:
+        """``engine`` with its library's version, as every score records it (e.g. "openvino 2026.4.1")."""
+        return self._engine_version
 
     @property
     def module(self) -> Classifier:
@@ -155,6 +172,7 @@ class LocalScorer:
             probabilities=probabilities,
             model_id=self._model_id,
             precision=self.precision,
+            engine=self._engine_version,
             windows=windows,
         )
 
