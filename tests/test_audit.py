@@ -19,6 +19,7 @@ from guardrail.cli import main as cli_main
 from guardrail.decision import Decision
 from guardrail.guard import Guard
 from guardrail.policy import load_policy
+from guardrail.record import compute_hash
 from guardrail.scorers.local import LocalScorer
 from guardrail.sinks.jsonl import JsonlSink, segments
 from guardrail.sinks.sqlite import SqliteSink
@@ -252,6 +253,23 @@ def test_stats_tail_and_replay_answer_operator_questions(scorer: LocalScorer, tm
     assert any(e["was"] in ("block", "rewrite") and e["now"] == "allow" for e in result["examples"])
     same = replay(log, load_policy("default"))
     assert same["changed"] == 0
+
+
+def test_records_written_before_scores_named_their_engine_still_verify_and_replay(
+    scorer: LocalScorer, tmp_path: Path
+) -> None:
+    log = tmp_path / "audit.jsonl"
+    guard = Guard("default", scorer=scorer, audit=JsonlSink(log))
+    guard.check(HARMFUL, prompt=HARMFUL_PROMPT)
+    guard.close()
+    header, line = lines(log)
+    old = json.loads(line)
+    del old["scores"]["engine"]  # the record as an earlier release wrote it, chained and hashed as such
+    old["hash"] = compute_hash({k: v for k, v in old.items() if k != "hash"})
+    log.write_text(header + "\n" + json.dumps(old) + "\n")
+    assert verify(log).exit_code == EXIT_OK
+    result = replay(log, load_policy("default"))
+    assert result["replayed"] == 1 and result["changed"] == 0
 
 
 def test_html_report_is_self_contained(scorer: LocalScorer, tmp_path: Path) -> None:
