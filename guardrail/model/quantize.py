@@ -44,7 +44,7 @@ from typing import TYPE_CHECKING, Literal
 import torch
 from torch import nn
 
-from guardrail.model.openvino_int8 import SMOOTHING_ALPHA, smoothing_scale
+from guardrail.model.openvino_int8 import SMOOTHING_ALPHA
 
 if TYPE_CHECKING:
     from guardrail.model.openvino_runtime import OpenVinoClassifier
@@ -145,8 +145,9 @@ def smooth(model: nn.Module, input_absmax: dict[str, torch.Tensor], alpha: float
         absmax = input_absmax[name]
         if absmax.shape != (module.in_features,):
             raise ValueError(f"calibration statistics for '{name}' do not fit the layer")
-        # The formula is shared with the OpenVINO graph (openvino_int8.py), so both smooth alike.
-        scale = torch.from_numpy(smoothing_scale(absmax.numpy(), module.weight.detach().numpy(), alpha))
+        with torch.no_grad():  # openvino_int8.smoothing_scale is the same formula on numpy arrays
+            weight_absmax = module.weight.abs().amax(dim=0).clamp(min=1e-5)
+            scale = (absmax.clamp(min=1e-5) ** alpha / weight_absmax ** (1 - alpha)).clamp(min=1e-5)
         parent_name, _, child = name.rpartition(".")
         setattr(model.get_submodule(parent_name), child, SmoothedLinear(module, scale))
         replaced += 1
