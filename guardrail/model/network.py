@@ -150,35 +150,6 @@ def quantize_delta(delta: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
     return q, scale.to(torch.float32)
 
 
-def apply_trained_weights(encoder: nn.Module, tensors: dict[str, torch.Tensor]) -> int:
-    """Turn the packaged encoder into the fine-tuned one, in place; returns how many tensors changed.
-
-    Matrices ship as int8 per-row *updates* (``delta.<name>.q`` / ``.scale``), added to the
-    packaged weights: 4x smaller than fp32 copies, and the rounding error applies to the small
-    update, not to the weight itself. Vectors (biases, LayerNorm) ship whole as ``param.<name>``.
-    """
-    params = dict(encoder.named_parameters())
-    changed = 0
-    with torch.no_grad():
-        for key, value in tensors.items():
-            if key.startswith("delta.") and key.endswith(".q"):
-                name = key[len("delta.") : -len(".q")]
-                scale = tensors[f"delta.{name}.scale"]
-                target = params.get(name)
-                if target is None or target.shape != value.shape:
-                    raise ValueError(f"shipped update '{name}' does not fit the packaged encoder")
-                target.add_(value.to(torch.float32) * scale.unsqueeze(1))
-                changed += 1
-            elif key.startswith("param."):
-                name = key[len("param.") :]
-                target = params.get(name)
-                if target is None or target.shape != value.shape:
-                    raise ValueError(f"shipped parameter '{name}' does not fit the packaged encoder")
-                target.copy_(value)
-                changed += 1
-    return changed
-
-
 def aggregate_windows(window_probs: torch.Tensor) -> torch.Tensor:
     """``inference.aggregate_windows`` in torch, differentiable, for training on every window of a
     response: (windows, 10, 3) probabilities of one text into (10, 3), the strongest opposition

@@ -30,6 +30,7 @@ import numpy as np
 from guardrail.model.inference import CLASSES
 from guardrail.model.openvino_runtime import OpenVinoClassifier, compile_model
 from guardrail.model.tokenizer import encoder_path
+from guardrail.model.weights import calibration_of, trained_encoder
 from guardrail.values import VALUE_NAMES
 
 SMOOTHING_ALPHA = 0.9
@@ -70,25 +71,6 @@ def encoder_tensors(num_layers: int) -> tuple[dict[str, np.ndarray], dict[str, A
     with safe_open(str(folder / "model.safetensors"), framework="np") as f:
         tensors = {k: f.get_tensor(k).astype(np.float32) for k in f.keys() if k.startswith(wanted)}  # noqa: SIM118 - safe_open is no dict
     return tensors, config
-
-
-def fine_tuned(encoder: dict[str, np.ndarray], shipped: Mapping[str, np.ndarray]) -> dict[str, np.ndarray]:
-    """``network.apply_trained_weights`` on numpy arrays: the packaged tensors plus the shipped int8
-    updates (``delta.<name>.q`` times ``.scale`` per row) and whole vectors (``param.<name>``)."""
-    out = dict(encoder)
-    for key, value in shipped.items():
-        if key.startswith("delta.") and key.endswith(".q"):
-            name = key[len("delta.") : -len(".q")]
-            if name not in out or out[name].shape != value.shape:
-                raise ValueError(f"shipped update '{name}' does not fit the packaged encoder")
-            scale = shipped[f"delta.{name}.scale"].astype(np.float32)
-            out[name] = out[name] + value.astype(np.float32) * scale[:, None]
-        elif key.startswith("param."):
-            name = key[len("param.") :]
-            if name not in out or out[name].shape != value.shape:
-                raise ValueError(f"shipped parameter '{name}' does not fit the packaged encoder")
-            out[name] = value.astype(np.float32)
-    return out
 
 
 def smoothing_scale(input_absmax: np.ndarray, weight: np.ndarray, alpha: float) -> np.ndarray:
@@ -134,12 +116,12 @@ def build_graph(
     import openvino.opset13 as ops
     from openvino import Model
 
-    missing = missing_ranges(_calibration(shipped), num_layers)
+    ranges = calibration_of(shipped)
+    missing = missing_ranges(ranges, num_layers)
     if missing:
         raise ValueError(f"the weights carry no activation ranges for {len(missing)} layers, e.g. '{missing[0]}'")
     packaged, config = encoder_tensors(num_layers)
-    weights = fine_tuned(packaged, shipped)
-    ranges = _calibration(shipped)
+    weights = trained_encoder(packaged, shipped)
     heads, width = int(config["num_attention_heads"]), int(config["hidden_size"])
     eps = float(config["layer_norm_eps"])
     if config.get("hidden_act") != "gelu" or config.get("position_embedding_type", "absolute") != "absolute":
@@ -202,12 +184,6 @@ def build_graph(
 
     logits = _heads(ops, hidden, token_type_ids, shipped, pooling)
     return Model([logits], [input_ids, token_type_ids], "value-classifier")
-
-
-def _calibration(shipped: Mapping[str, np.ndarray]) -> dict[str, np.ndarray]:
-    from guardrail.model.weights import calibration_of
-
-    return calibration_of(dict(shipped))
 
 
 def _heads(ops: Any, hidden: Any, token_type_ids: Any, shipped: Mapping[str, np.ndarray], pooling: str) -> Any:

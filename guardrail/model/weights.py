@@ -1,7 +1,7 @@
 """The shipped weights: what training adds to the packaged encoder, and how they load.
 
 Two files beside this module: ``value_heads.safetensors`` (updates to the encoder's transformer
-blocks and the ten heads, see ``network.apply_trained_weights``; activation statistics for int8,
+blocks and the ten heads, see ``trained_encoder``; activation statistics for int8,
 see ``quantize.py``) and
 ``value_heads.json`` (architecture, window plan, decision thresholds, training provenance). The
 model id is a hash of both, so every score names exactly the weights that produced it.
@@ -105,6 +105,29 @@ def save_weights(directory: Path, tensors: dict[str, torch.Tensor], config: Mode
     return model_id_for((directory / WEIGHTS_FILE).read_bytes(), config)
 
 
+def trained_encoder(packaged: dict[str, np.ndarray], shipped: Mapping[str, np.ndarray]) -> dict[str, np.ndarray]:
+    """The fine-tuned encoder's tensors: the packaged encoder's (name -> array) plus the shipped ones.
+
+    Matrices ship as int8 per-row *updates* (``delta.<name>.q`` times ``delta.<name>.scale``), added
+    to the packaged weights: 4x smaller than fp32 copies, and the rounding error applies to the small
+    update, not to the weight itself. Vectors (biases, LayerNorm) ship whole as ``param.<name>``.
+    """
+    out = dict(packaged)
+    for key, value in shipped.items():
+        if key.startswith("delta.") and key.endswith(".q"):
+            name = key[len("delta.") : -len(".q")]
+            if name not in out or out[name].shape != value.shape:
+                raise ValueError(f"shipped update '{name}' does not fit the packaged encoder")
+            scale = shipped[f"delta.{name}.scale"].astype(np.float32)
+            out[name] = out[name] + value.astype(np.float32) * scale[:, None]
+        elif key.startswith("param."):
+            name = key[len("param.") :]
+            if name not in out or out[name].shape != value.shape:
+                raise ValueError(f"shipped parameter '{name}' does not fit the packaged encoder")
+            out[name] = value.astype(np.float32)
+    return out
+
+
 CALIBRATION_PREFIX = "calib."
 
 
@@ -202,7 +225,7 @@ def _torch_classifier(
 ) -> tuple[Classifier, str]:
     import torch
 
-    from guardrail.model.network import ValueClassifier, apply_trained_weights, load_encoder
+    from guardrail.model.network import ValueClassifier, load_encoder
     from guardrail.model.quantize import quantize_int8
 
     as_torch = {
@@ -210,7 +233,9 @@ def _torch_classifier(
         for name, value in tensors.items()
     }
     encoder = load_encoder(num_layers)
-    apply_trained_weights(encoder, as_torch)
+    packaged = {name: value.numpy() for name, value in encoder.state_dict().items()}
+    arrays = {name: _numpy(value) for name, value in tensors.items()}
+    encoder.load_state_dict({name: torch.from_numpy(v) for name, v in trained_encoder(packaged, arrays).items()})
     model = ValueClassifier(encoder, pooling=pooling)
     model.head.load_state_dict({"weight": as_torch["head.weight"], "bias": as_torch["head.bias"]})
     if model.value_queries is not None:
