@@ -121,6 +121,7 @@ class Guard:
         # (LocalScorer then hands the inference itself to its shared torch thread).
         self._pool = concurrent.futures.ThreadPoolExecutor(max_workers=1, thread_name_prefix="guardrail-score")
         self._overrides: dict[str, Policy] = {}
+        self._closed = False
 
     @property
     def policy(self) -> Policy:
@@ -165,7 +166,10 @@ class Guard:
         if draft is None:
             assert prompt is not None
             t = time.perf_counter()
-            draft = yield Generate(prompt)  # an LLM failure propagates to the caller, after recording
+            produced = yield Generate(prompt)  # an LLM failure propagates to the caller, after recording
+            if not isinstance(produced, str):
+                raise TypeError(f"the LLM returned {_described(produced)}, not a string")
+            draft = produced
             latency["generate"] = ms(t)
         t = time.perf_counter()
         try:
@@ -198,7 +202,7 @@ class Guard:
         )
 
     def _failed(
-        self, policy: Policy, draft: str, error: str, base: dict[str, Any], latency: dict[str, float]
+        self, policy: Policy, draft: str | None, error: str, base: dict[str, Any], latency: dict[str, float]
     ) -> Decision:
         closed = policy.settings.fail_mode == "closed"
         intended = "block" if closed else "allow"
@@ -206,7 +210,7 @@ class Guard:
         return Decision(
             action="block" if enforce else "allow",
             intended_action=intended,
-            text=refusal_for(policy, []) if enforce else draft,
+            text=refusal_for(policy, []) if enforce else (draft or ""),
             draft=draft,
             model_id=self.scorer.model_id,
             latency_ms=latency,
@@ -221,6 +225,9 @@ class Guard:
         try:
             return future.result(timeout=policy.settings.scoring_timeout_s)
         except concurrent.futures.TimeoutError:
+            # Drop the job if it is still queued; one already running cannot be interrupted and
+            # finishes in the background, so later calls may wait behind it.
+            future.cancel()
             raise ScoringTimeoutError(f"scoring took longer than {policy.settings.scoring_timeout_s}s") from None
 
     def _drive(self, gen: Generator[Effect, Any, Decision], policy: Policy, llm: SyncLLM | None) -> Decision:
@@ -237,6 +244,10 @@ class Guard:
                     if llm is None:
                         raise RuntimeError("no LLM to generate with")
                     result = llm(effect.prompt)
+                    if inspect.isawaitable(result):
+                        if inspect.iscoroutine(result):
+                            result.close()  # never awaited: close it so Python does not warn later
+                        raise TypeError("the LLM returned an awaitable: use acheck(), agenerate() or awrap() for it")
                 else:
                     result = self._assess(self._score_sync(effect.text, effect.prompt, policy), policy)
             except Exception as exc:
@@ -263,9 +274,13 @@ class Guard:
         ``policy`` overrides the guard's policy for this call; ``record=False`` skips the audit
         (for intermediate checks whose final decision is recorded separately, as in streaming).
         """
+        self._ensure_open()
         chosen = self.resolve_policy(policy)
-        gen = self._pipeline(chosen, prompt, response, llm is not None)
-        decision = self._drive(gen, chosen, llm)
+        invalid = self._invalid_input(chosen, response, prompt)
+        if invalid is not None:
+            decision = invalid
+        else:
+            decision = self._drive(self._pipeline(chosen, prompt, response, llm is not None), chosen, llm)
         return self.record(decision, context or {}) if record else decision
 
     def generate(
@@ -276,13 +291,19 @@ class Guard:
         context: dict[str, Any] | None = None,
         policy: Policy | str | Path | None = None,
     ) -> Decision:
-        """Ask ``llm`` for a draft, then guard it (rewrites re-ask the same ``llm``)."""
+        """Ask ``llm`` for a draft, then guard it (rewrites re-ask the same ``llm``).
+
+        If the LLM fails (raises, or returns something that is not a string), a block decision
+        naming the error is recorded and the error is raised.
+        """
+        self._ensure_open()
         policy = self.resolve_policy(policy)
         gen = self._pipeline(policy, prompt, None, True)
         try:
+            _require_prompt(prompt)
             decision = self._drive(gen, policy, llm)
         except Exception as exc:
-            self.record(self._generation_failed(policy, prompt, exc), context or {})
+            self.record_failure(prompt, f"generation failed: {_error_text(exc)}", context=context, policy=policy)
             raise
         return self.record(decision, context or {})
 
@@ -296,17 +317,83 @@ class Guard:
 
         return guarded
 
-    def _generation_failed(self, policy: Policy, prompt: str, exc: Exception) -> Decision:
+    def failure(
+        self,
+        prompt: str | None,
+        error: str | BaseException,
+        *,
+        draft: str | None = None,
+        note: str | None = None,
+        policy: Policy | str | Path | None = None,
+    ) -> Decision:
+        """The decision for a call that could not be guarded: a block naming ``error``, not recorded.
+
+        For adapters whose LLM call, upstream request or stream failed before the guard could
+        decide: nothing more of that call may be shown as guarded, so it is a block with empty
+        text. ``draft`` is what arrived before the failure, if anything.
+        """
+        chosen = self.resolve_policy(policy)
         return Decision(
             action="block",
             intended_action="block",
             text="",
-            prompt=prompt,
-            policy=policy.ref,
-            shadow=policy.settings.shadow,
+            prompt=prompt if isinstance(prompt, str) else None,
+            draft=draft,
+            policy=chosen.ref,
+            shadow=chosen.settings.shadow,
             model_id=self.scorer.model_id,
-            error=f"generation failed: {type(exc).__name__}: {exc}",
+            error=error if isinstance(error, str) else _error_text(error),
+            note=note,
         )
+
+    def record_failure(
+        self,
+        prompt: str | None,
+        error: str | BaseException,
+        *,
+        draft: str | None = None,
+        note: str | None = None,
+        context: dict[str, Any] | None = None,
+        policy: Policy | str | Path | None = None,
+    ) -> Decision:
+        """Record (and return) ``failure(...)``: a call that failed is still in the audit log."""
+        decision = self.failure(prompt, error, draft=draft, note=note, policy=policy)
+        return self.record(decision, context or {})
+
+    async def arecord_failure(
+        self,
+        prompt: str | None,
+        error: str | BaseException,
+        *,
+        draft: str | None = None,
+        note: str | None = None,
+        context: dict[str, Any] | None = None,
+        policy: Policy | str | Path | None = None,
+    ) -> Decision:
+        """Async twin of ``record_failure``."""
+        decision = self.failure(prompt, error, draft=draft, note=note, policy=policy)
+        return await self.arecord(decision, context or {})
+
+    def _invalid_input(self, policy: Policy, response: object, prompt: object) -> Decision | None:
+        """A fail-mode decision for a response or prompt that is not text, or None if both are."""
+        problems = []
+        if not isinstance(response, str):
+            problems.append(f"response must be a string, got {_described(response)}")
+        if prompt is not None and not isinstance(prompt, str):
+            problems.append(f"prompt must be a string or None, got {_described(prompt)}")
+        if not problems:
+            return None
+        base: dict[str, Any] = {
+            "prompt": prompt if isinstance(prompt, str) else None,
+            "policy": policy.ref,
+            "shadow": policy.settings.shadow,
+        }
+        draft = response if isinstance(response, str) else None
+        return self._failed(policy, draft, "invalid input: " + "; ".join(problems), base, {})
+
+    def _ensure_open(self) -> None:
+        if self._closed:
+            raise RuntimeError("this Guard is closed: create a new one")
 
     # ------------------------------------------------------------------ async driver
 
@@ -323,17 +410,22 @@ class Guard:
                 if isinstance(effect, Generate):
                     if llm is None:
                         raise RuntimeError("no LLM to generate with")
-                    produced = llm(effect.prompt)
+                    if _is_async_callable(llm):
+                        produced = llm(effect.prompt)
+                    else:  # a sync LLM runs on a worker thread so that it never blocks the event loop
+                        produced = await asyncio.to_thread(llm, effect.prompt)
                     result = await produced if inspect.isawaitable(produced) else produced
                 else:
-                    scores = await asyncio.wait_for(
-                        self.scorer.ascore(effect.text, effect.prompt), timeout=policy.settings.scoring_timeout_s
-                    )
-                    result = self._assess(scores, policy)
-            except TimeoutError:
-                error = ScoringTimeoutError(f"scoring took longer than {policy.settings.scoring_timeout_s}s")
+                    result = self._assess(await self._ascore(effect.text, effect.prompt, policy), policy)
             except Exception as exc:
                 error = exc
+
+    async def _ascore(self, text: str, prompt: str | None, policy: Policy) -> ValueScores:
+        timeout = policy.settings.scoring_timeout_s
+        try:
+            return await asyncio.wait_for(self.scorer.ascore(text, prompt), timeout=timeout)
+        except TimeoutError:
+            raise ScoringTimeoutError(f"scoring took longer than {timeout}s") from None
 
     async def arecord(self, decision: Decision, context: dict[str, Any] | None = None) -> Decision:
         """Async twin of ``record``: the write happens off the event loop."""
@@ -352,9 +444,13 @@ class Guard:
         record: bool = True,
     ) -> Decision:
         """Async twin of ``check``: never blocks the event loop."""
+        self._ensure_open()
         chosen = self.resolve_policy(policy)
-        gen = self._pipeline(chosen, prompt, response, llm is not None)
-        decision = await self._adrive(gen, chosen, llm)
+        invalid = self._invalid_input(chosen, response, prompt)
+        if invalid is not None:
+            decision = invalid
+        else:
+            decision = await self._adrive(self._pipeline(chosen, prompt, response, llm is not None), chosen, llm)
         return await self.arecord(decision, context or {}) if record else decision
 
     async def agenerate(
@@ -365,13 +461,15 @@ class Guard:
         context: dict[str, Any] | None = None,
         policy: Policy | str | Path | None = None,
     ) -> Decision:
-        """Async twin of ``generate``; ``llm`` may be sync or async."""
+        """Async twin of ``generate``; ``llm`` may be sync (it then runs on a worker thread) or async."""
+        self._ensure_open()
         policy = self.resolve_policy(policy)
         gen = self._pipeline(policy, prompt, None, True)
         try:
+            _require_prompt(prompt)
             decision = await self._adrive(gen, policy, llm)
         except Exception as exc:
-            await self.arecord(self._generation_failed(policy, prompt, exc), context or {})
+            await self.arecord_failure(prompt, f"generation failed: {_error_text(exc)}", context=context, policy=policy)
             raise
         return await self.arecord(decision, context or {})
 
@@ -384,7 +482,37 @@ class Guard:
         return guarded
 
     def close(self) -> None:
-        """Release the scoring threads and close the audit sink."""
+        """Release the scoring threads and close the audit sink; later calls raise ``RuntimeError``."""
+        self._closed = True
         self._pool.shutdown(wait=False, cancel_futures=True)
         if self.audit is not None:
             self.audit.close()
+
+    def __enter__(self) -> Guard:
+        return self
+
+    def __exit__(self, *exc_info: object) -> None:
+        self.close()
+
+
+def _described(value: object) -> str:
+    """A value's type and a short repr, for error messages about bad input."""
+    shown = repr(value)
+    if len(shown) > 80:
+        shown = shown[:77] + "..."
+    return f"{type(value).__name__} {shown}"
+
+
+def _error_text(exc: BaseException) -> str:
+    return f"{type(exc).__name__}: {exc}"
+
+
+def _require_prompt(prompt: object) -> None:
+    if not isinstance(prompt, str):
+        raise TypeError(f"prompt must be a string, got {_described(prompt)}")
+
+
+def _is_async_callable(llm: Any) -> bool:
+    """Whether calling ``llm`` starts a coroutine (an async function, or an object with an async ``__call__``)."""
+    call = type(llm).__call__ if not inspect.isfunction(llm) else llm
+    return inspect.iscoroutinefunction(llm) or inspect.iscoroutinefunction(call)

@@ -95,6 +95,20 @@ class Genesis(BaseModel):
     first_seq: int = 1
 
 
+def jsonable_context(context: dict[str, Any]) -> dict[str, Any]:
+    """``context`` as plain JSON, so that a record is never lost to a value JSON cannot hold.
+
+    Values JSON does not know (objects, sets, datetimes) are kept as their ``repr``; a context
+    that still cannot be written (non-string keys of odd types, cycles) is kept whole as one
+    ``repr`` under ``"unserializable"``.
+    """
+    try:
+        plain: dict[str, Any] = json.loads(json.dumps(context, default=repr))
+    except (TypeError, ValueError):
+        return {"unserializable": repr(context)}
+    return plain
+
+
 def utc_now() -> str:
     return datetime.now(UTC).isoformat(timespec="microseconds").replace("+00:00", "Z")
 
@@ -144,7 +158,7 @@ def build_record(
         "latency_ms": decision.latency_ms,
         "error": decision.error,
         "note": decision.note,
-        "context": context or {},
+        "context": jsonable_context(context or {}),
         "prev_hash": prev_hash,
         "hash": "",
     }

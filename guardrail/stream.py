@@ -15,6 +15,11 @@ Semantics (what integrations promise their users):
 - At the end the whole text is checked once more and exactly one decision is recorded: the one
   that stopped the stream, or the final one. Its ``note`` says what was released.
 - Shadow policies never stop a stream; fail-open policies let it continue when scoring fails.
+- A stream that breaks (the LLM or upstream fails, or the consumer goes away) is ended with
+  ``abort(error)``: that records a block naming the error and what had been released, so a
+  broken stream is still one decision in the audit log. After ``finish`` or ``abort`` the guard
+  releases nothing more, and calling either again returns the same decision without recording it
+  again.
 """
 
 from __future__ import annotations
@@ -38,6 +43,7 @@ class StreamGuard:
     ...     show(sg.feed(chunk))
     ...     if sg.stopped: show(sg.refusal); break
     >>> tail, decision = sg.finish()   # show(tail); decision is recorded
+    >>> # if the LLM stream raises instead: sg.abort(exc) records the broken stream
     """
 
     def __init__(
@@ -59,7 +65,8 @@ class StreamGuard:
         self._checked = 0
         self.checks = 0
         self.stopped: Decision | None = None
-        self._finished = False
+        self.decision: Decision | None = None
+        """The recorded decision, once ``finish`` or ``abort`` has run."""
 
     @property
     def refusal(self) -> str:
@@ -83,9 +90,14 @@ class StreamGuard:
         self.released = self._checked
         return out
 
+    @property
+    def ended(self) -> bool:
+        """Whether ``finish`` or ``abort`` has run (nothing more is released)."""
+        return self.decision is not None
+
     def _take(self, chunk: str) -> int:
         """Add ``chunk``; return the end of the window to check now, or 0 if none is ready."""
-        if self.stopped is not None or not chunk:
+        if self.stopped is not None or self.ended or not chunk:
             return 0
         self.text += chunk
         upto = self._next_boundary()
@@ -107,7 +119,6 @@ class StreamGuard:
         return self._apply(decision, upto)
 
     def _final(self, decision: Decision | None) -> tuple[str, Decision]:
-        self._finished = True
         if self.stopped is not None:
             note = f"stream stopped after releasing {self.released} of {len(self.text)} characters received"
             final = self.stopped.model_copy(update={"note": note, "draft": self.text})
@@ -127,18 +138,49 @@ class StreamGuard:
         If the stream was or is now stopped, the remaining text is "" and ``refusal`` holds what
         to show instead.
         """
+        if self.decision is not None:
+            return "", self.decision
         decision = None
         if self.stopped is None:
             decision = self.guard.check(self.text or " ", self.prompt, policy=self.policy, record=False)
         tail, final = self._final(decision)
+        self.decision = final
         self.guard.record(final, self.context)
         return tail, final
 
     async def afinish(self) -> tuple[str, Decision]:
         """Async twin of ``finish``."""
+        if self.decision is not None:
+            return "", self.decision
         decision = None
         if self.stopped is None:
             decision = await self.guard.acheck(self.text or " ", self.prompt, policy=self.policy, record=False)
         tail, final = self._final(decision)
+        self.decision = final
         await self.guard.arecord(final, self.context)
         return tail, final
+
+    def _broken(self, error: str | BaseException) -> Decision:
+        reason = error if isinstance(error, str) else f"{type(error).__name__}: {error}"
+        note = f"stream broke after releasing {self.released} of {len(self.text)} characters received"
+        if self.stopped is not None:
+            note = f"stream stopped by the policy, then broke; released {self.released} of {len(self.text)} characters"
+        draft = self.text or None
+        return self.guard.failure(self.prompt, f"stream failed: {reason}", draft=draft, note=note, policy=self.policy)
+
+    def abort(self, error: str | BaseException) -> Decision:
+        """End a stream that broke (``error``: the exception or why); record it and return the decision.
+
+        The decision is a block naming the error; its ``draft`` is the text received and its
+        ``note`` says how much was released. After ``finish`` it records nothing and returns that
+        decision.
+        """
+        if self.decision is None:
+            self.decision = self.guard.record(self._broken(error), self.context)
+        return self.decision
+
+    async def aabort(self, error: str | BaseException) -> Decision:
+        """Async twin of ``abort``."""
+        if self.decision is None:
+            self.decision = await self.guard.arecord(self._broken(error), self.context)
+        return self.decision

@@ -213,3 +213,154 @@ def test_generation_failure_is_recorded_and_raised(scorer: LocalScorer, tmp_path
 
 def test_policy_is_loaded_once_and_exposed(scorer: LocalScorer) -> None:
     assert Guard(load_policy("creative-writing"), scorer=scorer).policy.name == "creative-writing"
+
+
+def _records(path: Path) -> list[dict[str, object]]:
+    import json
+
+    return [json.loads(line) for line in path.read_text().splitlines()[1:]]  # after the genesis line
+
+
+def test_input_that_is_not_text_is_a_recorded_fail_mode_decision(scorer: LocalScorer, tmp_path: Path) -> None:
+    from guardrail.sinks.jsonl import JsonlSink
+
+    log = tmp_path / "audit.jsonl"
+    with Guard("default", scorer=scorer, audit=JsonlSink(log)) as guard:
+        not_text = guard.check(123)  # type: ignore[arg-type]
+        none = guard.check(None)  # type: ignore[arg-type]
+        bad_prompt = guard.check("A harmless reply.", prompt={"role": "user"})  # type: ignore[arg-type]
+    assert not_text.action == none.action == bad_prompt.action == "block"
+    assert not_text.error and "response must be a string, got int 123" in not_text.error
+    assert none.error and "got NoneType" in none.error
+    assert bad_prompt.error and "prompt must be a string or None, got dict" in bad_prompt.error
+    assert bad_prompt.draft == "A harmless reply." and bad_prompt.prompt is None
+    assert [r["error"] for r in _records(log)] == [not_text.error, none.error, bad_prompt.error]
+    open_policy = tmp_path / "open.yaml"
+    open_policy.write_text("name: open\nextends: default\nsettings: {fail_mode: open}\n")
+    opened = Guard(open_policy, scorer=scorer).check(None)  # type: ignore[arg-type]
+    assert opened.action == "allow" and opened.text == "" and opened.error
+
+
+def test_an_llm_answer_that_is_not_text_is_recorded_and_raised(scorer: LocalScorer, tmp_path: Path) -> None:
+    from guardrail.sinks.jsonl import JsonlSink
+
+    def fake_llm_returning_a_dict(prompt: str) -> str:  # stands in for a client returning a raw response
+        return {"choices": []}  # type: ignore[return-value]
+
+    async def fake_async_llm(prompt: str) -> str:  # stands in for an async remote LLM, given to a sync method
+        return REFUSAL
+
+    log = tmp_path / "audit.jsonl"
+    with Guard("default", scorer=scorer, audit=JsonlSink(log)) as guard:
+        with pytest.raises(TypeError, match="the LLM returned dict"):
+            guard.generate(HARMFUL_PROMPT, fake_llm_returning_a_dict)
+        with pytest.raises(TypeError, match="awaitable"):
+            guard.generate(HARMFUL_PROMPT, fake_async_llm)  # type: ignore[arg-type]
+    errors = [str(r["error"]) for r in _records(log)]
+    assert len(errors) == 2 and all(e.startswith("generation failed: TypeError") for e in errors)
+    assert "the LLM returned dict" in errors[0] and "awaitable" in errors[1]
+
+
+async def test_an_llm_timeout_is_not_reported_as_a_scoring_timeout(scorer: LocalScorer, tmp_path: Path) -> None:
+    from guardrail.guard import ScoringTimeoutError
+    from guardrail.sinks.jsonl import JsonlSink
+
+    async def fake_llm_timing_out(prompt: str) -> str:  # stands in for a remote LLM whose read times out
+        raise TimeoutError("LLM read timed out")
+
+    log = tmp_path / "audit.jsonl"
+    guard = Guard("default", scorer=scorer, audit=JsonlSink(log))
+    with pytest.raises(TimeoutError, match="LLM read timed out") as raised:
+        await guard.agenerate(HARMFUL_PROMPT, fake_llm_timing_out)
+    assert not isinstance(raised.value, ScoringTimeoutError)
+    guard.close()
+    assert _records(log)[0]["error"] == "generation failed: TimeoutError: LLM read timed out"
+
+
+async def test_a_sync_llm_in_the_async_api_does_not_block_the_event_loop(scorer: LocalScorer) -> None:
+    import asyncio
+    import threading
+
+    loop_ran = threading.Event()
+
+    def fake_slow_llm(prompt: str) -> str:  # stands in for a blocking remote LLM client
+        # Only a task on the event loop can set the event: if this ran on the loop, it would wait in vain.
+        return REFUSAL if loop_ran.wait(timeout=10) else "the event loop was blocked"
+
+    async def on_the_loop() -> None:
+        await asyncio.sleep(0.05)
+        loop_ran.set()
+
+    guarded = Guard("default", scorer=scorer).awrap(fake_slow_llm)
+    decision, _ = await asyncio.gather(guarded(HARMFUL_PROMPT), on_the_loop())
+    assert decision.draft == REFUSAL and decision.action == "allow"
+
+
+def test_a_timed_out_score_does_not_leave_queued_work_behind(scorer: LocalScorer, tmp_path: Path) -> None:
+    class CountingSlowScorer(SlowScorer):
+        calls = 0
+
+        def score(self, response: str, prompt: str | None = None) -> ValueScores:
+            self.calls += 1
+            return super().score(response, prompt)
+
+    path = tmp_path / "fast.yaml"
+    path.write_text("name: fast\nextends: default\nsettings: {scoring_timeout_s: 0.05}\n")
+    slow = CountingSlowScorer(scorer, 0.6)
+    guard = Guard(path, scorer=slow)
+    decisions = [guard.check(f"A perfectly harmless sentence, number {i}.") for i in range(3)]
+    assert all(d.action == "block" and d.error and "longer than 0.05s" in d.error for d in decisions)
+    time.sleep(1.5)  # long enough for the abandoned jobs to have run, had they stayed queued
+    assert slow.calls == 1  # the first job was already running; the two queued ones were dropped
+    guard.close()
+
+
+async def test_a_closed_guard_refuses_calls_on_both_paths(scorer: LocalScorer) -> None:
+    with Guard("default", scorer=scorer) as guard:
+        assert guard.check("A harmless reply.").action == "allow"
+    with pytest.raises(RuntimeError, match="closed"):
+        guard.check("A harmless reply.")
+    with pytest.raises(RuntimeError, match="closed"):
+        await guard.acheck("A harmless reply.")
+
+
+def test_a_context_json_cannot_hold_is_recorded_not_lost(scorer: LocalScorer, tmp_path: Path) -> None:
+    from guardrail.audit import verify
+    from guardrail.sinks.jsonl import JsonlSink
+
+    log = tmp_path / "audit.jsonl"
+    with Guard("default", scorer=scorer, audit=JsonlSink(log)) as guard:
+        decision = guard.check("A harmless reply.", context={"request": "r-1", "handler": object(), "tags": {"a"}})
+    assert decision.action == "allow"
+    [record] = _records(log)
+    context = record["context"]
+    assert isinstance(context, dict) and context["request"] == "r-1"
+    assert str(context["handler"]).startswith("<object object") and context["tags"] == "{'a'}"
+    assert verify(log).exit_code == 0
+
+
+def test_a_stream_ends_in_exactly_one_recorded_decision(scorer: LocalScorer, tmp_path: Path) -> None:
+    from guardrail.sinks.jsonl import JsonlSink
+    from guardrail.stream import StreamGuard
+
+    log = tmp_path / "audit.jsonl"
+    benign = "Build up your weekly mileage slowly and rest well before race day. Drink water as you go. "
+    with Guard("default", scorer=scorer, audit=JsonlSink(log)) as guard:
+        finished = StreamGuard(guard, "Marathon tips?")
+        shown = finished.feed(benign)
+        tail, decision = finished.finish()
+        assert (shown + tail, decision.action) == (benign, "allow")
+        assert finished.finish() == ("", decision) and finished.abort(ConnectionError("late")) is decision
+        assert finished.feed("More text after the end.") == ""
+
+        broken = StreamGuard(guard, "Marathon tips?")
+        released = broken.feed(benign) + broken.feed("Then the connection dro")
+        aborted = broken.abort(ConnectionError("upstream went away"))
+        assert released == benign and aborted.action == "block"
+        assert aborted.error == "stream failed: ConnectionError: upstream went away"
+        assert aborted.draft == benign + "Then the connection dro"
+        assert aborted.note and f"releasing {len(benign)} of" in aborted.note
+        assert broken.finish() == ("", aborted) and broken.feed("more") == ""
+    records = _records(log)
+    assert [r["action"] for r in records] == ["allow", "block"]
+    assert records[1]["error"] == aborted.error
