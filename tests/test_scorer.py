@@ -106,6 +106,18 @@ def test_bad_input_gets_a_clear_error(scorer: LocalScorer, bad: object) -> None:
 def test_unknown_precision_is_refused() -> None:
     with pytest.raises(ValueError, match="precision"):
         LocalScorer(precision="int4")  # type: ignore[arg-type]
+    with pytest.raises(ValueError, match="batch_size must be a positive integer, got 0"):
+        LocalScorer(precision="fp32", batch_size=0)
+
+
+def test_batch_input_errors_name_the_item_and_a_lone_prompt_string_is_refused(scorer: LocalScorer) -> None:
+    with pytest.raises(InvalidTextError, match=r"item 1: response is empty"):
+        scorer.score_batch(["A fine reply.", "  ", "Another."])
+    with pytest.raises(InvalidTextError, match="sequence of prompts"):
+        scorer.score_batch(["abc", "def", "ghi"], prompts="xyz")
+    replies = ("Reply number one.", "Reply number two.")
+    from_generator = scorer.score_batch(reply for reply in replies)
+    assert [r.scores for r in from_generator] == [scorer.score(reply).scores for reply in replies]
 
 
 async def test_async_scoring_does_not_block_the_event_loop(scorer: LocalScorer) -> None:

@@ -6,7 +6,7 @@ import asyncio
 import concurrent.futures
 import os
 import threading
-from collections.abc import Sequence
+from collections.abc import Iterable, Sequence
 from pathlib import Path
 from typing import TYPE_CHECKING, Literal
 
@@ -87,6 +87,8 @@ class LocalScorer:
     ) -> None:
         if precision not in ("int8", "fp32"):
             raise ValueError(f"precision must be 'int8' or 'fp32', got {precision!r}")
+        if not isinstance(batch_size, int) or batch_size < 1:
+            raise ValueError(f"batch_size must be a positive integer, got {batch_size!r}")
         directory = Path(weights_dir) if weights_dir else WEIGHTS_DIR
         config, model_id = read_config(directory)
         self._config = config
@@ -180,13 +182,24 @@ class LocalScorer:
         """Score one response, with ``prompt`` as context when given."""
         return self.score_batch([response], [prompt])[0]
 
-    def score_batch(self, responses: Sequence[str], prompts: Sequence[str | None] | None = None) -> list[ValueScores]:
+    def score_batch(self, responses: Iterable[str], prompts: Iterable[str | None] | None = None) -> list[ValueScores]:
         """Score many responses, in order; cached ones are not recomputed."""
         if isinstance(responses, str):
             raise InvalidTextError("score_batch takes a sequence of responses, got a single string")
-        if prompts is not None and len(prompts) != len(responses):
+        if isinstance(prompts, str):
+            raise InvalidTextError("score_batch takes a sequence of prompts (one per response), got a single string")
+        responses = list(responses)  # a generator is read once
+        prompts = [None] * len(responses) if prompts is None else list(prompts)
+        if len(prompts) != len(responses):
             raise ValueError(f"{len(responses)} responses but {len(prompts)} prompts")
-        pairs = [self._clean(r, p) for r, p in zip(responses, prompts or [None] * len(responses), strict=True)]
+        pairs = []
+        for i, (response, prompt) in enumerate(zip(responses, prompts, strict=True)):
+            try:
+                pairs.append(self._clean(response, prompt))
+            except InvalidTextError as exc:
+                if len(responses) == 1:
+                    raise
+                raise InvalidTextError(f"item {i}: {exc}") from None
         results: list[ValueScores | None] = []
         missing: list[int] = []
         with self._cache_lock:
