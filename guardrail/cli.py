@@ -1,14 +1,25 @@
-"""The `guardrail` command line: score, train, cv, eval, demo.
+"""The `guardrail` command line.
+
+Commands: ``score`` (one text or a JSONL file), ``check`` (guard text with a policy, optionally
+auditing), ``policy validate|show|schema|list``, ``audit verify|tail|stats|replay|report``,
+``serve`` (the OpenAI-compatible proxy), ``demo``, ``train``, ``cv`` and ``eval``.
 
 Every command calls the library's public pipeline; nothing here reaches around it. Errors in
-user input exit with status 2 and one line that names the problem; they never show a traceback.
+user input (a bad line, a file that cannot be read or written) exit with status 2 and one line
+that names the problem; they never show a traceback. Exit statuses (also in ``--help``): 0 done,
+1 and 3 only from ``audit verify`` (tampered, torn tail), 2 bad input, 4 an unexpected error
+(printed with its traceback, as it is a bug to report), 130 interrupted.
 """
 
 from __future__ import annotations
 
 import argparse
+import codecs
 import json
+import os
+import sqlite3
 import sys
+import traceback
 from collections.abc import Iterator, Sequence
 from pathlib import Path
 from typing import IO, Any
@@ -18,6 +29,13 @@ from pydantic import BaseModel, ConfigDict, ValidationError, field_validator
 from guardrail.text import normalize_text
 
 EXIT_INPUT_ERROR = 2
+EXIT_UNEXPECTED = 4
+EXIT_INTERRUPTED = 130
+EXIT_STATUSES = (
+    "exit status: 0 done; 2 bad input (a bad option, line or policy, a file that cannot be read or written); "
+    "1 tampered and 3 torn tail, only from 'audit verify'; 4 an unexpected error (a bug: its traceback is "
+    "printed, please report it); 130 interrupted"
+)
 
 
 class CliError(Exception):
@@ -33,11 +51,23 @@ class ScoreRequest(BaseModel):
     prompt: str | None = None
     response: str
 
+    @field_validator("id", mode="before")
+    @classmethod
+    def _string_or_integer(cls, value: object) -> object:
+        # Lax validation would read true as 1 and 2.0 as 2: an id is copied to the output as given, or refused.
+        if value is None or _usable_id(value):
+            return value
+        raise ValueError(f"must be a string or an integer, got {json.dumps(value)}")
+
     @field_validator("response")
     @classmethod
     def _scorable(cls, value: str) -> str:
         normalize_text(value)  # empty or invisible-only text is refused here, before any scoring
         return value
+
+
+def _usable_id(value: object) -> bool:
+    return isinstance(value, str) or (isinstance(value, int) and not isinstance(value, bool))
 
 
 def _scores_json(result: Any, item_id: object = None) -> dict[str, object]:
@@ -53,33 +83,109 @@ def _scores_json(result: Any, item_id: object = None) -> dict[str, object]:
     return out
 
 
-def _read_requests(path: Path, skip_invalid: bool) -> Iterator[tuple[int, ScoreRequest | str]]:
-    """Yield (line number, request) or (line number, error message) for each non-blank line."""
+ErrorLine = dict[str, object]
+"""The output line of an input line that could not be read: ``{"id", "line", "error"}``."""
+
+
+def _input_lines(path: Path) -> Iterator[tuple[int, str, str | None]]:
+    """(line number, text, why it is unreadable or None) for each non-blank line of a JSONL file.
+
+    Lines are decoded one by one, so a byte that is not UTF-8 is reported with its line; a UTF-8
+    byte-order mark at the start of the file (as some Windows editors write) is skipped.
+    """
     try:
-        handle = path.open(encoding="utf-8")
+        handle = path.open("rb")
     except OSError as exc:
-        raise CliError(f"cannot read {path}: {exc.strerror}") from exc
+        raise CliError(f"cannot read {path}: {exc.strerror}") from None
     with handle:
-        for lineno, line in enumerate(handle, 1):
-            if not line.strip():
+        for lineno, raw in enumerate(handle, 1):
+            if lineno == 1 and raw.startswith(codecs.BOM_UTF8):
+                raw = raw[len(codecs.BOM_UTF8) :]
+            try:
+                line = raw.decode("utf-8")
+            except UnicodeDecodeError as exc:
+                bad = f"byte 0x{raw[exc.start]:02x} at column {exc.start + 1}"
+                yield lineno, raw.decode("utf-8", errors="replace"), f"not valid UTF-8 ({bad}; save the file as UTF-8)"
                 continue
+            if line.strip():
+                yield lineno, line, None
+
+
+def _error_line(lineno: int, line: str, message: str) -> ErrorLine:
+    """The error line for an unreadable input line: its own id when that can be read, else its number."""
+    item_id: object = lineno
+    try:
+        data = json.loads(line)
+    except ValueError:
+        data = None
+    if isinstance(data, dict) and _usable_id(data.get("id")):
+        item_id = data["id"]
+    return {"id": item_id, "line": lineno, "error": message}
+
+
+def _read_requests(path: Path, skip_invalid: bool) -> Iterator[tuple[int, ScoreRequest | ErrorLine]]:
+    """Yield (line number, request) or (line number, error line) for each non-blank line."""
+    for lineno, line, unreadable in _input_lines(path):
+        message = f"{path}:{lineno}: {unreadable}" if unreadable else None
+        if message is None:
             try:
                 yield lineno, ScoreRequest.model_validate_json(line)
+                continue
             except ValidationError as exc:
                 first = exc.errors()[0]
                 where = ".".join(str(p) for p in first["loc"]) or "line"
                 message = f"{path}:{lineno}: {where}: {str(first['msg']).removeprefix('Value error, ')}"
                 if first["type"] == "json_invalid":
                     message = f"{path}:{lineno}: not valid JSON ({first['msg']})"
-                if not skip_invalid:
-                    raise CliError(message + " (use --skip-invalid to record it and go on)") from None
-                yield lineno, message
+        if not skip_invalid:
+            raise CliError(message + " (use --skip-invalid to record it and go on)")
+        yield lineno, _error_line(lineno, line, message)
+
+
+def _same_file(a: str | Path, b: str | Path) -> bool:
+    """Whether two paths name one file (resolved alike, or one inode through links)."""
+    if Path(a).resolve() == Path(b).resolve():
+        return True
+    try:
+        return os.path.samefile(a, b)
+    except OSError:  # one of them does not exist (yet): then they are not the same file
+        return False
+
+
+def _check_target(option: str, target: str | None, *others: tuple[str, str | None]) -> None:
+    """Refuse an output path that is a folder or the same file as another path of the command.
+
+    ``others`` are (option, path) pairs: writing ``target`` would truncate or append to them.
+    """
+    if target in (None, "-"):
+        return
+    assert target is not None
+    if Path(target).is_dir():
+        raise CliError(f"{option} {target} is a folder; give a file path")
+    for other_option, other in others:
+        if other not in (None, "-") and _same_file(target, other):
+            assert other is not None
+            raise CliError(
+                f"{option} {target} is the same file as {other_option} {other}: writing to it would change "
+                "that file, give another path"
+            )
+
+
+def _open_output(path: str | None) -> IO[str]:
+    """Standard output for None or "-", else ``path`` opened for writing (after ``_check_target``)."""
+    if path in (None, "-"):
+        return sys.stdout
+    assert path is not None
+    try:
+        return open(path, "w", encoding="utf-8")  # closed by the caller
+    except OSError as exc:
+        raise CliError(f"cannot write {path}: {exc.strerror}") from None
 
 
 def _chunks(
-    items: Iterator[tuple[int, ScoreRequest | str]], size: int
-) -> Iterator[list[tuple[int, ScoreRequest | str]]]:
-    chunk: list[tuple[int, ScoreRequest | str]] = []
+    items: Iterator[tuple[int, ScoreRequest | ErrorLine]], size: int
+) -> Iterator[list[tuple[int, ScoreRequest | ErrorLine]]]:
+    chunk: list[tuple[int, ScoreRequest | ErrorLine]] = []
     for item in items:
         chunk.append(item)
         if len(chunk) == size:
@@ -96,6 +202,12 @@ def cmd_score(args: argparse.Namespace) -> int:
     if args.input is None:
         if args.text is None:
             raise CliError("give a TEXT to score, or --input FILE.jsonl")
+        if args.output is not None:
+            raise CliError("--output goes with --input; the score of one TEXT is printed")
+        try:
+            normalize_text(args.text)  # refused before the model loads
+        except InvalidTextError as exc:
+            raise CliError(str(exc)) from None
         scorer = LocalScorer(precision=args.precision)
         try:
             result = scorer.score(args.text, prompt=args.prompt)
@@ -106,15 +218,16 @@ def cmd_score(args: argparse.Namespace) -> int:
     if args.text is not None:
         raise CliError("give either TEXT or --input, not both")
     input_path = Path(args.input)
+    _check_target("--output", args.output, ("--input", args.input))
     if not args.skip_invalid:  # validate the whole file before any work, so no half-written output
         for _ in _read_requests(input_path, skip_invalid=False):
             pass
-    total = sum(1 for line in input_path.open(encoding="utf-8") if line.strip())
-    scorer = LocalScorer(precision=args.precision)
-    from tqdm import tqdm
-
-    out: IO[str] = sys.stdout if args.output in (None, "-") else open(args.output, "w", encoding="utf-8")  # noqa: SIM115
+    total = sum(1 for _ in _input_lines(input_path))
+    out = _open_output(args.output)
     try:
+        scorer = LocalScorer(precision=args.precision)
+        from tqdm import tqdm
+
         with tqdm(total=total, unit="line", file=sys.stderr, disable=total < 64 or args.quiet) as bar:
             for chunk in _chunks(_read_requests(input_path, args.skip_invalid), 64):
                 valid = [(n, req) for n, req in chunk if isinstance(req, ScoreRequest)]
@@ -123,8 +236,8 @@ def cmd_score(args: argparse.Namespace) -> int:
                     n: _scores_json(s, r.id if r.id is not None else n) for (n, r), s in zip(valid, scored, strict=True)
                 }
                 for n, item in chunk:
-                    if isinstance(item, str):
-                        results[n] = {"id": n, "line": n, "error": item}
+                    if not isinstance(item, ScoreRequest):
+                        results[n] = item
                     out.write(json.dumps(results[n]) + "\n")
                 bar.update(len(chunk))
     finally:
@@ -256,32 +369,67 @@ def _load_policy_or_fail(ref: str | None) -> Any:
         raise CliError(str(exc)) from None
 
 
+def _audit_sink(path: str | None, redact: bool) -> Any:
+    """The sink for ``--audit PATH``: SQLite for a .db/.sqlite/.sqlite3 name, a JSONL log otherwise.
+
+    The rule is ``guardrail.audit.is_sqlite``, the one `guardrail audit` reads logs by, so a log is
+    always read back the way it was written.
+    """
+    if path is None:
+        return None
+    from guardrail.audit import is_sqlite
+
+    _check_target("--audit", path)
+    if not is_sqlite(path):
+        from guardrail.sinks.jsonl import JsonlSink
+
+        return JsonlSink(path, redact=redact)
+    from guardrail.sinks.sqlite import SqliteSink
+
+    try:
+        return SqliteSink(path, redact=redact)
+    except sqlite3.Error as exc:
+        raise CliError(
+            f"--audit {path}: cannot open it as a SQLite database ({exc}); a .db/.sqlite/.sqlite3 name "
+            "means a SQLite audit log, name a JSONL log .jsonl"
+        ) from None
+
+
 def cmd_check(args: argparse.Namespace) -> int:
     from guardrail.guard import Guard
-    from guardrail.sinks.jsonl import JsonlSink
+    from guardrail.text import InvalidTextError
 
     policy = _load_policy_or_fail(args.policy)
     if args.input is None and args.text is None:
         raise CliError("give a TEXT to check, or --input FILE.jsonl")
     if args.input is not None and args.text is not None:
         raise CliError("give either TEXT or --input, not both")
+    if args.input is None and args.output is not None:
+        raise CliError("--output goes with --input; the decision on one TEXT is printed")
+    _check_target("--output", args.output, ("--input", args.input))
+    _check_target("--audit", args.audit, ("--input", args.input), ("--output", args.output))
     if args.input is not None and not args.skip_invalid:
         for _ in _read_requests(Path(args.input), skip_invalid=False):
             pass
-    audit = JsonlSink(args.audit, redact=args.redact) if args.audit else None
+    if args.input is None:
+        # Refused here, before the guard: the guard would make (and audit) a fail-mode decision on
+        # it, and an audit log must not hold a decision the user was told did not happen.
+        try:
+            normalize_text(args.text)
+        except InvalidTextError as exc:
+            raise CliError(f"{exc}; nothing was checked or recorded") from None
+    audit = _audit_sink(args.audit, args.redact)
     guard = Guard(policy, audit=audit, deployment=args.deployment)
     try:
         if args.input is None:
             decision = guard.check(args.text, prompt=args.prompt)
-            if decision.error and "InvalidTextError" in decision.error:
-                raise CliError(decision.error)
             print(json.dumps(_decision_json(decision), indent=None if args.json else 2))
             return 0
-        out: IO[str] = sys.stdout if args.output in (None, "-") else open(args.output, "w", encoding="utf-8")  # noqa: SIM115
+        out = _open_output(args.output)
         try:
             for n, req in _read_requests(Path(args.input), args.skip_invalid):
-                if isinstance(req, str):
-                    out.write(json.dumps({"id": n, "line": n, "error": req}) + "\n")
+                if not isinstance(req, ScoreRequest):
+                    out.write(json.dumps(req) + "\n")
                     continue
                 decision = guard.check(req.response, prompt=req.prompt, context={"id": req.id, "line": n})
                 out.write(json.dumps(_decision_json(decision, req.id if req.id is not None else n)) + "\n")
@@ -341,21 +489,27 @@ def cmd_audit(args: argparse.Namespace) -> int:
         if args.audit_command == "report":
             from guardrail.report import build_report
 
-            Path(args.out).write_text(build_report(path, args.window), encoding="utf-8")
+            _check_target("--out", args.out, ("the audit log", args.path))
+            page = build_report(path, args.window)
+            try:
+                Path(args.out).write_text(page, encoding="utf-8")
+            except OSError as exc:
+                raise CliError(f"cannot write {args.out}: {exc.strerror}") from None
             print(f"wrote {args.out}")
             return 0
     except KeyboardInterrupt:
         return 0
+    except sqlite3.Error as exc:  # a .db/.sqlite/.sqlite3 name is read as SQLite (audit.is_sqlite)
+        raise CliError(f"{path}: cannot read it as a SQLite audit log ({exc})") from None
     raise CliError(f"unknown audit command {args.audit_command}")
 
 
 def cmd_serve(args: argparse.Namespace) -> int:
     from guardrail.guard import Guard
     from guardrail.integrations.proxy import serve
-    from guardrail.sinks.jsonl import JsonlSink
 
     policy = _load_policy_or_fail(args.policy)
-    audit = JsonlSink(args.audit, redact=args.redact) if args.audit else None
+    audit = _audit_sink(args.audit, args.redact)
     guard = Guard(policy, audit=audit, deployment=args.deployment)
     print(
         f"guardrail proxy on http://{args.host}:{args.port}/v1 -> {args.upstream} "
@@ -389,17 +543,53 @@ def _add_recipe_settings(parser: argparse.ArgumentParser) -> None:
     )
 
 
+INPUT_HELP = (
+    'JSONL file of {"id"?, "prompt"?, "response"} lines (UTF-8); an id is a string or an integer, '
+    "lines without one are known by their line number"
+)
+SKIP_INVALID_HELP = (
+    'write a bad input line as {"id", "line", "error"} (its own id if readable, else its line number) '
+    "and go on, instead of stopping before any work"
+)
+AUDIT_HELP = (
+    "append every decision to this audit log: a SQLite database if the name ends in .db, .sqlite or "
+    ".sqlite3 (as `guardrail audit` reads it), else JSONL"
+)
+
+
+def _count(text: str) -> int:
+    """argparse type of a count: an integer, 0 or more."""
+    try:
+        value = int(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"not a whole number: {text!r}") from None
+    if value < 0:
+        raise argparse.ArgumentTypeError(f"must be 0 or more, got {value}")
+    return value
+
+
 def build_parser() -> argparse.ArgumentParser:
-    parser = argparse.ArgumentParser(prog="guardrail", description="Value-space guardrail for LLM responses.")
+    parser = argparse.ArgumentParser(
+        prog="guardrail", description="Value-space guardrail for LLM responses.", epilog=EXIT_STATUSES
+    )
     sub = parser.add_subparsers(dest="command", required=True)
 
     score = sub.add_parser("score", help="score text in value space (one text, or a JSONL file)")
     score.add_argument("text", nargs="?", help="the response to score")
     score.add_argument("--prompt", help="the prompt the response answers (used as context)")
-    score.add_argument("--precision", choices=["int8", "fp32"], default="int8")
-    score.add_argument("--input", help='JSONL file of {"id"?, "prompt"?, "response"} lines')
-    score.add_argument("--output", help="JSONL file to write (default: standard output)")
-    score.add_argument("--skip-invalid", action="store_true", help="record bad lines as error lines and go on")
+    score.add_argument(
+        "--precision",
+        choices=["int8", "fp32"],
+        default="int8",
+        help="int8 (default): the quantized model, as the guard uses it; fp32: the full-precision weights",
+    )
+    score.add_argument("--input", help=INPUT_HELP)
+    score.add_argument(
+        "--output",
+        help='JSONL file of {"id", "scores", "labels", "confidence", "model", ...} lines, in input order '
+        "(default: standard output; never the --input file)",
+    )
+    score.add_argument("--skip-invalid", action="store_true", help=SKIP_INVALID_HELP)
     score.add_argument("--quiet", action="store_true", help="no progress bar")
     score.set_defaults(func=cmd_score)
 
@@ -458,23 +648,32 @@ def build_parser() -> argparse.ArgumentParser:
     evaluate.add_argument("--json", help="also write the figures to this JSON file")
     evaluate.set_defaults(func=cmd_eval)
 
-    check = sub.add_parser("check", help="guard text with a policy and print the decision")
+    check = sub.add_parser(
+        "check",
+        help="guard text with a policy and print the decision",
+        description="Guard text with a policy and print the decision (exit 0 whatever the action). "
+        "Every decision printed is the one recorded in --audit, and only those: an empty TEXT (or one of "
+        "only invisible characters) is refused with exit 2 before the guard sees it, so nothing is recorded; "
+        "a decision the guard makes in its fail mode (scoring failed) is printed and recorded like any other, "
+        "with its error. Bad --input lines are refused the same way (or, with --skip-invalid, written as "
+        "error lines and not recorded).",
+    )
     check.add_argument("text", nargs="?", help="the response to check")
     check.add_argument("--prompt", help="the prompt the response answers")
     check.add_argument("--policy", help="preset name or policy file (default: $GUARDRAIL_POLICY or 'default')")
-    check.add_argument("--input", help='JSONL file of {"id"?, "prompt"?, "response"} lines')
-    check.add_argument("--output", help="JSONL file of decisions (default: standard output)")
-    check.add_argument("--audit", help="append every decision to this audit log (JSONL)")
+    check.add_argument("--input", help=INPUT_HELP)
+    check.add_argument("--output", help="JSONL file of decisions (default: standard output; never the --input file)")
+    check.add_argument("--audit", help=AUDIT_HELP)
     check.add_argument("--redact", action="store_true", help="audit only hashes of prompts and texts")
     check.add_argument("--deployment", default="default", help="deployment name recorded in the audit log")
-    check.add_argument("--skip-invalid", action="store_true", help="record bad lines as error lines and go on")
+    check.add_argument("--skip-invalid", action="store_true", help=SKIP_INVALID_HELP)
     check.add_argument("--json", action="store_true", help="one-line JSON output")
     check.set_defaults(func=cmd_check)
 
     policy = sub.add_parser("policy", help="validate, show and describe value policies")
     policy_sub = policy.add_subparsers(dest="policy_command", required=True)
-    validate = policy_sub.add_parser("validate", help="check a policy file")
-    validate.add_argument("file")
+    validate = policy_sub.add_parser("validate", help="check a policy file (or a preset, by name)")
+    validate.add_argument("file", help="policy file (YAML), or a preset name such as 'default'")
     show = policy_sub.add_parser("show", help="print the resolved policy (after extends)")
     show.add_argument("name", help="preset name or file")
     policy_sub.add_parser("schema", help="print the JSON Schema of policy files")
@@ -487,7 +686,7 @@ def build_parser() -> argparse.ArgumentParser:
     verify.add_argument("path", help="JSONL log (rotated segments included) or SQLite database")
     tail = audit_sub.add_parser("tail", help="show the last records")
     tail.add_argument("path")
-    tail.add_argument("-n", type=int, default=10)
+    tail.add_argument("-n", type=_count, default=10, help="how many of the last records to show (default 10; 0: none)")
     tail.add_argument("--follow", action="store_true", help="keep printing new records")
     stats = audit_sub.add_parser("stats", help="counts by action, violated value, policy, deployment and time")
     stats.add_argument("path")
@@ -495,10 +694,12 @@ def build_parser() -> argparse.ArgumentParser:
     replay = audit_sub.add_parser("replay", help="what another policy would have decided, without re-scoring")
     replay.add_argument("path")
     replay.add_argument("--policy", required=True, help="preset name or policy file")
-    replay.add_argument("--examples", type=int, default=5)
+    replay.add_argument("--examples", type=_count, default=5, help="changed decisions to show (default 5)")
     report = audit_sub.add_parser("report", help="write a self-contained HTML report")
     report.add_argument("path")
-    report.add_argument("--out", default="report.html")
+    report.add_argument(
+        "--out", default="report.html", help="HTML file to write (default report.html; replaced if it exists)"
+    )
     report.add_argument("--window", choices=["hour", "day", "week"], default="day")
     audit.set_defaults(func=cmd_audit)
 
@@ -508,7 +709,7 @@ def build_parser() -> argparse.ArgumentParser:
     serve.add_argument("--host", default="127.0.0.1")
     serve.add_argument("--port", type=int, default=8080)
     serve.add_argument("--timeout", type=float, default=60.0, help="seconds to wait for the upstream")
-    serve.add_argument("--audit", help="append every decision to this audit log (JSONL)")
+    serve.add_argument("--audit", help=AUDIT_HELP)
     serve.add_argument("--redact", action="store_true", help="audit only hashes of prompts and texts")
     serve.add_argument("--deployment", default="proxy", help="deployment name recorded in the audit log")
     serve.set_defaults(func=cmd_serve)
@@ -528,9 +729,24 @@ def main(argv: Sequence[str] | None = None) -> int:
     except CliError as exc:
         print(f"guardrail {args.command}: error: {exc}", file=sys.stderr)
         return EXIT_INPUT_ERROR
-    except FileNotFoundError as exc:
-        print(f"guardrail {args.command}: error: {exc}", file=sys.stderr)
+    except (OSError, ValueError, sqlite3.Error) as exc:
+        # Last resort for a file or data problem no command names itself (a folder given for a file,
+        # a file that is not a SQLite database, bytes that are not UTF-8): one line, keeping the
+        # exception's type and message so that a real bug is not disguised.
+        print(f"guardrail {args.command}: error: {type(exc).__name__}: {exc}", file=sys.stderr)
         return EXIT_INPUT_ERROR
+    except KeyboardInterrupt:
+        print(f"guardrail {args.command}: interrupted", file=sys.stderr)
+        return EXIT_INTERRUPTED
+    except Exception as exc:
+        # A bug: show everything, and never exit 1 or 3, which `audit verify` gives their own meaning.
+        traceback.print_exc()
+        print(
+            f"guardrail {args.command}: unexpected error: {type(exc).__name__}: {exc} (a bug; please report it "
+            "with the traceback above)",
+            file=sys.stderr,
+        )
+        return EXIT_UNEXPECTED
 
 
 if __name__ == "__main__":

@@ -148,3 +148,187 @@ def test_recipe_settings_reach_training_and_bad_ones_are_named(
     assert code == 0
     recipe = json.loads((tmp_path / "w" / "value_heads.json").read_text())["training"]["recipe"]
     assert (recipe["num_layers"], recipe["use_toxigen"], recipe["lr_head"], recipe["epochs"]) == (1, False, 0.02, 1)
+
+
+def test_output_that_is_the_input_is_refused_and_the_input_kept(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    src = tmp_path / "in.jsonl"
+    src.write_text(json.dumps({"id": "a", "response": REFUSAL}) + "\n")
+    before = src.read_bytes()
+    (tmp_path / "link.jsonl").symlink_to(src)
+    (tmp_path / "hard.jsonl").hardlink_to(src)
+    for command in ("score", "check"):
+        for same in (src, tmp_path / "sub" / ".." / "in.jsonl", tmp_path / "link.jsonl", tmp_path / "hard.jsonl"):
+            code, _, err = run([command, "--input", str(src), "--output", str(same)], capsys)
+            assert code == 2, (command, same)
+            assert f"--output {same} is the same file as --input {src}" in err and "Traceback" not in err
+            assert src.read_bytes() == before
+    audit = tmp_path / "audit.jsonl"
+    code, _, err = run(["check", "--input", str(src), "--audit", str(src)], capsys)
+    assert code == 2 and "--audit" in err and src.read_bytes() == before
+    code, _, err = run(["check", "--input", str(src), "--output", str(audit), "--audit", str(audit)], capsys)
+    assert code == 2 and f"--audit {audit} is the same file as --output {audit}" in err
+    assert not audit.exists()
+
+
+def test_outputs_that_cannot_be_written_are_named(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    src, folder = tmp_path / "in.jsonl", tmp_path / "folder"
+    src.write_text(json.dumps({"response": REFUSAL}) + "\n")
+    folder.mkdir()
+    for command in ("score", "check"):
+        code, _, err = run([command, "--input", str(src), "--output", str(folder)], capsys)
+        assert code == 2 and f"--output {folder} is a folder" in err and "Traceback" not in err
+        missing = tmp_path / "no" / "such" / "out.jsonl"
+        code, _, err = run([command, "--input", str(src), "--output", str(missing)], capsys)
+        assert code == 2 and f"cannot write {missing}: No such file or directory" in err
+        code, _, err = run([command, REFUSAL, "--output", str(tmp_path / "one.jsonl")], capsys)
+        assert code == 2 and "--output goes with --input" in err
+    code, _, err = run(["check", "--input", str(src), "--audit", str(folder)], capsys)
+    assert code == 2 and f"--audit {folder} is a folder" in err
+
+    audit = tmp_path / "audit.jsonl"
+    assert run(["check", REFUSAL, "--audit", str(audit)], capsys)[0] == 0
+    log_before = audit.read_bytes()
+    code, _, err = run(["audit", "report", str(audit), "--out", str(folder)], capsys)
+    assert code == 2 and f"--out {folder} is a folder" in err and "Traceback" not in err
+    code, _, err = run(["audit", "report", str(audit), "--out", str(audit)], capsys)
+    assert code == 2 and "is the same file as the audit log" in err
+    assert audit.read_bytes() == log_before, "the audit log is never overwritten by its report"
+
+
+def test_audit_commands_refuse_bad_counts_and_unreadable_logs(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    audit = tmp_path / "audit.jsonl"
+    assert run(["check", REFUSAL, "--audit", str(audit)], capsys)[0] == 0
+    for args in (["tail", str(audit), "-n", "-1"], ["replay", str(audit), "--policy", "default", "--examples", "-2"]):
+        with pytest.raises(SystemExit) as exited:
+            main(["audit", *args])
+        err = capsys.readouterr().err
+        assert exited.value.code == 2 and "must be 0 or more" in err and "Traceback" not in err
+    code, out, _ = run(["audit", "tail", str(audit), "-n", "0"], capsys)
+    assert code == 0 and out == ""
+    # A folder where a log should be: the last-resort handler still names the type, the message and the path.
+    code, _, err = run(["audit", "tail", str(tmp_path)], capsys)
+    assert code == 2 and "IsADirectoryError" in err and str(tmp_path) in err and "Traceback" not in err
+
+
+def test_check_audit_and_audit_commands_choose_the_sink_by_the_same_name_rule(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    import sqlite3
+
+    db = tmp_path / "log.db"
+    code, _, _ = run(["check", HARMFUL, "--prompt", HARMFUL_PROMPT, "--audit", str(db), "--json"], capsys)
+    assert code == 0
+    with sqlite3.connect(db) as conn:  # a real SQLite database, not JSONL under a .db name
+        assert conn.execute("SELECT action FROM records").fetchall() == [("block",)]
+    code, out, _ = run(["audit", "verify", str(db)], capsys)
+    assert code == 0 and "1 records verified" in out
+    code, out, _ = run(["audit", "tail", str(db)], capsys)
+    assert code == 0 and "block" in out
+
+    not_db = tmp_path / "old.db"
+    not_db.write_text('{"a JSONL line": true}\n')
+    code, _, err = run(["check", REFUSAL, "--audit", str(not_db)], capsys)
+    assert code == 2 and f"--audit {not_db}: cannot open it as a SQLite database" in err and "Traceback" not in err
+    for command in ("stats", "verify"):
+        code, _, err = run(["audit", command, str(not_db)], capsys)
+        assert code == 2 and f"{not_db}: cannot read it as a SQLite audit log" in err and "Traceback" not in err
+
+
+def test_input_that_is_not_utf8_names_its_line(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    src, dst, audit = tmp_path / "latin1.jsonl", tmp_path / "out.jsonl", tmp_path / "audit.jsonl"
+    lines = [{"id": "a", "response": REFUSAL}, {"id": "b", "response": "Caf\u00e9 au lait."}, {"response": REFUSAL}]
+    src.write_bytes(b"".join((json.dumps(line, ensure_ascii=False) + "\n").encode("latin-1") for line in lines))
+    for command in ("score", "check"):
+        code, _, err = run([command, "--input", str(src), "--output", str(dst)], capsys)
+        assert code == 2 and f"{src}:2: not valid UTF-8 (byte 0xe9" in err and "Traceback" not in err
+        assert not dst.exists()
+    args = ["--input", str(src), "--output", str(dst), "--audit", str(audit), "--skip-invalid"]
+    code, _, _ = run(["check", *args], capsys)
+    assert code == 0
+    out = [json.loads(line) for line in dst.read_text().splitlines()]
+    assert [o["id"] for o in out] == ["a", "b", 3]
+    assert out[1]["line"] == 2 and "not valid UTF-8" in out[1]["error"] and "action" not in out[1]
+    assert out[0]["action"] == out[2]["action"] == "allow"
+    assert verify(audit).checked == 2, "the unreadable line is no decision, so it is not audited"
+
+
+def test_blank_text_is_refused_and_not_audited(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    audit = tmp_path / "audit.jsonl"
+    assert run(["check", REFUSAL, "--audit", str(audit)], capsys)[0] == 0
+    for blank in ("   ", "", "\u200b\u200b"):
+        code, out, err = run(["check", blank, "--audit", str(audit)], capsys)
+        assert code == 2 and out == ""
+        assert "empty" in err and "nothing was checked or recorded" in err
+    assert verify(audit).checked == 1, "the log holds only the decision that was reported"
+    code, _, err = run(["score", "   "], capsys)
+    assert code == 2 and "empty" in err
+
+
+def test_skip_invalid_error_lines_keep_their_own_id(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    src, dst = tmp_path / "in.jsonl", tmp_path / "out.jsonl"
+    rows = [
+        '{"id": "first", "response": "Octopuses have three hearts."}',  # after a byte-order mark
+        '{"id": "blank", "response": "   "}',
+        '{"id": true, "response": "fine"}',
+        '{"id": 1.5, "response": "fine"}',
+        '{"id": 7}',
+        "not json",
+        '{"id": 8, "response": "fine"}',
+    ]
+    src.write_bytes(b"\xef\xbb\xbf" + "\n".join(rows).encode() + b"\n")
+    code, _, err = run(["score", "--input", str(src), "--output", str(dst)], capsys)
+    assert code == 2 and f"{src}:2: response:" in err, "the BOM is accepted, the first error is line 2"
+    src.write_bytes(b"\xef\xbb\xbf" + "\n".join(r for r in rows if "blank" not in r).encode() + b"\n")
+    code, _, err = run(["score", "--input", str(src), "--output", str(dst)], capsys)
+    assert code == 2 and f"{src}:2: id: must be a string or an integer, got true" in err
+    src.write_bytes(b"\xef\xbb\xbf" + "\n".join(rows).encode() + b"\n")
+
+    code, _, _ = run(["score", "--input", str(src), "--output", str(dst), "--skip-invalid"], capsys)
+    assert code == 0
+    out = [json.loads(line) for line in dst.read_text().splitlines()]
+    assert [(o["id"], o.get("line")) for o in out] == [
+        ("first", None),
+        ("blank", 2),
+        (3, 3),
+        (4, 4),
+        (7, 5),
+        (6, 6),
+        (8, None),
+    ]
+    assert "empty" in out[1]["error"]
+    assert "id: must be a string or an integer, got true" in out[2]["error"]
+    assert "id: must be a string or an integer, got 1.5" in out[3]["error"]
+    assert "response: Field required" in out[4]["error"] and "not valid JSON" in out[5]["error"]
+    assert "error" not in out[0] and len(out[6]["scores"]) == 10
+
+
+def test_missing_input_is_named_alike_with_or_without_skip_invalid(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    missing = tmp_path / "missing.jsonl"
+    for command in ("score", "check"):
+        for extra in ([], ["--skip-invalid"]):
+            code, _, err = run([command, "--input", str(missing), *extra], capsys)
+            assert code == 2 and f"cannot read {missing}: No such file or directory" in err, (command, extra)
+            assert "Errno" not in err
+
+
+def test_help_explains_options_and_exit_statuses(capsys: pytest.CaptureFixture[str]) -> None:
+    def help_of(*command: str) -> str:
+        with pytest.raises(SystemExit) as exited:
+            main([*command, "--help"])
+        assert exited.value.code == 0
+        return " ".join(capsys.readouterr().out.split())
+
+    top = help_of()
+    assert "1 tampered and 3 torn tail, only from 'audit verify'" in top and "4 an unexpected error" in top
+    assert "--precision {int8,fp32} int8 (default)" in help_of("score")
+    assert "-n N how many of the last records" in help_of("audit", "tail")
+    assert "--out OUT HTML file to write" in help_of("audit", "report")
+    assert "preset name" in help_of("policy", "validate")
+    check = help_of("check")
+    assert "nothing is recorded" in check and ".db, .sqlite or .sqlite3" in check
