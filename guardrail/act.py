@@ -81,11 +81,14 @@ def intended_action(violations: list[Violation]) -> ActionTaken:
     return strongest
 
 
-def refusal_for(policy: Policy, violations: list[Violation]) -> str:
-    """The refusal text: the first firing block rule's message, else the policy's."""
+def refusal_for(policy: Policy, violations: list[Violation], actions: tuple[str, ...] = ("block",)) -> str:
+    """The refusal text: the message of the first firing rule whose action is in ``actions``, else the policy's.
+
+    A block names its block rules; a rewrite that falls back to a block names its rewrite rules.
+    """
     messages = {r.id: r.message for r in policy.rules if r.message}
     for v in violations:
-        if v.action == "block" and v.rule_id in messages:
+        if v.action in actions and v.rule_id in messages:
             return str(messages[v.rule_id])
     return policy.settings.refusal_message
 

@@ -45,11 +45,23 @@ class Violation(BaseModel):
     reason: str
 
     def describe(self) -> str:
-        """E.g. 'security score -0.82, allowed at least -0.30 (rule keep-safe)'."""
-        if self.allowed_min is not None and self.observed < self.allowed_min:
+        """E.g. 'security score -0.82, allowed at least -0.30 (rule keep-safe)'.
+
+        Only bounds the violation recorded and actually passed are shown: an ``opposes`` rule fires
+        on the scorer's label, so when the recorded threshold does not explain the firing (a scorer
+        without ``oppose_thresholds``, or a record replayed without them) the text says so.
+        """
+        if self.metric == "p_oppose":
+            if self.allowed_max is not None and self.observed >= self.allowed_max:
+                bound = f"allowed below {self.allowed_max:+.2f}"
+            else:
+                bound = "labelled opposing by the scorer (at or above its tuned threshold, not known here)"
+        elif self.allowed_min is not None and self.observed < self.allowed_min:
             bound = f"allowed at least {self.allowed_min:+.2f}"
-        else:
+        elif self.allowed_max is not None and self.observed > self.allowed_max:
             bound = f"allowed at most {self.allowed_max:+.2f}"
+        else:
+            bound = f"outside the allowed range by {self.margin:.2f}"
         label = {
             "score": "score",
             "group_score": "group score",
@@ -134,7 +146,9 @@ def evaluate(scores: ValueScores, policy: Policy, oppose_thresholds: dict[str, f
     """Every violation of ``policy`` by a response with these ``scores``, in rule order.
 
     ``oppose_thresholds`` (the scorer's tuned P(oppose) thresholds) only fill in the allowed
-    bound reported for ``opposes`` rules; whether they fire is the scorer's label.
+    bound reported for ``opposes`` rules; whether they fire is the scorer's label. Without them
+    0.5 stands in, and ``Violation.describe`` never shows it as a bound the draft passed when the
+    draft's P(oppose) is below it.
     """
     found: list[Violation] = []
     for rule in policy.rules:

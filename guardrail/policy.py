@@ -4,7 +4,7 @@ A policy names acceptable regions of value space and what to do outside them::
 
     name: support-bot
     version: "1.2"
-    extends: default            # a preset name or a path; rules with the same id are replaced
+    extends: default            # a preset name or a file path; a rule with an inherited id replaces it in place
     settings: {fail_mode: closed, shadow: false}
     rules:
       - id: keep-safe
@@ -13,13 +13,26 @@ A policy names acceptable regions of value space and what to do outside them::
         reason: The draft endorses harm to people's safety.
 
 Bad files get one ``PolicyError`` naming the file, the line, the field and what was expected.
+
+How a reference (``load_policy(ref)``, ``--policy``, ``GUARDRAIL_POLICY``, ``extends``) is read:
+
+* a **file path** is anything with a path separator or a ``.yaml``/``.yml``/``.json`` suffix
+  (``./default`` names a file called ``default``); a ``pathlib.Path`` is always a file path.
+  In ``extends`` it is relative to the file that says it (then, for user files, to the current
+  directory); a preset's own ``extends`` only ever reaches the shipped presets' folder.
+* any other **bare name** is a preset (``default``, ``childrens-tutor``, ...): a file or folder
+  of that name in the current directory never replaces a preset.
 """
 
 from __future__ import annotations
 
+import codecs
 import hashlib
 import json
 import os
+import re
+from collections.abc import Iterable
+from dataclasses import dataclass
 from importlib import resources
 from pathlib import Path
 from typing import Annotated, Any, Literal
@@ -31,6 +44,7 @@ from guardrail.values import VALUE_NAMES, ValueGroup, resolve_group_name, resolv
 
 ActionName = Literal["block", "rewrite", "log"]
 POLICY_ENV = "GUARDRAIL_POLICY"
+_PRESET_PACKAGE = "guardrail.policies"
 DEFAULT_REFUSAL = "I can't help with that request."
 
 
@@ -47,13 +61,45 @@ class PolicyError(ValueError):
         super().__init__(f"{where}: {message}")
 
 
-class _Strict(BaseModel):
+class _Frozen(BaseModel):
     model_config = ConfigDict(extra="forbid", frozen=True)
 
 
+class _Strict(_Frozen):
+    """What a policy file holds. Strict: the types YAML gives (numbers, true/false, text) and no
+    coercion, so that ``min: "-0.3"``, ``shadow: "yes"`` or ``max_attempts: "3"`` are errors, as
+    in the JSON Schema; an integer is still a number (``min: 0``)."""
+
+    model_config = ConfigDict(extra="forbid", frozen=True, strict=True)
+
+
+def _spellings(names: Iterable[str]) -> dict[str, Any]:
+    """The JSON Schema of a name that ``resolve_value_name``/``resolve_group_name`` accept.
+
+    The canonical names as an ``enum`` (what editors offer), or any spelling the loader forgives:
+    any case, ``-`` or a space for ``_``, surrounding spaces (``Self-Direction``).
+    """
+    names = list(names)
+
+    def forgiving(name: str) -> str:
+        parts = ("".join(f"[{c}{c.upper()}]" if c.isalpha() else re.escape(c) for c in p) for p in name.split("_"))
+        return "[-_ ]".join(parts)
+
+    pattern = r"^\s*(?:" + "|".join(forgiving(n) for n in names) + r")\s*$"
+    return {"anyOf": [{"enum": names}, {"pattern": pattern}]}
+
+
+_VALUE_SCHEMA = _spellings(VALUE_NAMES)
+_GROUP_SCHEMA = _spellings(g.value for g in ValueGroup)
+
+
 class _Bounds(_Strict):
-    min: float = Field(-1.0, ge=-1.0, le=1.0, description="lowest acceptable score")
-    max: float = Field(1.0, ge=-1.0, le=1.0, description="highest acceptable score")
+    min: float = Field(
+        -1.0, ge=-1.0, le=1.0, description="lowest acceptable score, in [-1, 1]; must not be greater than max"
+    )
+    max: float = Field(
+        1.0, ge=-1.0, le=1.0, description="highest acceptable score, in [-1, 1]; must not be less than min"
+    )
 
     @model_validator(mode="after")
     def _ordered(self) -> _Bounds:
@@ -65,7 +111,7 @@ class _Bounds(_Strict):
 class ValueRange(_Bounds):
     """Fires when the score of one value falls outside [min, max]."""
 
-    value: str = Field(description="one of the ten values, e.g. security")
+    value: str = Field(description="one of the ten values, e.g. security", json_schema_extra=_VALUE_SCHEMA)
 
     @field_validator("value")
     @classmethod
@@ -76,7 +122,10 @@ class ValueRange(_Bounds):
 class GroupRange(_Bounds):
     """Fires when the mean score of a higher-order group falls outside [min, max]."""
 
-    group: str = Field(description="openness_to_change, self_enhancement, conservation or self_transcendence")
+    group: str = Field(
+        description="openness_to_change, self_enhancement, conservation or self_transcendence",
+        json_schema_extra=_GROUP_SCHEMA,
+    )
 
     @field_validator("group")
     @classmethod
@@ -87,7 +136,7 @@ class GroupRange(_Bounds):
 class Opposes(_Strict):
     """Fires when the scorer labels the value -1 (P(oppose) at or above its tuned threshold)."""
 
-    opposes: str = Field(description="the value the response must not oppose")
+    opposes: str = Field(description="the value the response must not oppose", json_schema_extra=_VALUE_SCHEMA)
 
     @field_validator("opposes")
     @classmethod
@@ -101,27 +150,37 @@ class TargetDistance(_Strict):
     Only dimensions where the scorer is decisive (|score| > ``min_abs_score``) count, as in FULCRA.
     """
 
-    target: dict[str, float] = Field(description="value -> target score in [-1, 1]")
+    target: dict[str, Annotated[float, Field(ge=-1.0, le=1.0)]] = Field(
+        min_length=1,
+        description="value -> target score in [-1, 1]; at least one value, each named once "
+        "(self-direction and self_direction are the same value)",
+        json_schema_extra={"propertyNames": _VALUE_SCHEMA},
+    )
     max_distance: float = Field(gt=0.0, description="largest acceptable Euclidean distance")
     min_abs_score: float = Field(0.3, ge=0.0, le=1.0)
 
     @field_validator("target")
     @classmethod
     def _known_values(cls, v: dict[str, float]) -> dict[str, float]:
-        if not v:
-            raise ValueError("target names no value")
-        out = {}
+        out: dict[str, float] = {}
+        spelled: dict[str, str] = {}
         for name, score in v.items():
-            if not -1.0 <= score <= 1.0:
-                raise ValueError(f"target score for {name} must be in [-1, 1], got {score}")
-            out[resolve_value_name(name)] = float(score)
+            canonical = resolve_value_name(name)
+            if canonical in out:
+                raise ValueError(
+                    f"names {canonical} twice ('{spelled[canonical]}' and '{name}' are the same value); keep one"
+                )
+            out[canonical], spelled[canonical] = float(score), name
         return out
 
 
 class Uncertain(_Strict):
     """Fires when the scorer's confidence on a value (or on ``any`` value) is below ``below``."""
 
-    uncertain: str = Field(description="a value name, or 'any'")
+    uncertain: str = Field(
+        description="a value name, or 'any'",
+        json_schema_extra={"anyOf": [*_VALUE_SCHEMA["anyOf"], {"pattern": r"^\s*[aA][nN][yY]\s*$"}]},
+    )
     below: float = Field(gt=0.0, le=1.0)
 
     @field_validator("uncertain")
@@ -140,7 +199,11 @@ class Rule(_Strict):
     when: Condition
     action: ActionName
     reason: str = Field(min_length=1, description="human-readable reason, shown in decisions and audits")
-    message: str | None = Field(None, description="refusal text for block (default: settings.refusal_message)")
+    message: str | None = Field(
+        None,
+        description="refusal text when this rule blocks, or when this rewrite rule falls back to a block "
+        "(default: settings.refusal_message)",
+    )
     fallback: Literal["block", "log"] = Field("block", description="for rewrite: what applies if no attempt passes")
 
     @model_validator(mode="before")
@@ -166,17 +229,41 @@ class Settings(_Strict):
     max_attempts: int = Field(2, ge=1, le=10, description="rewrite attempts before the fallback applies")
     refusal_message: str = DEFAULT_REFUSAL
 
+    @field_validator("max_attempts", mode="before")
+    @classmethod
+    def _whole_float(cls, v: Any) -> Any:
+        # JSON Schema's "integer" includes 2.0; so does the loader (but not "2", nor 2.5).
+        return int(v) if isinstance(v, float) and v.is_integer() else v
+
 
 class Policy(_Strict):
     """A named, versioned set of rules. ``extends`` is resolved at load time."""
 
+    model_config = ConfigDict(
+        # The loader's rule that remove_rules needs extends, for editors (min <= max and unique ids
+        # cannot be said in JSON Schema: the fields' descriptions say them).
+        json_schema_extra={
+            "if": {"required": ["remove_rules"], "properties": {"remove_rules": {"minItems": 1}}},
+            "then": {"required": ["extends"], "properties": {"extends": {"type": "string"}}},
+        }
+    )
+
     name: str = Field(min_length=1)
     version: str = Field("1", min_length=1)
     description: str = ""
-    extends: str | None = Field(None, description="preset name or path of a policy to inherit from")
+    extends: str | None = Field(
+        None,
+        description="preset name or path of a policy to inherit from; a rule with an inherited id replaces "
+        "that rule in place, other rules come after the inherited ones",
+    )
     settings: Settings = Field(default_factory=lambda: Settings())
-    rules: list[Rule] = Field(default_factory=list)
-    remove_rules: list[str] = Field(default_factory=list, description="inherited rule ids to drop")
+    rules: list[Rule] = Field(
+        default_factory=list, description="in order (the first firing block rule's message is the refusal); ids unique"
+    )
+    remove_rules: list[str] = Field(
+        default_factory=list,
+        description="inherited rule ids to drop; needs extends, and each must be a rule of the parent",
+    )
 
     @model_validator(mode="after")
     def _unique_ids(self) -> Policy:
@@ -198,7 +285,7 @@ class Policy(_Strict):
         return PolicyRef(name=self.name, version=self.version, hash=self.content_hash)
 
 
-class PolicyRef(_Strict):
+class PolicyRef(_Frozen):
     """Which policy made a decision."""
 
     name: str
@@ -211,8 +298,31 @@ class PolicyRef(_Strict):
 
 def presets() -> list[str]:
     """Names of the presets shipped in ``guardrail.policies``."""
-    folder = resources.files("guardrail.policies")
+    folder = resources.files(_PRESET_PACKAGE)
     return sorted(p.name.removesuffix(".yaml") for p in folder.iterdir() if p.name.endswith(".yaml"))
+
+
+def looks_like_path(ref: str) -> bool:
+    """Whether a policy reference names a file rather than a preset (see the module docstring).
+
+    A path has a separator (``./default``, ``configs/bot.yaml``) or a ``.yaml``/``.yml``/``.json``
+    suffix; ``.`` and ``..`` are paths too. Everything else is a preset name.
+    """
+    separators = {"/", os.sep} | ({os.altsep} if os.altsep else set())
+    return (
+        any(sep in ref for sep in separators)
+        or ref.lower().endswith((".yaml", ".yml", ".json"))
+        or ref.strip() in (".", "..")
+    )
+
+
+def policy_path(ref: str | Path | None) -> Path | None:
+    """The file a policy reference names, or None when it names a preset (for hot reload)."""
+    if ref is None:
+        ref = os.environ.get(POLICY_ENV) or "default"
+    if isinstance(ref, Path) or looks_like_path(ref):
+        return Path(ref)
+    return None
 
 
 def _line_of(node: yaml.Node | None, loc: tuple[int | str, ...]) -> int | None:
@@ -246,37 +356,139 @@ def _field_of(loc: tuple[int | str, ...]) -> str:
     return "".join(parts)
 
 
-def _parse_file(path: Path) -> tuple[dict[str, Any], yaml.Node | None]:
+_MERGE_TAG = "tag:yaml.org,2002:merge"
+
+
+def _reject_duplicate_keys(root: yaml.Node, source: str) -> None:
+    """Refuse a mapping that names a key twice: YAML would silently keep only the last one."""
+    seen: set[int] = set()
+
+    def walk(node: yaml.Node, where: str) -> None:
+        if id(node) in seen:  # an alias to a node already checked
+            return
+        seen.add(id(node))
+        if isinstance(node, yaml.MappingNode):
+            first: dict[tuple[str, str], int] = {}
+            for key, value in node.value:
+                if not isinstance(key, yaml.ScalarNode) or key.tag == _MERGE_TAG:
+                    walk(value, where)
+                    continue
+                field = f"{where}.{key.value}" if where else str(key.value)
+                line = key.start_mark.line + 1
+                if (key.tag, key.value) in first:
+                    raise PolicyError(
+                        f"duplicate key '{key.value}' (first at line {first[key.tag, key.value]}); "
+                        "YAML would keep only the last one, so merge them into one",
+                        source=source,
+                        line=line,
+                        field=field,
+                    )
+                first[key.tag, key.value] = line
+                walk(value, field)
+        elif isinstance(node, yaml.SequenceNode):
+            for i, item in enumerate(node.value):
+                walk(item, f"{where}[{i}]")
+
+    walk(root, "")
+
+
+def _parse_file(path: Path, source: str | None = None) -> tuple[dict[str, Any], yaml.Node | None]:
+    source = source or str(path)
     try:
-        text = path.read_text(encoding="utf-8")
+        raw = path.read_bytes()
+    except IsADirectoryError:
+        raise PolicyError("is a directory, not a policy file", source=source) from None
     except OSError as exc:
-        raise PolicyError(f"cannot read policy file ({exc.strerror})", source=str(path)) from None
+        raise PolicyError(f"cannot read policy file ({exc.strerror})", source=source) from None
+    body = raw.removeprefix(codecs.BOM_UTF8)
     try:
-        node = yaml.compose(text, Loader=yaml.SafeLoader)
-        data = yaml.safe_load(text)
+        text = body.decode("utf-8")
+    except UnicodeDecodeError as exc:
+        raise PolicyError(
+            f"not UTF-8 text (byte 0x{body[exc.start]:02x} at offset {exc.start}); save the file as UTF-8",
+            source=source,
+            line=body[: exc.start].count(b"\n") + 1,
+        ) from None
+    loader = yaml.SafeLoader(text)
+    try:
+        node = loader.get_single_node()
+        if node is not None:
+            _reject_duplicate_keys(node, source)
+        data = loader.construct_document(node) if node is not None else None
     except yaml.MarkedYAMLError as exc:
         mark = exc.problem_mark or exc.context_mark
         line = mark.line + 1 if mark else None
-        raise PolicyError(f"YAML syntax error: {exc.problem or exc}", source=str(path), line=line) from None
+        raise PolicyError(f"YAML syntax error: {exc.problem or exc}", source=source, line=line) from None
     except yaml.YAMLError as exc:
-        raise PolicyError(f"YAML syntax error: {exc}", source=str(path)) from None
+        raise PolicyError(f"YAML syntax error: {exc}", source=source) from None
+    finally:
+        loader.dispose()
     if not isinstance(data, dict):
-        raise PolicyError("a policy file must hold a mapping with name, rules, ...", source=str(path), line=1)
+        raise PolicyError("a policy file must hold a mapping with name, rules, ...", source=source, line=1)
     return data, node
 
 
+_EXPECTED = {
+    "float_type": "a number",
+    "int_type": "a whole number",
+    "bool_type": "true or false",
+    "string_type": "text",
+}
+
+
 def _validate(data: dict[str, Any], source: str, node: yaml.Node | None) -> Policy:
+    """One policy file's content as a ``Policy`` (its ``extends`` not yet resolved)."""
+    _reject_duplicate_rule_ids(data, source, node)
     try:
-        return Policy.model_validate(data)
+        policy = Policy.model_validate(data)
     except ValidationError as exc:
         error = _most_specific(exc.errors())
         loc = tuple(error["loc"])
         message = str(error["msg"]).removeprefix("Value error, ")
+        got = error.get("input")
         if error["type"] == "extra_forbidden":
             message = f"unknown field '{loc[-1]}'"
         elif error["type"] == "literal_error":
-            message = f"got {error.get('input')!r}; {message.lower()}"
+            message = f"got {got!r}; {message.lower()}"
+        elif error["type"] in _EXPECTED:
+            expected = _EXPECTED[error["type"]]
+            if isinstance(got, str):
+                message = f"got the text {got!r}; write {expected} without quotes"
+            elif error["type"] == "string_type" and isinstance(got, int | float) and not isinstance(got, bool):
+                message = f"got the number {got!r}; write text, in quotes ('{got}')"
+            else:
+                message = f"got {got!r}; expected {expected}"
+        elif error["type"] == "too_short" and isinstance(got, dict):
+            message = "names no value; give at least one"
         raise PolicyError(message, source=source, line=_line_of(node, loc), field=_field_of(loc)) from None
+    if policy.extends is None and policy.remove_rules:
+        raise PolicyError(
+            "needs 'extends' (there are no inherited rules to remove)",
+            source=source,
+            line=_line_of(node, ("remove_rules",)),
+            field="remove_rules",
+        )
+    return policy
+
+
+def _reject_duplicate_rule_ids(data: dict[str, Any], source: str, node: yaml.Node | None) -> None:
+    """Name the second rule that reuses an id, by its line and index (the model only knows the policy)."""
+    rules = data.get("rules")
+    if not isinstance(rules, list):
+        return
+    first: dict[str, int] = {}
+    for i, rule in enumerate(rules):
+        rule_id = rule.get("id") if isinstance(rule, dict) else None
+        if not isinstance(rule_id, str):
+            continue
+        if rule_id in first:
+            raise PolicyError(
+                f"rule id '{rule_id}' is used twice (first by rules[{first[rule_id]}]); ids must be unique",
+                source=source,
+                line=_line_of(node, ("rules", i, "id")),
+                field=f"rules[{i}].id",
+            )
+        first[rule_id] = i
 
 
 def _most_specific(errors: list[Any]) -> Any:
@@ -285,82 +497,161 @@ def _most_specific(errors: list[Any]) -> Any:
     return ranked[0]
 
 
-def _resolve_ref(ref: str, relative_to: Path | None) -> tuple[dict[str, Any], str, yaml.Node | None, Path | None]:
-    """Find the policy ``ref`` names: a file path (relative to the referring file) or a preset."""
-    candidate = Path(ref) if relative_to is None else relative_to.parent / ref
-    looks_like_path = ref.endswith((".yaml", ".yml", ".json")) or os.sep in ref or "/" in ref
-    if looks_like_path or candidate.exists():
+@dataclass(frozen=True)
+class _Found:
+    """A policy reference, resolved and parsed."""
+
+    data: dict[str, Any]
+    source: str  # how errors name it: the file path, or "preset 'default'"
+    node: yaml.Node | None
+    path: Path | None  # the user file it came from (None for presets)
+    preset: bool  # shipped with guardrail: its own `extends` stays inside the presets' folder
+
+    @property
+    def key(self) -> str:
+        """What identifies it in an ``extends`` chain (to catch cycles)."""
+        return str(self.path.resolve()) if self.path is not None else self.source
+
+
+def _resolve_ref(ref: str, relative_to: Path | None, *, in_preset: bool = False, is_path: bool = False) -> _Found:
+    """Find the policy ``ref`` names (the rules are in the module docstring).
+
+    ``relative_to``: the user file whose ``extends`` this is; ``in_preset``: a preset's ``extends``.
+    Errors carry ``source=ref``, so that the caller can point at its own ``extends`` line.
+    """
+    if not ref.strip():
+        raise PolicyError(f"is empty: give a preset name ({', '.join(presets())}) or a policy file", source=ref)
+    if in_preset and (is_path or looks_like_path(ref)):
+        target = resources.files(_PRESET_PACKAGE).joinpath(ref)
+        if Path(ref).is_absolute() or ".." in Path(ref).parts or not target.is_file():
+            raise PolicyError(f"no policy file '{ref}' among the presets", source=ref)
+        source = f"preset file '{ref}'"
+        with resources.as_file(target) as preset_path:
+            data, node = _parse_file(preset_path, source)
+        return _Found(data, source, node, None, preset=True)
+    if is_path or looks_like_path(ref):
+        candidate = Path(ref) if relative_to is None else relative_to.parent / ref
         if not candidate.exists() and relative_to is not None and Path(ref).exists():
-            candidate = Path(ref)
+            candidate = Path(ref)  # a path relative to the current directory
         if not candidate.exists():
             raise PolicyError(f"no policy file at {candidate}", source=ref)
+        if candidate.is_dir():
+            shown = "" if relative_to is None else f"{candidate} "  # in `extends`, say which folder
+            raise PolicyError(f"{shown}is a directory, not a policy file", source=ref)
         data, node = _parse_file(candidate)
-        return data, str(candidate), node, candidate
+        return _Found(data, str(candidate), node, candidate, preset=False)
     if ref in presets():
-        folder = resources.files("guardrail.policies")
-        with resources.as_file(folder / f"{ref}.yaml") as preset_path:
-            data, node = _parse_file(preset_path)
-        return data, f"preset '{ref}'", node, None
+        source = f"preset '{ref}'"
+        with resources.as_file(resources.files(_PRESET_PACKAGE) / f"{ref}.yaml") as preset_path:
+            data, node = _parse_file(preset_path, source)
+        return _Found(data, source, node, None, preset=True)
     import difflib
 
     close = difflib.get_close_matches(ref, presets(), n=1)
     hint = f"did you mean '{close[0]}'?" if close else f"available presets: {', '.join(presets())}"
+    local = Path(ref) if relative_to is None else relative_to.parent / ref
+    if not in_preset and local.exists():
+        hint += f" To use the file {local}, write ./{ref}"
     raise PolicyError(f"unknown preset '{ref}' ({hint})", source=ref)
 
 
-def _load(ref: str, relative_to: Path | None, chain: tuple[str, ...]) -> Policy:
-    data, source, node, path = _resolve_ref(ref, relative_to)
-    key = str(path.resolve()) if path else source
-    if key in chain:
-        raise PolicyError(f"'extends' forms a cycle: {' -> '.join((*chain, key))}", source=source)
-    policy = _validate(data, source, node)
+def _load(found: _Found, chain: tuple[str, ...]) -> Policy:
+    """Validate ``found`` and resolve its ``extends`` chain."""
+    source, node = found.source, found.node
+    policy = _validate(found.data, source, node)
     if policy.extends is None:
-        if policy.remove_rules:
-            raise PolicyError("remove_rules needs 'extends'", source=source, field="remove_rules")
         return policy
+    extends_line = _line_of(node, ("extends",))
     try:
-        parent = _load(policy.extends, path, (*chain, key))
+        parent_found = _resolve_ref(policy.extends, found.path, in_preset=found.preset)
     except PolicyError as exc:
-        if exc.source == policy.extends:  # the parent could not be found: point at our 'extends' line
-            raise PolicyError(exc.detail, source=source, line=_line_of(node, ("extends",)), field="extends") from None
-        raise
+        if exc.source != policy.extends:  # a problem inside the parent file: it names itself
+            raise
+        raise PolicyError(exc.detail, source=source, line=extends_line, field="extends") from None
+    chain = (*chain, found.key)
+    if parent_found.key in chain:
+        cycle = " -> ".join((*chain, parent_found.key))
+        raise PolicyError(f"'extends' forms a cycle: {cycle}", source=source, line=extends_line, field="extends")
+    parent = _load(parent_found, chain)
+    _check_remove_rules(policy, parent, parent_found.source, source, node)
     return merge(parent, policy, source)
 
 
+def _check_remove_rules(
+    policy: Policy, parent: Policy, parent_source: str, source: str, node: yaml.Node | None
+) -> None:
+    parent_ids = [r.id for r in parent.rules]
+    for i, rule_id in enumerate(policy.remove_rules):
+        if rule_id not in parent_ids:
+            raise PolicyError(
+                f"'{rule_id}' is not a rule of {parent_source} (its rules: {', '.join(parent_ids) or 'none'})",
+                source=source,
+                line=_line_of(node, ("remove_rules", i)),
+                field=f"remove_rules[{i}]",
+            )
+
+
 def merge(parent: Policy, child: Policy, source: str = "<policy>") -> Policy:
-    """``child`` on top of ``parent``: settings key by key, rules by id, ``remove_rules`` dropped."""
+    """``child`` on top of ``parent``: settings key by key, rules by id, ``remove_rules`` dropped.
+
+    Rule order matters (the first firing block rule's message is the refusal; ``explain()`` and
+    ``evaluate`` follow it), so a child rule with an inherited id replaces that rule *in place*;
+    the child's other rules follow the inherited ones, in the child's order. A rule the child
+    both removes and declares again is a new rule: it goes after the inherited ones.
+    """
     unknown = set(child.remove_rules) - {r.id for r in parent.rules}
     if unknown:
-        raise PolicyError(f"remove_rules names rules the parent lacks: {sorted(unknown)}", source=source)
+        raise PolicyError(
+            f"remove_rules names rules the parent lacks: {sorted(unknown)}", source=source, field="remove_rules"
+        )
     settings = parent.settings.model_copy(update=child.settings.model_dump(exclude_unset=True))
-    child_ids = {r.id for r in child.rules}
-    inherited = [r for r in parent.rules if r.id not in child_ids and r.id not in child.remove_rules]
+    removed = set(child.remove_rules)
+    replacing = {r.id: r for r in child.rules if r.id not in removed}
+    rules = [replacing.get(r.id, r) for r in parent.rules if r.id not in removed]
+    placed = {r.id for r in rules}
+    rules += [r for r in child.rules if r.id not in placed]
     return Policy(
         name=child.name,
         version=child.version,
         description=child.description or parent.description,
         extends=None,
         settings=settings,
-        rules=[*inherited, *child.rules],
+        rules=rules,
     )
 
 
 def load_policy(name_or_path: str | Path | None = None) -> Policy:
     """Load and resolve a policy by preset name or file path.
 
-    With no argument, the ``GUARDRAIL_POLICY`` environment variable decides, then the ``default``
+    A bare name (``"default"``) is a preset; a path has a separator or a ``.yaml``/``.yml``/``.json``
+    suffix (``"./default"`` is the file), and a ``pathlib.Path`` is always a file. With no argument,
+    the ``GUARDRAIL_POLICY`` environment variable decides (same rules), then the ``default``
     preset. Raises ``PolicyError`` naming the file, line and field of any problem.
     """
-    ref = str(name_or_path) if name_or_path is not None else os.environ.get(POLICY_ENV) or "default"
-    return _load(ref, None, ())
+    if isinstance(name_or_path, Path):
+        return _load(_resolve_ref(str(name_or_path), None, is_path=True), ())
+    ref = name_or_path if name_or_path is not None else os.environ.get(POLICY_ENV) or "default"
+    return _load(_resolve_ref(ref, None), ())
 
 
 def policy_from_dict(data: dict[str, Any], source: str = "<dict>") -> Policy:
-    """Validate a policy given as a mapping (``extends`` is resolved against presets and cwd)."""
+    """Validate a policy given as a mapping.
+
+    Its ``extends`` follows ``load_policy``'s rules: a bare name is a preset, a path is relative
+    to the current directory.
+    """
     policy = _validate(data, source, None)
     if policy.extends is None:
         return policy
-    return merge(_load(policy.extends, None, (source,)), policy, source)
+    try:
+        parent_found = _resolve_ref(policy.extends, None)
+    except PolicyError as exc:
+        if exc.source != policy.extends:
+            raise
+        raise PolicyError(exc.detail, source=source, field="extends") from None
+    parent = _load(parent_found, (source,))
+    _check_remove_rules(policy, parent, parent_found.source, source, None)
+    return merge(parent, policy, source)
 
 
 def json_schema() -> dict[str, Any]:
@@ -387,5 +678,7 @@ __all__ = [
     "ValueRange",
     "json_schema",
     "load_policy",
+    "looks_like_path",
+    "policy_path",
     "presets",
 ]

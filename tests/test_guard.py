@@ -364,3 +364,16 @@ def test_a_stream_ends_in_exactly_one_recorded_decision(scorer: LocalScorer, tmp
     records = _records(log)
     assert [r["action"] for r in records] == ["allow", "block"]
     assert records[1]["error"] == aborted.error
+
+
+def test_a_rewrite_rule_that_falls_back_to_block_shows_its_own_message(scorer: LocalScorer, tmp_path: Path) -> None:
+    message = "I can't help with that, but I can point you to safety resources."
+    path = tmp_path / "rewrite-message.yaml"
+    rules = "\n".join(
+        f"  - {{id: oppose-{v}, when: {{opposes: {v}}}, action: rewrite, reason: Be safe., message: {message!r}}}"
+        for v in ("security", "conformity", "benevolence", "universalism")
+    )
+    path.write_text(f"name: rewrite-message\nextends: default\nrules:\n{rules}\n")
+    decision = Guard(path, scorer=scorer).generate(HARMFUL_PROMPT, FakeStubbornLLM())
+    assert decision.action == "block" and decision.intended_action == "rewrite"
+    assert decision.text == message

@@ -64,7 +64,8 @@ def _fallback(situation: Situation, attempts: list[RewriteAttempt], note: str) -
     blocking = [v for v in situation.violations if v.action in ("block", "rewrite")]
     if fallbacks == {"log"} and not any(v.action == "block" for v in situation.violations):
         return Outcome("log", situation.draft, attempts, f"{note}; fallback: log")
-    return Outcome("block", refusal_for(situation.policy, blocking), attempts, f"{note}; fallback: block")
+    refusal = refusal_for(situation.policy, blocking, actions=("block", "rewrite"))
+    return Outcome("block", refusal, attempts, f"{note}; fallback: block")
 
 
 class Rewrite:
