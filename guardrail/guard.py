@@ -19,12 +19,16 @@ from typing import Any, cast
 from guardrail.act import Assess, Assessment, Effect, Generate, Outcome, Situation, act, intended_action, refusal_for
 from guardrail.decision import Decision
 from guardrail.evaluate import evaluate
-from guardrail.policy import Policy, PolicyError, load_policy
+from guardrail.policy import Policy, PolicyError, load_policy, policy_path
 from guardrail.record import DecisionSink
 from guardrail.score import Scorer, ValueScores
 
 SyncLLM = Callable[[str], str]
 AsyncLLM = Callable[[str], Awaitable[str]]
+
+
+NO_TEXT_NOTE = "no text content to score (tool calls): passed through unchanged"
+"""The note of an ``unscored`` decision on a reply that holds only tool calls."""
 
 
 class ScoringTimeoutError(TimeoutError):
@@ -45,7 +49,7 @@ class PolicySource:
             self._policy = policy
         else:
             self._policy = load_policy(policy)
-            candidate = Path(str(policy)) if policy is not None else None
+            candidate = policy_path(policy)  # None for a preset: presets do not change at run time
             if hot_reload and candidate is not None and candidate.is_file():
                 self._path = candidate
         self._mtime = self._path.stat().st_mtime_ns if self._path else 0
@@ -137,9 +141,10 @@ class Guard:
             return self.policy
         if isinstance(override, Policy):
             return override
-        key = str(override)
+        # A Path always names a file, a str may name a preset: they are cached apart.
+        key = f"{type(override).__name__}:{override}"
         if key not in self._overrides:
-            self._overrides[key] = load_policy(key)
+            self._overrides[key] = load_policy(override)
         return self._overrides[key]
 
     @property
@@ -343,6 +348,22 @@ class Guard:
             shadow=chosen.settings.shadow,
             model_id=self.scorer.model_id,
             error=error if isinstance(error, str) else _error_text(error),
+            note=note,
+        )
+
+    def unscored(self, prompt: str | None, note: str, *, policy: Policy | str | Path | None = None) -> Decision:
+        """An allow decision for a reply with no text to score (e.g. only tool calls); not recorded.
+
+        Nothing was scored, so it carries no scores and no model id; ``note`` says why.
+        """
+        chosen = self.resolve_policy(policy)
+        return Decision(
+            action="allow",
+            intended_action="allow",
+            text="",
+            prompt=prompt,
+            policy=chosen.ref,
+            shadow=chosen.settings.shadow,
             note=note,
         )
 

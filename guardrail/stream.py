@@ -24,6 +24,7 @@ Semantics (what integrations promise their users):
 
 from __future__ import annotations
 
+import asyncio
 import re
 from pathlib import Path
 from typing import Any
@@ -31,6 +32,19 @@ from typing import Any
 from guardrail.decision import Decision
 from guardrail.guard import Guard
 from guardrail.policy import Policy
+
+CONSUMER_CLOSED = "stream closed by the consumer before its end"
+CANCELLED = "stream cancelled before its end"
+
+
+def broken_reason(exc: BaseException) -> str | BaseException:
+    """How a stream ended early by ``exc`` is named in its decision (for ``StreamGuard.abort``)."""
+    if isinstance(exc, GeneratorExit):
+        return CONSUMER_CLOSED
+    if isinstance(exc, asyncio.CancelledError):
+        return CANCELLED
+    return exc
+
 
 _BOUNDARY = re.compile(r"[.!?…][\"')\]]*\s|\n")
 
