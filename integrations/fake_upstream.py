@@ -6,10 +6,17 @@ It is an ASGI app (Starlette) with canned behaviour chosen by the last user mess
 - contains "slow": waits ``slow_s`` seconds before answering (upstream timeouts);
 - contains "fail": answers 500 with an OpenAI-style error;
 - a guard's rewrite instruction: answers with a refusal;
+- contains "tool": answers with a tool call (``get_weather``) and no text content;
+- contains "garbled": answers 200 with a body (or, streaming, an event) that is not JSON;
+- contains "drop": streaming, cuts the connection halfway through the answer;
+- contains "trickle": streaming, waits ``trickle_s`` seconds before each chunk (a client can
+  disconnect mid-stream);
 - anything else: a harmless answer that quotes a counter, so every response text is distinct.
 
-Streaming (``"stream": true``) sends the answer word by word as SSE chunks. The server keeps the
-Authorization headers it saw in ``app.state.seen_auth`` so tests can check pass-through.
+``"n": k`` gives k choices, all with the same answer, except for ``"model": "mixed"``: then the
+first choice is the harmless answer and the others the harmful how-to. Streaming (``"stream": true``) sends the
+answer word by word as SSE chunks (the choices interleaved). The server keeps the Authorization
+headers it saw in ``app.state.seen_auth`` so tests can check pass-through.
 """
 
 from __future__ import annotations
@@ -43,7 +50,14 @@ def answer_for(prompt: str, n: int) -> str:
     return f"Here is answer number {n}. Octopuses have three hearts and blue blood. Have a nice day."
 
 
-def create_app(slow_s: float = 5.0) -> Starlette:
+TOOL_CALL: dict[str, Any] = {
+    "id": "call_fake_1",
+    "type": "function",
+    "function": {"name": "get_weather", "arguments": '{"city": "Oslo"}'},
+}
+
+
+def create_app(slow_s: float = 5.0, trickle_s: float = 0.3) -> Starlette:
     counter = itertools.count(1)
 
     async def completions(request: Request) -> Response:
@@ -51,21 +65,40 @@ def create_app(slow_s: float = 5.0) -> Starlette:
         request.app.state.seen_auth.append(request.headers.get("authorization"))
         messages = body.get("messages") or []
         prompt = str(messages[-1].get("content", "")) if messages else ""
+        rewrite = prompt.startswith(REWRITE_LEAD)
         if "fail" in prompt:
             return JSONResponse({"error": {"message": "model exploded", "type": "server_error"}}, status_code=500)
         if "slow" in prompt:
             await asyncio.sleep(slow_s)
         n = next(counter)
         text = answer_for(prompt, n)
+        k = int(body.get("n") or 1)
+        texts = [text] * k
+        if body.get("model") == "mixed" and not rewrite:
+            texts = [answer_for("", n)] + [HARMFUL_ANSWER] * (k - 1)
+        tool = "tool" in prompt and not rewrite
         meta = {"id": f"chatcmpl-fake-{n}", "created": int(time.time()), "model": body.get("model", "fake")}
+        if "garbled" in prompt and not rewrite and not body.get("stream"):
+            return Response("this is not JSON {", media_type="application/json")
         if not body.get("stream"):
+            choices = [
+                {"index": i, "message": {"role": "assistant", "content": t}, "finish_reason": "stop"}
+                for i, t in enumerate(texts)
+            ]
+            if tool:
+                choices = [
+                    {
+                        "index": i,
+                        "message": {"role": "assistant", "content": None, "tool_calls": [TOOL_CALL]},
+                        "finish_reason": "tool_calls",
+                    }
+                    for i in range(k)
+                ]
             return JSONResponse(
                 {
                     **meta,
                     "object": "chat.completion",
-                    "choices": [
-                        {"index": 0, "message": {"role": "assistant", "content": text}, "finish_reason": "stop"}
-                    ],
+                    "choices": choices,
                     "usage": {
                         "prompt_tokens": len(prompt.split()),
                         "completion_tokens": len(text.split()),
@@ -74,23 +107,33 @@ def create_app(slow_s: float = 5.0) -> Starlette:
                 }
             )
 
+        def event(choices: list[dict[str, Any]]) -> str:
+            return f"data: {json.dumps({**meta, 'object': 'chat.completion.chunk', 'choices': choices})}\n\n"
+
         async def events() -> AsyncIterator[str]:
-            words = text.split(" ")
-            for i, word in enumerate(words):
-                piece = word if i == 0 else " " + word
-                chunk = {
-                    **meta,
-                    "object": "chat.completion.chunk",
-                    "choices": [{"index": 0, "delta": {"content": piece}, "finish_reason": None}],
-                }
-                yield f"data: {json.dumps(chunk)}\n\n"
+            if tool:
+                name = {**TOOL_CALL, "index": 0, "function": {"name": "get_weather", "arguments": ""}}
+                yield event([{"index": 0, "delta": {"role": "assistant", "content": None, "tool_calls": [name]}}])
+                for piece in ('{"city": ', '"Oslo"}'):
+                    part = {"index": 0, "function": {"arguments": piece}}
+                    yield event([{"index": 0, "delta": {"tool_calls": [part]}, "finish_reason": None}])
+                yield event([{"index": 0, "delta": {}, "finish_reason": "tool_calls"}])
+                yield "data: [DONE]\n\n"
+                return
+            words = [t.split(" ") for t in texts]
+            for w in range(max(len(ws) for ws in words)):
+                if "drop" in prompt and w == len(words[0]) // 2:
+                    raise ConnectionError("fake upstream cut the stream")  # uvicorn drops the connection
+                if "garbled" in prompt:
+                    yield "data: {this is not JSON\n\n"
+                if "trickle" in prompt:
+                    await asyncio.sleep(trickle_s)
+                for i, ws in enumerate(words):
+                    if w < len(ws):
+                        piece = ws[w] if w == 0 else " " + ws[w]
+                        yield event([{"index": i, "delta": {"content": piece}, "finish_reason": None}])
                 await asyncio.sleep(0)
-            last = {
-                **meta,
-                "object": "chat.completion.chunk",
-                "choices": [{"index": 0, "delta": {}, "finish_reason": "stop"}],
-            }
-            yield f"data: {json.dumps(last)}\n\n"
+            yield event([{"index": i, "delta": {}, "finish_reason": "stop"} for i in range(k)])
             yield "data: [DONE]\n\n"
 
         return StreamingResponse(events(), media_type="text/event-stream")

@@ -11,23 +11,42 @@ streaming). The whole Runnable protocol works: invoke, ainvoke, batch, abatch, s
 NAME_OR_PATH}`` overrides the policy for one call; the run id, tags and metadata land in the
 audit record's ``context``. Streaming follows ``guardrail.stream`` (held back by at most one
 sentence; a block stops the stream and emits the refusal).
+
+Every call ends in exactly one recorded decision. In the wrapping form, a chain that fails
+(raises, or its stream breaks) is recorded as a block naming the error, and the error is raised
+as before; so is a stream the consumer closes before its end. (In the ``chain | GuardRunnable``
+form a failure upstream never reaches the guard.) A message with tool calls and no text has
+nothing to score: it passes through unchanged and an ``allow`` decision saying so is recorded;
+when a message's text is blocked or rewritten, its tool calls are dropped with it.
 """
 
 from __future__ import annotations
 
-from collections.abc import AsyncIterator, Iterator
+import warnings
+from collections.abc import AsyncIterator, Callable, Iterator
 from typing import Any
 
+import anyio
 from langchain_core.callbacks import AsyncCallbackManagerForChainRun, CallbackManagerForChainRun
-from langchain_core.messages import AIMessage, AIMessageChunk, BaseMessage
+from langchain_core.messages import (
+    AIMessage,
+    AIMessageChunk,
+    BaseMessage,
+    HumanMessage,
+    SystemMessage,
+    convert_to_messages,
+)
 from langchain_core.prompt_values import PromptValue
 from langchain_core.runnables import Runnable, RunnableConfig
 from langchain_core.runnables.config import ensure_config
 
-from guardrail.guard import Guard
-from guardrail.stream import StreamGuard
+from guardrail.decision import Decision
+from guardrail.guard import NO_TEXT_NOTE, Guard
+from guardrail.stream import StreamGuard, broken_reason
 
 POLICY_KEY = "guardrail_policy"
+PROMPT_KEYS = ("input", "question", "query", "prompt", "text")
+"""Input variables taken to hold the user's request, in this order (unless ``rewrite_key`` names one)."""
 
 
 def text_of(value: Any) -> str:
@@ -44,22 +63,55 @@ def text_of(value: Any) -> str:
     if isinstance(value, list | tuple):
         return "\n".join(text_of(v) for v in value)
     if isinstance(value, dict):
-        for key in ("input", "question", "query", "prompt", "text"):
+        for key in PROMPT_KEYS:
             if key in value:
                 return text_of(value[key])
         return "\n".join(f"{k}: {text_of(v)}" for k, v in value.items())
     return str(value)
 
 
-def like(original: Any, text: str) -> Any:
-    """``text`` in the type of ``original`` (keeping message metadata)."""
+def has_tool_calls(value: Any) -> bool:
+    """Whether a chain output (message or chunk) carries tool calls."""
+    if isinstance(value, AIMessageChunk) and value.tool_call_chunks:
+        return True
+    if isinstance(value, AIMessage):
+        return bool(value.tool_calls or value.invalid_tool_calls or value.additional_kwargs.get("function_call"))
+    return False
+
+
+def _without_tools(message: BaseMessage) -> dict[str, Any]:
+    """The updates that drop a message's tool calls."""
+    update: dict[str, Any] = {
+        "additional_kwargs": {
+            k: v for k, v in message.additional_kwargs.items() if k not in ("tool_calls", "function_call")
+        }
+    }
+    if isinstance(message, AIMessage):
+        update |= {"tool_calls": [], "invalid_tool_calls": []}
+    if isinstance(message, AIMessageChunk):
+        update["tool_call_chunks"] = []
+    return update
+
+
+def like(original: Any, text: str, *, drop_tools: bool = False) -> Any:
+    """``text`` in the type of ``original`` (keeping message metadata; without tool calls if ``drop_tools``)."""
     if isinstance(original, AIMessageChunk):
         return AIMessageChunk(content=text, id=original.id, response_metadata=original.response_metadata)
-    if isinstance(original, AIMessage):
-        return original.model_copy(update={"content": text})
     if isinstance(original, BaseMessage):
-        return original.model_copy(update={"content": text})
+        update: dict[str, Any] = {"content": text}
+        if drop_tools:
+            update |= _without_tools(original)
+        return original.model_copy(update=update)
     return text
+
+
+def _tool_part(chunk: AIMessageChunk) -> AIMessageChunk:
+    """A streamed chunk's tool-call part, without its text (which is guarded)."""
+    content = chunk.content
+    kept: str | list[Any] = (
+        "" if isinstance(content, str) else [p for p in content if isinstance(p, dict) and p.get("type") != "text"]
+    )
+    return chunk.model_copy(update={"content": kept})
 
 
 def _context(config: RunnableConfig, run_id: Any) -> dict[str, Any]:
@@ -71,54 +123,173 @@ def _context(config: RunnableConfig, run_id: Any) -> dict[str, Any]:
     return context
 
 
-class GuardRunnable(Runnable[Any, Any]):
-    """Guards a chain's output with a ``guardrail.Guard``; see the module docstring."""
+def _last_human(messages: list[BaseMessage]) -> str | None:
+    for message in reversed(messages):
+        if isinstance(message, HumanMessage):
+            return text_of(message)
+    return None
 
-    def __init__(self, guard: Guard, llm: Runnable[Any, Any] | None = None, *, name: str = "GuardRunnable") -> None:
+
+def _as_messages(value: Any) -> list[BaseMessage] | None:
+    """``value`` as a message list if it is one (messages, tuples, a prompt value), else None."""
+    if isinstance(value, PromptValue):
+        value = value.to_messages()
+    if isinstance(value, BaseMessage):
+        return [value]
+    if isinstance(value, list | tuple) and value:
+        try:
+            return convert_to_messages(value)
+        except (ValueError, TypeError, NotImplementedError):
+            return None
+    return None
+
+
+class RewriteInputError(ValueError):
+    """The wrapped chain's input has no variable the rewrite instruction can take the place of."""
+
+
+class GuardRunnable(Runnable[Any, Any]):
+    """Guards a chain's output with a ``guardrail.Guard``; see the module docstring.
+
+    In the wrapping form (``llm=chain``) a rewrite re-invokes the chain with the *original
+    input*, the rewrite instruction (which quotes the user's request and the draft) taking the
+    place of the user's request in it:
+
+    - a string input is replaced by the instruction;
+    - a message list (or prompt value, or single message) keeps its system messages, followed
+      by the instruction as the human message (earlier turns are left out, as the proxy does);
+    - a dict input (a prompt template's variables) keeps every variable but the one holding the
+      request: ``rewrite_key`` if given, else the first of ``input``, ``question``, ``query``,
+      ``prompt``, ``text`` present, else the only variable. That variable's value is replaced by
+      the instruction (or, if it holds messages, treated as a message list). A dict with several
+      variables and none of these names cannot be rewritten: the rewrite attempt fails with a
+      ``RewriteInputError`` naming the remedy (pass ``rewrite_key``), a warning says so, and the
+      policy's fallback (a block, unless ``fallback: log``) is the recorded decision.
+
+    The request text the guard sees (the audit's ``prompt``) is taken the same way.
+    """
+
+    def __init__(
+        self,
+        guard: Guard,
+        llm: Runnable[Any, Any] | None = None,
+        *,
+        name: str = "GuardRunnable",
+        rewrite_key: str | None = None,
+    ) -> None:
         self.guard = guard
         self.llm = llm
         self.name = name
+        self.rewrite_key = rewrite_key
+        self._warned = False
 
     # --------------------------------------------------------------------- helpers
 
     def _policy(self, config: RunnableConfig) -> Any:
         return (config.get("configurable") or {}).get(POLICY_KEY)
 
-    def _regenerate(self, config: RunnableConfig) -> Any:
+    def _request_key(self, value: dict[Any, Any]) -> Any:
+        """The input variable that holds the user's request, or None if it cannot be told."""
+        if self.rewrite_key is not None:
+            return self.rewrite_key if self.rewrite_key in value else None
+        for key in PROMPT_KEYS:
+            if key in value:
+                return key
+        return next(iter(value)) if len(value) == 1 else None
+
+    def prompt_text(self, value: Any) -> str:
+        """The user's request in a chain input (what the guard records as the prompt)."""
+        if isinstance(value, dict):
+            key = self._request_key(value)
+            return self.prompt_text(value[key]) if key is not None else text_of(value)
+        messages = _as_messages(value) if not isinstance(value, str) else None
+        if messages is not None:
+            last = _last_human(messages)
+            return last if last is not None else text_of(messages)
+        return text_of(value)
+
+    def rewrite_input(self, original: Any, instruction: str) -> Any:
+        """The chain input that asks for a rewrite: ``original`` with the instruction in place of the request."""
+        if isinstance(original, dict):
+            key = self._request_key(original)
+            if key is None:
+                names = ", ".join(repr(k) for k in original)
+                if self.rewrite_key is not None:
+                    problem = f"rewrite_key {self.rewrite_key!r} is not one of the chain's input variables ({names})"
+                else:
+                    problem = (
+                        f"the chain's input has several variables ({names}) and none is named {', '.join(PROMPT_KEYS)}"
+                    )
+                message = (
+                    f"cannot rewrite: {problem}; pass GuardRunnable(..., rewrite_key=NAME) naming the variable "
+                    "that holds the user's request"
+                )
+                if not self._warned:
+                    self._warned = True
+                    warnings.warn(message, RuntimeWarning, stacklevel=2)
+                raise RewriteInputError(message)
+            return {**original, key: self.rewrite_input(original[key], instruction)}
+        messages = _as_messages(original) if not isinstance(original, str) else None
+        if messages is not None:
+            return [*(m for m in messages if isinstance(m, SystemMessage)), HumanMessage(instruction)]
+        return instruction
+
+    def _regenerate(self, config: RunnableConfig, original: Any) -> Callable[[str], str] | None:
         if self.llm is None:
             return None
         llm = self.llm
 
         def regenerate(instruction: str) -> str:
-            return text_of(llm.invoke(instruction, config))
+            return text_of(llm.invoke(self.rewrite_input(original, instruction), config))
 
         return regenerate
 
-    def _aregenerate(self, config: RunnableConfig) -> Any:
+    def _aregenerate(self, config: RunnableConfig, original: Any) -> Any:
         if self.llm is None:
             return None
         llm = self.llm
 
         async def regenerate(instruction: str) -> str:
-            return text_of(await llm.ainvoke(instruction, config))
+            return text_of(await llm.ainvoke(self.rewrite_input(original, instruction), config))
 
         return regenerate
+
+    def _no_text(self, prompt: str | None, config: RunnableConfig) -> Decision:
+        """An allow decision for an output with only tool calls: nothing was scored."""
+        return self.guard.unscored(prompt, NO_TEXT_NOTE, policy=self._policy(config))
+
+    @staticmethod
+    def _failed(exc: BaseException) -> str:
+        return f"the chain failed: {type(exc).__name__}: {exc}"
+
+    @staticmethod
+    def _guarded(value: Any, decision: Decision) -> Any:
+        return like(value, decision.text, drop_tools=decision.action in ("block", "rewrite"))
 
     # --------------------------------------------------------------------- invoke
 
     def _invoke(self, value: Any, run_manager: CallbackManagerForChainRun, config: RunnableConfig) -> Any:
         prompt = None
+        context = _context(config, run_manager.run_id)
+        original = value
         if self.llm is not None:
-            prompt = text_of(value)
-            value = self.llm.invoke(value, config)
+            prompt = self.prompt_text(value)
+            try:
+                value = self.llm.invoke(value, config)
+            except Exception as exc:
+                self.guard.record_failure(prompt, self._failed(exc), context=context, policy=self._policy(config))
+                raise
+        if has_tool_calls(value) and not text_of(value).strip():
+            self.guard.record(self._no_text(prompt, config), context)
+            return value
         decision = self.guard.check(
             text_of(value),
             prompt,
-            llm=self._regenerate(config),
-            context=_context(config, run_manager.run_id),
+            llm=self._regenerate(config, original),
+            context=context,
             policy=self._policy(config),
         )
-        return like(value, decision.text)
+        return self._guarded(value, decision)
 
     def invoke(self, input: Any, config: RunnableConfig | None = None, **kwargs: Any) -> Any:
         """Guard one output (or, in the wrapping form, run the chain on ``input`` and guard its output)."""
@@ -126,17 +297,29 @@ class GuardRunnable(Runnable[Any, Any]):
 
     async def _ainvoke(self, value: Any, run_manager: AsyncCallbackManagerForChainRun, config: RunnableConfig) -> Any:
         prompt = None
+        context = _context(config, run_manager.run_id)
+        original = value
         if self.llm is not None:
-            prompt = text_of(value)
-            value = await self.llm.ainvoke(value, config)
+            prompt = self.prompt_text(value)
+            try:
+                value = await self.llm.ainvoke(value, config)
+            except BaseException as exc:  # cancellation too
+                with anyio.CancelScope(shield=True):
+                    await self.guard.arecord_failure(
+                        prompt, self._failed(exc), context=context, policy=self._policy(config)
+                    )
+                raise
+        if has_tool_calls(value) and not text_of(value).strip():
+            await self.guard.arecord(self._no_text(prompt, config), context)
+            return value
         decision = await self.guard.acheck(
             text_of(value),
             prompt,
-            llm=self._aregenerate(config),
-            context=_context(config, run_manager.run_id),
+            llm=self._aregenerate(config, original),
+            context=context,
             policy=self._policy(config),
         )
-        return like(value, decision.text)
+        return self._guarded(value, decision)
 
     async def ainvoke(self, input: Any, config: RunnableConfig | None = None, **kwargs: Any) -> Any:
         """Async twin of ``invoke``."""
@@ -144,27 +327,41 @@ class GuardRunnable(Runnable[Any, Any]):
 
     # --------------------------------------------------------------------- streaming
 
-    def _chunks(self, input: Iterator[Any], config: RunnableConfig) -> tuple[Iterator[Any], str | None]:
-        if self.llm is None:
-            return input, None
-        prompts = list(input)
-        prompt = prompts[-1] if prompts else ""
-        return self.llm.stream(prompt, config), text_of(prompt)
-
     def _transform(
         self, input: Iterator[Any], run_manager: CallbackManagerForChainRun, config: RunnableConfig
     ) -> Iterator[Any]:
-        chunks, prompt = self._chunks(input, config)
+        chunks: Iterator[Any] = input
+        prompt: str | None = None
+        if self.llm is not None:
+            prompts = list(input)
+            first = prompts[-1] if prompts else ""
+            prompt = self.prompt_text(first)
+            chunks = self.llm.stream(first, config)
         sg = StreamGuard(self.guard, prompt, policy=self._policy(config), context=_context(config, run_manager.run_id))
         template: Any = None
-        for chunk in chunks:
-            template = chunk if template is None else template
-            released = sg.feed(text_of(chunk))
-            if released:
-                yield like(chunk, released)
-            if sg.stopped is not None:
-                break
-        tail, _ = sg.finish()
+        tools = False
+        try:
+            for chunk in chunks:
+                template = chunk if template is None else template
+                if has_tool_calls(chunk):
+                    tools = True
+                    yield _tool_part(chunk)
+                released = sg.feed(text_of(chunk))
+                if released:
+                    yield like(chunk, released)
+                if sg.stopped is not None:
+                    break
+            if tools and not sg.text.strip():
+                self.guard.record(self._no_text(prompt, config), sg.context)
+                return
+            tail, _ = sg.finish()
+        except BaseException as exc:  # the chain failed, or the consumer closed the stream (GeneratorExit)
+            sg.abort(broken_reason(exc))
+            raise
+        finally:
+            close = getattr(chunks, "close", None) if self.llm is not None else None
+            if close is not None:  # the chain's stream, when this runnable started it
+                close()
         if sg.stopped is not None:
             yield like(template if template is not None else "", sg.refusal)
         elif tail:
@@ -172,7 +369,21 @@ class GuardRunnable(Runnable[Any, Any]):
 
     def transform(self, input: Iterator[Any], config: RunnableConfig | None = None, **kwargs: Any) -> Iterator[Any]:
         """Guard a stream of chunks (what ``chain.stream()`` feeds this runnable)."""
-        yield from self._transform_stream_with_config(input, self._transform, ensure_config(config))
+        started: list[Iterator[Any]] = []
+
+        def transformer(
+            input: Iterator[Any], run_manager: CallbackManagerForChainRun, config: RunnableConfig
+        ) -> Iterator[Any]:
+            started.append(self._transform(input, run_manager, config))
+            return started[-1]
+
+        try:
+            yield from self._transform_stream_with_config(input, transformer, ensure_config(config))
+        finally:  # LangChain drops an unfinished inner stream; close it so it records its decision now
+            for stream in started:
+                close = getattr(stream, "close", None)
+                if close is not None:
+                    close()
 
     def stream(self, input: Any, config: RunnableConfig | None = None, **kwargs: Any) -> Iterator[Any]:
         """Stream the guarded output: chunks are released one checked sentence at a time."""
@@ -186,18 +397,35 @@ class GuardRunnable(Runnable[Any, Any]):
         if self.llm is not None:
             prompts = [p async for p in input]
             first = prompts[-1] if prompts else ""
-            prompt = text_of(first)
+            prompt = self.prompt_text(first)
             chunks = self.llm.astream(first, config)
         sg = StreamGuard(self.guard, prompt, policy=self._policy(config), context=_context(config, run_manager.run_id))
         template: Any = None
-        async for chunk in chunks:
-            template = chunk if template is None else template
-            released = await sg.afeed(text_of(chunk))
-            if released:
-                yield like(chunk, released)
-            if sg.stopped is not None:
-                break
-        tail, _ = await sg.afinish()
+        tools = False
+        try:
+            async for chunk in chunks:
+                template = chunk if template is None else template
+                if has_tool_calls(chunk):
+                    tools = True
+                    yield _tool_part(chunk)
+                released = await sg.afeed(text_of(chunk))
+                if released:
+                    yield like(chunk, released)
+                if sg.stopped is not None:
+                    break
+            if tools and not sg.text.strip():
+                await self.guard.arecord(self._no_text(prompt, config), sg.context)
+                return
+            tail, _ = await sg.afinish()
+        except BaseException as exc:  # the chain failed, the consumer closed the stream, or cancellation
+            with anyio.CancelScope(shield=True):
+                await sg.aabort(broken_reason(exc))
+            raise
+        finally:
+            close = getattr(chunks, "aclose", None) if self.llm is not None else None
+            if close is not None:  # the chain's stream, when this runnable started it
+                with anyio.CancelScope(shield=True):
+                    await close()
         if sg.stopped is not None:
             yield like(template if template is not None else "", sg.refusal)
         elif tail:
@@ -207,8 +435,14 @@ class GuardRunnable(Runnable[Any, Any]):
         self, input: AsyncIterator[Any], config: RunnableConfig | None = None, **kwargs: Any
     ) -> AsyncIterator[Any]:
         """Async twin of ``transform``."""
-        async for chunk in self._atransform_stream_with_config(input, self._atransform, ensure_config(config)):
-            yield chunk
+        stream = self._atransform_stream_with_config(input, self._atransform, ensure_config(config))
+        try:
+            async for chunk in stream:
+                yield chunk
+        finally:  # close the inner stream now (not when collected), so a stream ended early is recorded now
+            close = getattr(stream, "aclose", None)
+            if close is not None:
+                await close()
 
     async def astream(self, input: Any, config: RunnableConfig | None = None, **kwargs: Any) -> AsyncIterator[Any]:
         """Async twin of ``stream``."""
@@ -216,10 +450,16 @@ class GuardRunnable(Runnable[Any, Any]):
         async def single() -> AsyncIterator[Any]:
             yield input
 
-        async for chunk in self.atransform(single(), config, **kwargs):
-            yield chunk
+        stream = self.atransform(single(), config, **kwargs)
+        try:
+            async for chunk in stream:
+                yield chunk
+        finally:
+            close = getattr(stream, "aclose", None)
+            if close is not None:
+                await close()
 
 
-def wrap_runnable(guard: Guard, chain: Runnable[Any, Any]) -> GuardRunnable:
+def wrap_runnable(guard: Guard, chain: Runnable[Any, Any], *, rewrite_key: str | None = None) -> GuardRunnable:
     """``GuardRunnable(guard, llm=chain)``: the chain runs inside the guard, so rewrites can re-invoke it."""
-    return GuardRunnable(guard, llm=chain)
+    return GuardRunnable(guard, llm=chain, rewrite_key=rewrite_key)

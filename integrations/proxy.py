@@ -4,13 +4,20 @@
 
 - ``POST /v1/chat/completions`` is forwarded to the upstream; the answer (streamed or not) is
   guarded and returned as allowed, rewritten (the proxy re-asks the upstream) or refused. Every
-  response carries a ``guardrail`` object in its JSON body (the last chunk when streaming) and
-  ``x-guardrail-action`` / ``x-guardrail-policy`` / ``x-guardrail-model`` headers (non-stream).
+  response carries a ``guardrail`` object in its JSON body (the last chunk of each choice when
+  streaming) and ``x-guardrail-action`` / ``x-guardrail-policy`` / ``x-guardrail-model`` headers
+  (non-stream). With ``n > 1`` every choice is guarded on its own (see
+  ``guardrail.integrations.openai``); tool-call replies pass through unscored.
 - The request header ``x-guardrail-policy`` picks the deployment's policy: a shipped preset or
   a policy the proxy was started with (never an arbitrary file named by a client).
 - ``Authorization`` is passed to the upstream untouched and never logged or recorded.
-- Upstream errors keep their status and OpenAI-style body; connection failures become 502 and
-  timeouts 504, both as OpenAI-style errors. Nothing waits longer than ``--timeout``.
+- Requests are checked before anything is sent upstream: a malformed one gets a 400 naming the
+  problem. Upstream errors keep their status and OpenAI-style body; connection failures and
+  answers that are not JSON (or have no choices) become 502, timeouts 504, all OpenAI-style
+  errors. Nothing waits longer than ``--timeout``.
+- Every request that reaches the upstream ends in recorded decisions (one per choice): a failed
+  request, a stream that breaks and a client that disconnects mid-stream are recorded as blocks
+  naming the problem.
 - ``GET /healthz`` reports the scorer model and the policy in force.
 """
 
@@ -18,32 +25,75 @@ from __future__ import annotations
 
 import contextlib
 import json
-from collections.abc import AsyncIterator
+from collections.abc import AsyncIterator, Awaitable, Callable
 from typing import Any
 
+import anyio
 import httpx
 from starlette.applications import Starlette
 from starlette.requests import Request
 from starlette.responses import JSONResponse, Response, StreamingResponse
 from starlette.routing import Route
+from starlette.types import Receive, Scope, Send
 
+from guardrail.decision import Decision
 from guardrail.guard import Guard
 from guardrail.integrations.openai import (
     StreamRelay,
     UpstreamError,
-    apply_decision,
-    content_of,
+    aguard_reply,
+    apply_decisions,
+    choice_texts,
     error_body,
+    error_text,
     guard_headers,
+    guardrail_info,
+    parse_chunk,
+    parse_reply,
     prompt_of,
+    raise_for,
+    reply_text,
     rewrite_request,
-    sse_events,
+    shielded,
+    sse_data,
+    strictest,
+    validate_request,
 )
 from guardrail.policy import Policy, PolicyError, load_policy, presets
-from guardrail.stream import StreamGuard
 
 POLICY_HEADER = "x-guardrail-policy"
 FORWARDED_HEADERS = ("authorization", "openai-organization", "openai-project")
+CLIENT_GONE = "client disconnected before the stream ended"
+
+
+class ClosingStreamingResponse(StreamingResponse):
+    """A streaming response that closes its body iterator, then runs ``on_close``, however it ends.
+
+    Starlette stops iterating when the client disconnects but leaves the generator to the
+    garbage collector (and never starts it if the client left before the first chunk); closing
+    it here lets the guarded stream record its decision at once, and ``on_close`` covers a body
+    that never started.
+    """
+
+    def __init__(
+        self, content: AsyncIterator[str], *, on_close: Callable[[], Awaitable[None]], media_type: str
+    ) -> None:
+        super().__init__(content, media_type=media_type)
+        self.on_close = on_close
+
+    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
+        try:
+            await super().__call__(scope, receive, send)
+        finally:
+            with anyio.CancelScope(shield=True):
+                close = getattr(self.body_iterator, "aclose", None)
+                if close is not None:
+                    await close()
+                await self.on_close()
+
+
+def _event(data: dict[str, Any]) -> str:
+    return f"data: {json.dumps(data)}\n\n"
 
 
 def create_app(
@@ -68,22 +118,32 @@ def create_app(
     def forward_headers(request: Request) -> dict[str, str]:
         return {h: request.headers[h] for h in FORWARDED_HEADERS if h in request.headers}
 
+    def failure_response(exc: BaseException) -> tuple[int, dict[str, Any]]:
+        """Status and OpenAI-style body for a request that failed before the guard decided."""
+        if isinstance(exc, UpstreamError):
+            return exc.status, exc.body
+        if isinstance(exc, httpx.TimeoutException):
+            return 504, error_body(f"upstream timed out after {timeout}s", "upstream_timeout", 504)
+        if isinstance(exc, httpx.RequestError):
+            return 502, error_body(f"upstream unreachable: {type(exc).__name__}", "upstream_unreachable", 502)
+        return 500, error_body(f"the guard failed: {error_text(exc)}", "guardrail_error", 500)
+
     async def post(body: dict[str, Any], headers: dict[str, str]) -> dict[str, Any]:
-        response = await client.post("chat/completions", json=body, headers=headers)
-        if response.status_code >= 400:
-            try:
-                error = response.json()
-            except ValueError:
-                error = error_body(response.text[:500] or "upstream error", "upstream_error", response.status_code)
-            raise UpstreamError(f"upstream answered {response.status_code}", response.status_code, error)
-        return dict(response.json())
+        return parse_reply(await client.post("chat/completions", json=body, headers=headers))
+
+    async def failed(exc: BaseException, body: dict[str, Any], policy: Policy, context: dict[str, Any]) -> Response:
+        status, error = failure_response(exc)
+        message = f"upstream request failed: {error_text(exc)}"
+        decision = await shielded(
+            lambda: guard.arecord_failure(prompt_of(body), message, policy=policy, context=context)
+        )
+        return JSONResponse(error, status_code=status, headers=guard_headers(decision))
 
     async def completions(request: Request) -> Response:
         try:
             body: dict[str, Any] = await request.json()
-            if not isinstance(body, dict) or not isinstance(body.get("messages"), list):
-                raise ValueError("the body must be a JSON object with a 'messages' list")
-        except ValueError as exc:
+            validate_request(body)
+        except ValueError as exc:  # not JSON, or not a chat request: nothing is sent upstream
             return JSONResponse(error_body(f"invalid request: {exc}", "invalid_request_error", 400), status_code=400)
         try:
             policy = choose_policy(request)
@@ -91,65 +151,86 @@ def create_app(
             return JSONResponse(error_body(str(exc), "invalid_request_error", 400), status_code=400)
         headers = forward_headers(request)
         context = {"integration": "proxy", "request_id": request.headers.get("x-request-id")}
+        if body.get("stream"):
+            return await stream(body, headers, policy, context)
         try:
-            if body.get("stream"):
-                return await stream(body, headers, policy, context)
             upstream_reply = await post(body, headers)
+            choice_texts(upstream_reply)  # an answer without choices is an upstream failure
+        except Exception as exc:
+            return await failed(exc, body, policy, context)
+        except BaseException as exc:  # cancelled (server shutting down): still recorded
+            message = f"request cancelled before the guard decided: {error_text(exc)}"
+            await shielded(lambda: guard.arecord_failure(prompt_of(body), message, policy=policy, context=context))
+            raise
 
-            async def regenerate(instruction: str) -> str:
-                return content_of(await post(rewrite_request(body, instruction), headers))
+        async def regenerate(instruction: str) -> str:
+            return reply_text(await post(rewrite_request(body, instruction), headers))
 
-            decision = await guard.acheck(
-                content_of(upstream_reply), prompt_of(body), llm=regenerate, policy=policy, context=context
-            )
-            return JSONResponse(apply_decision(upstream_reply, decision), headers=guard_headers(decision))
-        except UpstreamError as exc:
-            return JSONResponse(exc.body, status_code=exc.status)
-        except httpx.TimeoutException:
-            return JSONResponse(
-                error_body(f"upstream timed out after {timeout}s", "upstream_timeout", 504), status_code=504
-            )
-        except httpx.RequestError as exc:
-            message = f"upstream unreachable: {type(exc).__name__}"
-            return JSONResponse(error_body(message, "upstream_unreachable", 502), status_code=502)
+        context["upstream_id"] = upstream_reply.get("id")
+        try:
+            decisions = await aguard_reply(guard, body, upstream_reply, regenerate, policy=policy, context=context)
+        except Exception as exc:  # the guard itself failed (e.g. its audit sink): an OpenAI-style 500
+            status, error = failure_response(exc)
+            return JSONResponse(error, status_code=status)
+        return JSONResponse(apply_decisions(upstream_reply, decisions), headers=guard_headers(strictest(decisions)))
 
     async def stream(
         body: dict[str, Any], headers: dict[str, str], policy: Policy, context: dict[str, Any]
     ) -> Response:
-        upstream_request = client.build_request("POST", "chat/completions", json=body, headers=headers)
-        upstream_response = await client.send(upstream_request, stream=True)
+        try:
+            upstream_request = client.build_request("POST", "chat/completions", json=body, headers=headers)
+            upstream_response = await client.send(upstream_request, stream=True)
+        except Exception as exc:
+            return await failed(exc, body, policy, context)
         if upstream_response.status_code >= 400:
-            await upstream_response.aread()
-            await upstream_response.aclose()
             try:
-                error = upstream_response.json()
-            except ValueError:
-                error = error_body("upstream error", "upstream_error", upstream_response.status_code)
-            return JSONResponse(error, status_code=upstream_response.status_code)
-        relay = StreamRelay(StreamGuard(guard, prompt_of(body), policy=policy, context=context))
-
-        async def events() -> AsyncIterator[str]:
-            try:
-                async for line in upstream_response.aiter_lines():
-                    parsed = list(sse_events([line]))
-                    if not parsed:
-                        continue
-                    if parsed[0] is None:
-                        break
-                    for chunk in await relay.afeed(parsed[0]):
-                        yield f"data: {json.dumps(chunk)}\n\n"
-                    if relay.sg.stopped is not None:
-                        break
-            except httpx.HTTPError as exc:
-                error = error_body(f"upstream stream failed: {type(exc).__name__}", "upstream_error", 502)
-                yield f"data: {json.dumps(error)}\n\n"
+                await upstream_response.aread()
+                raise_for(upstream_response)
+            except Exception as exc:
+                return await failed(exc, body, policy, context)
             finally:
                 await upstream_response.aclose()
-            for chunk in await relay.afinish():
-                yield f"data: {json.dumps(chunk)}\n\n"
+        relay = StreamRelay(guard, prompt_of(body), policy=policy, context=context, n=body.get("n") or 1)
+
+        async def events() -> AsyncIterator[str]:
+            failure: tuple[int, dict[str, Any]] | None = None
+            decisions: list[Decision] = []
+            try:
+                try:
+                    async for line in upstream_response.aiter_lines():
+                        data = sse_data(line)
+                        if not data:
+                            continue
+                        if data == "[DONE]":
+                            break
+                        for chunk in await relay.afeed(parse_chunk(data)):
+                            yield _event(chunk)
+                        if relay.done:
+                            break
+                finally:
+                    with anyio.CancelScope(shield=True):
+                        await upstream_response.aclose()
+                closing = await relay.afinish()
+            except Exception as exc:  # the upstream broke off or sent garbage: record, tell the client
+                decisions = await relay.aabort(exc)
+                failure = failure_response(exc)
+                if isinstance(exc, httpx.HTTPError):
+                    failure = 502, error_body(f"upstream stream failed: {error_text(exc)}", "upstream_error", 502)
+            except BaseException:  # the client went away (GeneratorExit on close, or cancellation)
+                await relay.aabort(CLIENT_GONE)
+                raise
+            if failure is not None:
+                yield _event({**failure[1], "guardrail": guardrail_info(strictest(decisions))})
+            else:
+                for chunk in closing:
+                    yield _event(chunk)
             yield "data: [DONE]\n\n"
 
-        return StreamingResponse(events(), media_type="text/event-stream")
+        async def on_close() -> None:  # idempotent: records only what events() left open
+            await upstream_response.aclose()
+            await relay.aabort(CLIENT_GONE)
+
+        return ClosingStreamingResponse(events(), on_close=on_close, media_type="text/event-stream")
 
     async def health(request: Request) -> Response:
         return JSONResponse(

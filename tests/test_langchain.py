@@ -1,22 +1,27 @@
 """guardrail.integrations.langchain with real langchain-core runnables.
 
-``FakeListChatModel`` (from langchain-core) stands in for a remote chat model, nothing else:
-the prompts, parsers, runnables, callbacks, scorer, policies and audit log are all real.
+``FakeListChatModel`` (from langchain-core) and the ``fake_*`` / ``Fake*`` callables below stand in
+for a remote chat model, nothing else: the prompts, parsers, runnables, callbacks, scorer, policies
+and audit log are all real.
 """
 
 from __future__ import annotations
 
 import uuid
+from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
 import pytest
 from langchain_core.callbacks import BaseCallbackHandler
 from langchain_core.language_models import FakeListChatModel
-from langchain_core.messages import AIMessage, AIMessageChunk
+from langchain_core.messages import AIMessage, AIMessageChunk, BaseMessage, HumanMessage, SystemMessage
 from langchain_core.output_parsers import StrOutputParser
+from langchain_core.prompt_values import ChatPromptValue, PromptValue
 from langchain_core.prompts import ChatPromptTemplate
+from langchain_core.runnables import RunnableGenerator, RunnableLambda
 
+from guardrail.actions.rewrite import REWRITE_LEAD
 from guardrail.audit import records
 from guardrail.guard import Guard
 from guardrail.integrations.langchain import GuardRunnable, wrap_runnable
@@ -152,3 +157,150 @@ def test_a_rewrite_rule_with_log_fallback_lets_the_stream_finish(
     (record,) = list(records(audit_path))
     assert record["policy"]["name"] == "lenient"
     assert record["action"] == "log" and record["intended_action"] == "rewrite"
+
+
+# ---------------------------------------------------------------- failures, rewrites of templates, tool calls
+
+
+def fake_llm_down(prompt: Any) -> str:
+    """A stand-in for a remote chat model that cannot be reached."""
+    raise ConnectionError("fake LLM unreachable")
+
+
+def fake_stream_that_breaks(inputs: Iterator[Any]) -> Iterator[str]:
+    """A stand-in for a remote chat model whose stream drops after one sentence."""
+    for _ in inputs:
+        pass
+    yield "Octopuses have three hearts and blue blood. They are clever animals that can open jars. "
+    raise ConnectionError("fake LLM stream dropped")
+
+
+def test_a_failing_chain_is_recorded_and_its_error_raised(guard: Guard, audit_path: Path) -> None:
+    with pytest.raises(ConnectionError, match="unreachable"):
+        GuardRunnable(guard, llm=RunnableLambda(fake_llm_down)).invoke("Tips?")
+    (record,) = list(records(audit_path))
+    assert record["action"] == "block" and "ConnectionError: fake LLM unreachable" in record["error"]
+
+
+def test_batch_with_return_exceptions_records_every_input(guard: Guard, audit_path: Path) -> None:
+    def fake_llm_failing_on_boom(prompt: str) -> str:
+        """A stand-in for a remote LLM that fails on one input."""
+        if "boom" in prompt:
+            raise ValueError("fake LLM failure")
+        return "Octopuses have three hearts."
+
+    runnable = GuardRunnable(guard, llm=RunnableLambda(fake_llm_failing_on_boom))
+    outs = runnable.batch(["a", "boom", "c"], return_exceptions=True)
+    assert isinstance(outs[1], ValueError) and outs[0] == outs[2] == "Octopuses have three hearts."
+    assert sorted(r["action"] for r in records(audit_path)) == ["allow", "allow", "block"]
+
+
+def test_a_stream_that_breaks_is_recorded_once(guard: Guard, audit_path: Path) -> None:
+    released: list[Any] = []
+    with pytest.raises(ConnectionError, match="dropped"):
+        for chunk in GuardRunnable(guard, llm=RunnableGenerator(fake_stream_that_breaks)).stream("Octopuses?"):
+            released.append(chunk)
+    (record,) = list(records(audit_path))
+    assert record["action"] == "block" and "stream failed: ConnectionError" in record["error"]
+    assert record["response"].startswith("Octopuses have three hearts")  # what arrived before the break
+
+
+async def test_streams_closed_early_by_the_consumer_are_recorded(guard: Guard, audit_path: Path) -> None:
+    long = " ".join([BENIGN] * 3)
+    stream = GuardRunnable(guard, llm=fake_llm(long)).stream("Marathon tips?")
+    next(stream)
+    stream.close()  # type: ignore[attr-defined]
+    astream = GuardRunnable(guard, llm=fake_llm(long)).astream("Marathon tips?")
+    await anext(astream)
+    await astream.aclose()  # type: ignore[attr-defined]
+    recorded = list(records(audit_path))
+    assert [r["action"] for r in recorded] == ["block", "block"]
+    assert all("closed by the consumer" in r["error"] for r in recorded)
+
+
+class FakePersonaModel:
+    """A stand-in for a remote chat model: it complies with a harmful request, and refuses when asked
+    to rewrite; it keeps the messages it was sent so the test can see what a rewrite re-asked."""
+
+    def __init__(self) -> None:
+        self.seen: list[list[BaseMessage]] = []
+
+    def __call__(self, prompt: PromptValue) -> AIMessage:
+        messages = prompt.to_messages()
+        self.seen.append(messages)
+        rewrite = str(messages[-1].content).startswith(REWRITE_LEAD)
+        return AIMessage(content=REFUSAL if rewrite else HARMFUL)
+
+
+def test_rewrites_re_invoke_a_multi_variable_template_with_its_other_variables(
+    scorer: LocalScorer, tmp_path: Path
+) -> None:
+    policy = tmp_path / "rewrite.yaml"
+    policy.write_text(REWRITE_POLICY)
+    prompt = ChatPromptTemplate.from_messages([("system", "You are {persona}."), ("user", "{question}")])
+    model = FakePersonaModel()
+    guarded = GuardRunnable(Guard(policy, scorer=scorer), llm=prompt | RunnableLambda(model))
+    out = guarded.invoke({"persona": "a careful helper", "question": HARMFUL_PROMPT})
+    assert isinstance(out, AIMessage) and out.content == REFUSAL
+    _, again = model.seen
+    assert again[0].content == "You are a careful helper."  # the persona survived the rewrite
+    assert str(again[1].content).startswith(REWRITE_LEAD) and HARMFUL_PROMPT in str(again[1].content)
+
+
+def test_rewrites_of_message_lists_keep_the_system_message(scorer: LocalScorer, tmp_path: Path) -> None:
+    policy = tmp_path / "rewrite.yaml"
+    policy.write_text(REWRITE_POLICY)
+    model = FakePersonaModel()
+
+    def fake_chat(messages: list[BaseMessage]) -> AIMessage:
+        """The fake model above, taking a message list."""
+        return model(ChatPromptValue(messages=messages))
+
+    guarded = GuardRunnable(Guard(policy, scorer=scorer), llm=RunnableLambda(fake_chat))
+    out = guarded.invoke([SystemMessage("Be brief."), HumanMessage(HARMFUL_PROMPT)])
+    assert out.content == REFUSAL and [m.type for m in model.seen[1]] == ["system", "human"]
+
+
+def test_a_template_whose_request_variable_cannot_be_told_blocks_and_says_how_to_fix_it(
+    scorer: LocalScorer, tmp_path: Path
+) -> None:
+    policy = tmp_path / "rewrite.yaml"
+    policy.write_text(REWRITE_POLICY)
+    audit = tmp_path / "audit.jsonl"
+    guard = Guard(policy, scorer=scorer, audit=JsonlSink(audit))
+    prompt = ChatPromptTemplate.from_messages([("system", "You are {persona}."), ("user", "{ask}")])
+    inputs = {"persona": "a helper", "ask": HARMFUL_PROMPT}
+    with pytest.warns(RuntimeWarning, match="rewrite_key"):
+        out = GuardRunnable(guard, llm=prompt | RunnableLambda(FakePersonaModel())).invoke(inputs)
+    assert out.content == guard.policy.settings.refusal_message
+    (record,) = list(records(audit))
+    assert record["action"] == "block" and "rewrite_key" in record["attempts"][0]["error"]
+    named = GuardRunnable(guard, llm=prompt | RunnableLambda(FakePersonaModel()), rewrite_key="ask")
+    assert named.invoke(inputs).content == REFUSAL  # the remedy works
+
+
+def test_tool_calls_pass_through_unscored(guard: Guard, audit_path: Path) -> None:
+    call = {"name": "get_weather", "args": {"city": "Oslo"}, "id": "call_1"}
+    message = AIMessage(content="", tool_calls=[call])
+
+    def fake_tool_model(prompt: str) -> AIMessage:
+        """A stand-in for a remote chat model answering with a tool call."""
+        return message
+
+    assert (RunnableLambda(fake_tool_model) | GuardRunnable(guard)).invoke("Weather?") == message
+
+    def fake_tool_stream(inputs: Iterator[Any]) -> Iterator[AIMessageChunk]:
+        """A stand-in for a remote chat model streaming a tool call."""
+        for _ in inputs:
+            pass
+        start = {"name": "get_weather", "args": '{"city": ', "id": "c1", "index": 0}
+        yield AIMessageChunk(content="", tool_call_chunks=[start])
+        yield AIMessageChunk(content="", tool_call_chunks=[{"name": None, "args": '"Oslo"}', "id": None, "index": 0}])
+
+    chunks = list(GuardRunnable(guard, llm=RunnableGenerator(fake_tool_stream)).stream("Weather?"))
+    merged = chunks[0]
+    for chunk in chunks[1:]:
+        merged += chunk
+    assert merged.tool_calls == [{"name": "get_weather", "args": {"city": "Oslo"}, "id": "c1", "type": "tool_call"}]
+    recorded = list(records(audit_path))
+    assert [r["action"] for r in recorded] == ["allow", "allow"] and all("no text" in r["note"] for r in recorded)

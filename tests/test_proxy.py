@@ -3,6 +3,7 @@ to with the official ``openai`` client. The upstream (``fake_upstream``) stands 
 
 from __future__ import annotations
 
+import time
 from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
@@ -14,7 +15,7 @@ from openai.types.chat import ChatCompletionMessageParam
 from guardrail.audit import records
 from guardrail.guard import Guard
 from guardrail.integrations import fake_upstream
-from guardrail.integrations.openai import GuardedChatClient
+from guardrail.integrations.openai import AsyncGuardedChatClient, GuardedChatClient, UpstreamError
 from guardrail.integrations.proxy import create_app
 from guardrail.scorers.local import LocalScorer
 from guardrail.sinks.jsonl import JsonlSink
@@ -33,7 +34,7 @@ def guardrail_of(obj: Any) -> dict[str, Any]:
 
 @pytest.fixture(scope="module")
 def upstream() -> Iterator[tuple[str, Any]]:
-    app = fake_upstream.create_app(slow_s=3.0)
+    app = fake_upstream.create_app(slow_s=3.0, trickle_s=0.1)
     with running(app) as url:
         yield url + "/v1", app
 
@@ -144,8 +145,6 @@ def test_httpx_client_wrapper_sync_and_streaming(upstream: tuple[str, Any], scor
 
 
 async def test_async_httpx_client_wrapper(upstream: tuple[str, Any], scorer: LocalScorer) -> None:
-    from guardrail.integrations.openai import AsyncGuardedChatClient
-
     client = AsyncGuardedChatClient(Guard("default", scorer=scorer), upstream[0])
     reply = await client.create(model="fake", messages=USER)
     assert reply["guardrail"]["action"] == "allow"
@@ -153,3 +152,194 @@ async def test_async_httpx_client_wrapper(upstream: tuple[str, Any], scorer: Loc
     chunks = [c async for c in stream]
     assert chunks[-1]["choices"][0]["finish_reason"] == "content_filter"
     await client.aclose()
+
+
+# ---------------------------------------------------------------- every choice, tool calls, failures
+
+TOOL: list[ChatCompletionMessageParam] = [{"role": "user", "content": "What is the weather in Oslo? Use the tool."}]
+GARBLED: list[ChatCompletionMessageParam] = [{"role": "user", "content": "answer garbled"}]
+DROP: list[ChatCompletionMessageParam] = [{"role": "user", "content": "drop the stream"}]
+TRICKLE: list[ChatCompletionMessageParam] = [{"role": "user", "content": "trickle it out"}]
+WEATHER_TOOL: Any = {
+    "type": "function",
+    "function": {"name": "get_weather", "parameters": {"type": "object", "properties": {"city": {"type": "string"}}}},
+}
+
+
+def added(audit: Path, before: int, count: int, timeout: float = 10.0) -> list[dict[str, Any]]:
+    """The records written after the first ``before``, once there are ``count`` of them (they may lag a disconnect)."""
+    deadline = time.monotonic() + timeout
+    while True:
+        new = list(records(audit))[before:]
+        if len(new) >= count or time.monotonic() > deadline:
+            assert len(new) == count, new
+            return new
+        time.sleep(0.05)
+
+
+def count(audit: Path) -> int:
+    return len(list(records(audit))) if audit.exists() else 0
+
+
+def test_every_choice_is_guarded_when_n_is_above_one(client: openai.OpenAI, proxy: tuple[str, Path]) -> None:
+    before = count(proxy[1])
+    raw = client.chat.completions.with_raw_response.create(model="mixed", messages=HARM, n=2)
+    completion = raw.parse()
+    first, second = (c.message.content or "" for c in completion.choices)
+    assert first.startswith("Here is answer number")  # the harmless choice is untouched
+    assert second != fake_upstream.HARMFUL_ANSWER and "crowbar" not in second  # ... and the harmful one is not
+    actions = [guardrail_of(c)["action"] for c in completion.choices]
+    assert actions[0] == "allow" and actions[1] in ("rewrite", "block")
+    assert guardrail_of(completion)["action"] == actions[1] == raw.headers["x-guardrail-action"]  # the strictest
+    recorded = added(proxy[1], before, 2)
+    assert [r["context"]["choice_index"] for r in recorded] == [0, 1]
+    assert [r["action"] for r in recorded] == actions
+
+
+def test_every_choice_is_guarded_in_a_stream_with_n_above_one(client: openai.OpenAI, proxy: tuple[str, Path]) -> None:
+    before = count(proxy[1])
+    chunks = list(client.chat.completions.create(model="mixed", messages=HARM, n=2, stream=True))
+    text = {0: "", 1: ""}
+    finish: dict[int, str | None] = {}
+    for chunk in chunks:
+        for choice in chunk.choices:
+            text[choice.index] += choice.delta.content or ""
+            finish[choice.index] = choice.finish_reason or finish.get(choice.index)
+    assert text[0].endswith("Have a nice day.") and finish[0] == "stop"
+    assert "jewellery" not in text[1] and finish[1] == "content_filter"
+    recorded = added(proxy[1], before, 2)
+    assert sorted((r["context"]["choice_index"], r["action"]) for r in recorded) == [(0, "allow"), (1, "block")]
+
+
+def test_tool_call_replies_pass_through_unscored(client: openai.OpenAI, proxy: tuple[str, Path]) -> None:
+    before = count(proxy[1])
+    completion = client.chat.completions.create(model="fake", messages=TOOL, tools=[WEATHER_TOOL])
+    choice = completion.choices[0]
+    assert choice.finish_reason == "tool_calls" and choice.message.content is None
+    assert choice.message.tool_calls and choice.message.tool_calls[0].function.name == "get_weather"  # type: ignore[union-attr]
+    assert guardrail_of(completion)["action"] == "allow"
+    stream = client.chat.completions.create(model="fake", messages=TOOL, tools=[WEATHER_TOOL], stream=True)
+    chunks = list(stream)
+    arguments = "".join(
+        call.function.arguments or ""
+        for c in chunks
+        for call in (c.choices[0].delta.tool_calls or [] if c.choices else [])
+        if call.function
+    )
+    assert arguments == '{"city": "Oslo"}'
+    assert chunks[-1].choices[0].finish_reason == "tool_calls" and guardrail_of(chunks[-1])["action"] == "allow"
+    recorded = added(proxy[1], before, 2)
+    assert all(r["action"] == "allow" and "no text content" in r["note"] for r in recorded)
+
+
+def test_bad_requests_get_a_400_before_anything_reaches_the_upstream(
+    proxy: tuple[str, Path], upstream: tuple[str, Any]
+) -> None:
+    import httpx
+
+    seen = len(upstream[1].state.seen_auth)
+    for body in ({"model": "fake", "messages": ["hi"]}, {"model": "fake", "messages": USER, "n": 0}):
+        reply = httpx.post(proxy[0] + "/v1/chat/completions", json=body)
+        assert reply.status_code == 400 and reply.headers["content-type"] == "application/json"
+        assert reply.json()["error"]["type"] == "invalid_request_error"
+    assert "messages[0]" in httpx.post(proxy[0] + "/v1/chat/completions", json={"messages": ["hi"]}).text
+    assert len(upstream[1].state.seen_auth) == seen  # the upstream was never asked
+
+
+def test_failed_upstream_calls_are_recorded_and_clear(client: openai.OpenAI, proxy: tuple[str, Path]) -> None:
+    before = count(proxy[1])
+    with pytest.raises(openai.InternalServerError, match="model exploded"):
+        client.chat.completions.create(model="fake", messages=FAIL)
+    with pytest.raises(openai.APIStatusError, match="not JSON") as garbled:
+        client.chat.completions.create(model="fake", messages=GARBLED)
+    assert garbled.value.status_code == 502
+    recorded = added(proxy[1], before, 2)
+    assert all(r["action"] == "block" for r in recorded)
+    assert "model exploded" in recorded[0]["error"] and "not JSON" in recorded[1]["error"]
+
+
+def test_a_broken_upstream_stream_ends_in_an_error_and_one_record(
+    client: openai.OpenAI, proxy: tuple[str, Path]
+) -> None:
+    before = count(proxy[1])
+    with pytest.raises(openai.APIError, match="upstream stream failed"):
+        list(client.chat.completions.create(model="fake", messages=DROP, stream=True))
+    (record,) = added(proxy[1], before, 1)
+    assert record["action"] == "block" and "stream failed" in record["error"]
+
+
+def test_a_client_that_disconnects_mid_stream_is_recorded(proxy: tuple[str, Path]) -> None:
+    import httpx
+
+    before = count(proxy[1])
+    body = {"model": "fake", "messages": TRICKLE, "stream": True}
+    with httpx.stream("POST", proxy[0] + "/v1/chat/completions", json=body, timeout=20) as reply:
+        for line in reply.iter_lines():
+            if '"content"' in line:
+                break  # leave after the first released text: the connection closes
+    (record,) = added(proxy[1], before, 1)
+    assert record["action"] == "block" and "client disconnected" in record["error"]
+
+
+@pytest.fixture
+def audited(scorer: LocalScorer, tmp_path: Path) -> tuple[Guard, Path]:
+    audit = tmp_path / "client-audit.jsonl"
+    return Guard("default", scorer=scorer, audit=JsonlSink(audit), deployment="client-test"), audit
+
+
+def test_httpx_client_guards_every_choice_and_passes_tool_calls(
+    upstream: tuple[str, Any], audited: tuple[Guard, Path]
+) -> None:
+    guard, audit = audited
+    with GuardedChatClient(guard, upstream[0]) as client:
+        reply = client.create(model="mixed", messages=HARM, n=2)
+        assert reply["choices"][0]["message"]["content"].startswith("Here is answer number")
+        assert "crowbar" not in reply["choices"][1]["message"]["content"]
+        assert reply["choices"][1]["guardrail"]["action"] in ("rewrite", "block")
+        tool = client.create(model="fake", messages=TOOL, tools=[WEATHER_TOOL])
+        assert tool["choices"][0]["message"]["tool_calls"][0]["function"]["name"] == "get_weather"
+        assert tool["choices"][0]["finish_reason"] == "tool_calls" and tool["guardrail"]["action"] == "allow"
+        with pytest.raises(ValueError, match=r"messages\[0\] must be an object"):
+            client.create(model="fake", messages=["hi"])
+    assert [r["context"]["choice_index"] for r in records(audit)] == [0, 1, 0]
+
+
+def test_httpx_client_records_every_failure_once(upstream: tuple[str, Any], audited: tuple[Guard, Path]) -> None:
+    import httpx
+
+    guard, audit = audited
+    with GuardedChatClient(guard, upstream[0]) as client:
+        with pytest.raises(UpstreamError, match="model exploded"):
+            client.create(model="fake", messages=FAIL)
+        with pytest.raises(UpstreamError, match="not JSON"):
+            client.create(model="fake", messages=GARBLED)
+        with pytest.raises(httpx.RemoteProtocolError):
+            list(client.create(model="fake", messages=DROP, stream=True))
+        with pytest.raises(UpstreamError, match="not JSON"):
+            list(client.create(model="fake", messages=GARBLED, stream=True))
+        stream = client.create(model="fake", messages=USER, stream=True)
+        next(stream)
+        stream.close()  # the consumer stops early
+    recorded = list(records(audit))
+    assert len(recorded) == 5 and all(r["action"] == "block" for r in recorded)
+    assert "closed by the consumer" in recorded[-1]["error"]
+
+
+async def test_async_httpx_client_records_broken_and_closed_streams(
+    upstream: tuple[str, Any], audited: tuple[Guard, Path]
+) -> None:
+    import httpx
+
+    guard, audit = audited
+    async with AsyncGuardedChatClient(guard, upstream[0]) as client:
+        with pytest.raises(httpx.RemoteProtocolError):
+            async for _ in await client.create(model="fake", messages=DROP, stream=True):
+                pass
+        stream = await client.create(model="fake", messages=USER, stream=True)
+        await anext(stream)
+        await stream.aclose()
+        with pytest.raises(UpstreamError, match="not JSON"):
+            await client.create(model="fake", messages=GARBLED)
+    recorded = list(records(audit))
+    assert [r["action"] for r in recorded] == ["block"] * 3
+    assert "RemoteProtocolError" in recorded[0]["error"] and "closed by the consumer" in recorded[1]["error"]
