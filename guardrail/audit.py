@@ -3,6 +3,9 @@
 Works on both sinks: a JSONL log (with its rotated segments) or a SQLite database
 (``.db``/``.sqlite``/``.sqlite3``). Verification recomputes every hash from the stored JSON
 itself, so it does not depend on this version's record model.
+
+A path that is not an audit log (a directory, a file another program wrote, a ``.db`` that is not
+SQLite) raises ``AuditLogError`` naming the file and, where there is one, the line.
 """
 
 from __future__ import annotations
@@ -16,6 +19,8 @@ from datetime import datetime
 from pathlib import Path
 from typing import Any
 
+from pydantic import ValidationError
+
 from guardrail.act import intended_action
 from guardrail.evaluate import evaluate
 from guardrail.policy import Policy
@@ -24,6 +29,10 @@ from guardrail.score import ValueScores
 
 SQLITE_SUFFIXES = (".db", ".sqlite", ".sqlite3")
 EXIT_OK, EXIT_TAMPERED, EXIT_TORN_TAIL = 0, 1, 3
+
+
+class AuditLogError(ValueError):
+    """A path that cannot be read (or written) as an audit log; the message names the file and line."""
 
 
 @dataclass(frozen=True)
@@ -37,52 +46,117 @@ class LogLine:
     terminated: bool = True
     tampered: str | None = None
     """Set by a sink that can tell on its own that this row was altered."""
+    fragment: bool = False
+    """An unparseable line that is the start of a JSON object cut short: what a crash leaves."""
+    empty_file: bool = False
+    """Stands for a file that holds no bytes at all (``line`` is 0)."""
 
 
 def is_sqlite(path: Path | str) -> bool:
     return Path(path).suffix.lower() in SQLITE_SUFFIXES
 
 
-def read_lines(path: Path | str) -> Iterator[LogLine]:
-    """Every line of every segment of the log, oldest first (SQLite rows in seq order)."""
-    path = Path(path)
+def _check_log_path(path: Path) -> None:
+    if path.is_dir():
+        raise AuditLogError(f"{path} is a directory, not an audit log (give the .jsonl file or the database)")
     if not path.exists() and not (path.parent / f"{path.stem}.1{path.suffix}").exists():
         raise FileNotFoundError(f"no audit log at {path}")
+
+
+def read_lines(path: Path | str) -> Iterator[LogLine]:
+    """Every line of every segment of the log, oldest first (SQLite rows in seq order).
+
+    Blank and unparseable lines are yielded too (``data`` None, ``error`` saying why); a file
+    with no bytes at all is yielded as one ``empty_file`` line.
+    """
+    path = Path(path)
+    _check_log_path(path)
     if is_sqlite(path):
         from guardrail.sinks.sqlite import read_rows
 
         yield from read_rows(path)
         return
-    from guardrail.sinks.jsonl import segments
+    from guardrail.sinks.jsonl import is_torn_fragment, segments
 
     for segment in segments(path):
-        raw = segment.read_bytes()
+        try:
+            raw = segment.read_bytes()
+        except OSError as exc:
+            raise AuditLogError(f"cannot read audit log {segment} ({exc.strerror})") from None
+        if not raw:
+            yield LogLine(str(segment), 0, None, "the file is empty", empty_file=True)
+            continue
         chunks = raw.split(b"\n")
         for n, chunk in enumerate(chunks, 1):
             last = n == len(chunks)
             if last and not chunk:
                 break  # the file ended with a newline
             if not chunk.strip():
+                yield LogLine(str(segment), n, None, "an empty line", terminated=not last)
                 continue
             try:
                 data = json.loads(chunk)
                 if not isinstance(data, dict):
                     raise ValueError("not a JSON object")
                 yield LogLine(str(segment), n, data, terminated=not last)
-            except ValueError as exc:
-                yield LogLine(str(segment), n, None, f"not a complete JSON record ({exc})", terminated=not last)
+            except ValueError as exc:  # UnicodeDecodeError included
+                yield LogLine(
+                    str(segment),
+                    n,
+                    None,
+                    f"not a complete JSON record ({exc})",
+                    terminated=not last,
+                    fragment=is_torn_fragment(chunk),
+                )
+
+
+def _record_problem(data: dict[str, Any]) -> str | None:
+    """Why ``data`` is not a decision record the questions below can read (None: it is one)."""
+    for key, kind in (("seq", int), ("ts", str), ("deployment", str), ("action", str), ("policy", dict)):
+        value = data.get(key)
+        if not isinstance(value, kind) or isinstance(value, bool):
+            return f"'{key}' is missing or not a {kind.__name__}" if key in data else f"no '{key}' field"
+    policy = data["policy"]
+    if not isinstance(policy.get("name"), str) or not isinstance(policy.get("version"), str):
+        return "'policy' has no name and version"
+    violations = data.get("violations", [])
+    if not isinstance(violations, list) or any(
+        not isinstance(v, dict) or not isinstance(v.get("dimension"), str) or not isinstance(v.get("rule_id"), str)
+        for v in violations
+    ):
+        return "'violations' is not a list of violations"
+    try:
+        datetime.fromisoformat(data["ts"].replace("Z", "+00:00"))
+    except ValueError:
+        return f"'ts' is not an ISO 8601 time ({data['ts']!r})"
+    return None
+
+
+def _located_records(path: Path | str) -> Iterator[tuple[LogLine, dict[str, Any]]]:
+    for line in read_lines(path):
+        if line.data is None or line.data.get("type") == "genesis":
+            continue
+        problem = _record_problem(line.data)
+        if problem:
+            raise AuditLogError(
+                f"{line.file}:{line.line}: not an audit record ({problem}); "
+                "`guardrail audit verify` checks the whole log"
+            )
+        yield line, line.data
 
 
 def records(path: Path | str) -> Iterator[dict[str, Any]]:
-    """The decision records of a log (genesis lines and unreadable lines skipped)."""
-    for line in read_lines(path):
-        if line.data is not None and line.data.get("type") != "genesis":
-            yield line.data
+    """The decision records of a log (genesis lines and unreadable lines skipped).
+
+    A complete JSON line that is not a decision record raises ``AuditLogError`` naming it.
+    """
+    for _, data in _located_records(path):
+        yield data
 
 
 @dataclass
 class VerifyReport:
-    """What ``verify`` found. ``exit_code``: 0 intact, 1 tampered, 3 torn tail (crash)."""
+    """What ``verify`` found. ``exit_code``: 0 intact, 1 tampered (or empty, or anchor missed), 3 torn tail."""
 
     checked: int = 0
     files: int = 0
@@ -91,6 +165,13 @@ class VerifyReport:
     seq: int | None = None
     torn_tail: bool = False
     crash_residue: list[str] = field(default_factory=list)
+    first_seq: int | None = None
+    last_seq: int | None = None
+    head: str | None = None
+    """The hash the next record will chain to: the last record's hash (the genesis with no records)."""
+    anchor: str | None = None
+    """What ``head``/``expect_seq`` matched, when given."""
+    notes: list[str] = field(default_factory=list)
 
     @property
     def exit_code(self) -> int:
@@ -102,80 +183,189 @@ class VerifyReport:
         if self.problem:
             seq = f" (seq {self.seq})" if self.seq is not None else ""
             return f"TAMPERED at {self.where}{seq}: {self.problem}; {self.checked} records verified before it"
-        text = f"OK: {self.checked} records verified, hash chain intact across {self.files} file(s)"
+        span = ""
+        if self.checked:
+            span = (
+                f" (seq {self.first_seq})"
+                if self.first_seq == self.last_seq
+                else f" (seq {self.first_seq}-{self.last_seq})"
+            )
+        text = f"OK: {self.checked} records verified{span}, hash chain intact across {self.files} file(s)"
+        if self.head is not None:
+            at = f"seq {self.last_seq}" if self.checked else "the genesis, no records yet"
+            text += f"; head {self.head} at {at}"
+        if self.anchor:
+            text += f"; {self.anchor}"
         if self.crash_residue:
             places = ", ".join(self.crash_residue)
             text += f"; {len(self.crash_residue)} torn line(s) from earlier crashes skipped ({places})"
+        for note in self.notes:
+            text += f"; {note}"
         if self.torn_tail:
             text = f"TORN TAIL at {self.where}: the last record was cut short (a crash while writing); " + text
         return text
 
 
-def verify(path: Path | str) -> VerifyReport:
-    """Check every record's hash and its link to the previous one; stop at the first problem."""
+def _whole(value: Any) -> int | None:
+    return value if isinstance(value, int) and not isinstance(value, bool) else None
+
+
+def verify(path: Path | str, *, head: str | None = None, expect_seq: int | None = None) -> VerifyReport:
+    """Check every record's hash and its link to the previous one; stop at the first problem.
+
+    What a crash can leave is accepted, and only that: a *torn line* (the start of a JSON line,
+    cut short) directly before the chain's next line or at the end of a file; at the very end of
+    the log it is a torn tail (exit 3). Any other unparseable, blank or foreign line, a file
+    without a genesis line, and an empty log (a JSONL file of 0 bytes) are tampering (exit 1).
+    A SQLite database its sink never wrote to (no genesis row, no records) verifies with 0 records.
+
+    A hash chain cannot tell that records were deleted from its *end*. To anchor it, note the
+    ``head`` hash and seq that an earlier run printed and pass them back: the log must still
+    contain that record, at ``expect_seq`` when both are given (records appended since are fine).
+    ``expect_seq`` alone only checks that the log still reaches that seq: anyone can append
+    well-formed records, so only ``head`` proves that the records up to it are the ones noted.
+    """
+    wanted = head.strip().lower() if head else None
     report = VerifyReport()
     prev_hash: str | None = None
     expected_seq: int | None = None
-    files: set[str] = set()
-    pending_torn: LogLine | None = None
+    files: list[str] = []
+    has_genesis: set[str] = set()
+    pending: list[LogLine] = []  # torn lines not yet followed by a complete line
+    empty: LogLine | None = None  # the last file seen, when it held no bytes
+    last_line: LogLine | None = None
+    anchor_at: int | None = None  # seq of the record whose hash is ``head`` (first_seq - 1: a genesis)
 
-    def fail(line: LogLine, problem: str, seq: int | None = None) -> VerifyReport:
-        report.problem, report.where, report.seq = problem, f"{line.file}:{line.line}", seq
+    def fail(line: LogLine | None, problem: str, seq: int | None = None) -> VerifyReport:
+        if line is None:
+            report.where = str(path)
+        else:
+            report.where = line.file if line.empty_file else f"{line.file}:{line.line}"
+        report.problem, report.seq = problem, seq
         report.files = len(files)
         return report
 
+    def residue(lines: list[LogLine]) -> None:
+        report.crash_residue.extend(f"{t.file}:{t.line}" for t in lines)
+        lines.clear()
+
     for line in read_lines(path):
-        first_in_file = line.file not in files
-        files.add(line.file)
+        if not files or files[-1] != line.file:
+            if empty is not None:
+                return fail(empty, "the file is empty, and later files follow it: its records were removed")
+            residue(pending)  # the previous file ended in torn lines: a crash before its rotation
+            files.append(line.file)
+        last_line = line
         if line.tampered:
-            return fail(line, line.tampered, (line.data or {}).get("seq"))
-        if line.data is None:
-            if pending_torn is not None:
-                return fail(pending_torn, str(pending_torn.error))
-            pending_torn = line
+            return fail(line, line.tampered, _whole((line.data or {}).get("seq")))
+        if line.empty_file:
+            empty = line
             continue
-        if pending_torn is not None:  # a torn line followed by more records: a crash, if the chain holds
-            report.crash_residue.append(f"{pending_torn.file}:{pending_torn.line}")
-            pending_torn = None
+        if line.data is None:
+            if not line.fragment:
+                what = "an empty line" if line.error == "an empty line" else f"a line that is {line.error}"
+                return fail(line, f"{what}, and not the start of a record cut short by a crash (a line was inserted)")
+            pending.append(line)
+            continue
         data = line.data
         if data.get("type") == "genesis":
-            if not first_in_file:
+            if line.file in has_genesis:
                 return fail(line, "a genesis line in the middle of a file (a second log was spliced in)")
-            if prev_hash is not None and data.get("genesis") != prev_hash:
+            has_genesis.add(line.file)
+            genesis, first_seq = data.get("genesis"), _whole(data.get("first_seq", 1))
+            if not isinstance(genesis, str) or not genesis or first_seq is None:
+                return fail(
+                    line,
+                    f"a genesis line with genesis {genesis!r} and first_seq {data.get('first_seq')!r} "
+                    "(a hash and a whole number were expected): the line was edited",
+                )
+            if prev_hash is not None and genesis != prev_hash:
                 return fail(
                     line, "this file's genesis does not carry the previous file's last hash (files out of order?)"
                 )
-            if expected_seq is not None and data.get("first_seq") != expected_seq:
-                return fail(line, f"this file starts at seq {data.get('first_seq')}, expected {expected_seq}")
-            prev_hash = str(data.get("genesis"))
-            expected_seq = int(data.get("first_seq", 1))
+            if expected_seq is not None and first_seq != expected_seq:
+                return fail(line, f"this file starts at seq {first_seq}, expected {expected_seq}")
+            residue(pending)  # torn lines before it: crashes while the file was being started
+            prev_hash, expected_seq = genesis, first_seq
+            if report.head is None:
+                report.first_seq = first_seq
+            report.head = genesis
+            if wanted is not None and genesis == wanted and anchor_at is None:
+                anchor_at = first_seq - 1
             continue
-        seq = data.get("seq")
-        if first_in_file or prev_hash is None:
+        seq = _whole(data.get("seq"))
+        if line.file not in has_genesis or prev_hash is None or expected_seq is None:
             return fail(line, "a file without a genesis line", seq)
+        if not {"seq", "prev_hash", "hash"} <= set(data):
+            return fail(
+                line, "a JSON object that is not an audit record (no seq, prev_hash or hash): a line was inserted"
+            )
+        residue(pending)  # torn lines before it: crashes, after which the chain went on
         body = {k: v for k, v in data.items() if k != "hash"}
         if compute_hash(body) != data.get("hash"):
             return fail(line, "the record's content does not match its hash (the record was edited)", seq)
-        if seq != expected_seq:
+        if seq is None or seq != expected_seq:
             what = (
                 "missing (deleted?)"
-                if isinstance(seq, int) and expected_seq is not None and seq > expected_seq
+                if seq is not None and seq > expected_seq
                 else "out of order or duplicated (reordered or inserted?)"
             )
-            return fail(line, f"seq {seq} where {expected_seq} was expected: records {what}", seq)
+            return fail(line, f"seq {data.get('seq')} where {expected_seq} was expected: records {what}", seq)
         if data.get("prev_hash") != prev_hash:
             return fail(
                 line,
                 "prev_hash does not match the previous record's hash (a record was inserted, deleted or reordered)",
                 seq,
             )
-        prev_hash, expected_seq = str(data["hash"]), int(data["seq"]) + 1
+        prev_hash, expected_seq = str(data["hash"]), seq + 1
         report.checked += 1
+        report.last_seq, report.head = seq, prev_hash
+        if report.first_seq is None:
+            report.first_seq = seq
+        if wanted is not None and prev_hash == wanted:
+            anchor_at = seq
     report.files = len(files)
-    if pending_torn is not None:
-        if pending_torn.terminated:
-            return fail(pending_torn, str(pending_torn.error))
-        report.torn_tail, report.where = True, f"{pending_torn.file}:{pending_torn.line}"
+    if empty is not None:
+        if len(files) == 1:
+            return fail(
+                empty,
+                "the file is empty: an audit log starts with its genesis line, so this one was truncated "
+                "(or its writer crashed before writing anything); nothing in it can be verified",
+            )
+        report.files -= 1
+        report.notes.append(f"{empty.file} is empty (a crash during rotation; the next write continues the chain)")
+    elif last_line is None:  # only SQLite yields nothing: a database its sink never wrote to
+        report.notes.append("the database holds no records yet (no genesis row)")
+    if pending:
+        if pending[-1].terminated:
+            return fail(pending[-1], f"a line that is {pending[-1].error}, followed by no record (not a crash)")
+        report.torn_tail, report.where = True, f"{pending[-1].file}:{pending[-1].line}"
+        residue(pending[:-1])
+    if wanted is None and expect_seq is None:
+        return report
+    last = report.last_seq if report.last_seq is not None else (report.first_seq or 1) - 1
+    ends = f"the log ends at seq {last} with head {report.head}"
+    if wanted is not None and anchor_at is None:
+        return fail(
+            last_line,
+            f"the noted head {wanted} is not in the log ({ends}): records were deleted from its end, or rewritten "
+            "(or the head was noted from another log)",
+            last,
+        )
+    if wanted is not None and expect_seq is not None and anchor_at != expect_seq:
+        return fail(
+            last_line,
+            f"the noted head {wanted} is the record at seq {anchor_at}, not at seq {expect_seq} as noted ({ends}): "
+            "the noted seq and hash disagree (mis-copied?)",
+            last,
+        )
+    if anchor_at is None and expect_seq is not None and last < expect_seq:
+        return fail(last_line, f"seq {expect_seq} was noted, but {ends}: records were deleted from its end", last)
+    anchored = anchor_at if anchor_at is not None else expect_seq
+    assert anchored is not None
+    since = f"{last - anchored} record(s) appended since" if last > anchored else "nothing appended since"
+    found = f"seq {anchored} has the noted hash" if wanted is not None else f"the log reaches seq {anchored}"
+    report.anchor = f"anchor found: {found}, {since}"
     return report
 
 
@@ -216,8 +406,20 @@ def _bucket(ts: str, window: str) -> str:
     return moment.strftime({"hour": "%Y-%m-%d %H:00", "day": "%Y-%m-%d", "week": "%G-W%V"}[window])
 
 
+def policy_key(policy: dict[str, Any]) -> str:
+    """How ``stats`` names a policy: ``name@version#<first 8 hex of its content hash>``.
+
+    Name and version alone are not enough: a policy without a ``version`` is "1", and an edited
+    file keeps its name, so two different rule sets can share them. The hash is what decided;
+    ``guardrail policy validate`` prints it (its first 16 hex), ``guardrail policy show`` in full.
+    """
+    key = f"{policy['name']}@{policy['version']}"
+    digest = policy.get("hash")
+    return f"{key}#{digest[:8]}" if isinstance(digest, str) and digest else key
+
+
 def stats(path: Path | str, window: str = "day") -> dict[str, Any]:
-    """Counts by action, violated value, policy, deployment, and per time window."""
+    """Counts by action, violated value, policy (see ``policy_key``), deployment, and per time window."""
     by_action: Counter[str] = Counter()
     by_value: Counter[str] = Counter()
     by_policy: Counter[str] = Counter()
@@ -227,7 +429,7 @@ def stats(path: Path | str, window: str = "day") -> dict[str, Any]:
     for r in records(path):
         total += 1
         by_action[r["action"]] += 1
-        by_policy[f"{r['policy']['name']}@{r['policy']['version']}"] += 1
+        by_policy[policy_key(r["policy"])] += 1
         by_deployment[r["deployment"]] += 1
         for dim in {v["dimension"] for v in r.get("violations", [])}:
             by_value[dim] += 1
@@ -255,11 +457,18 @@ def replay(path: Path | str, policy: Policy, examples: int = 5) -> dict[str, Any
     transitions: Counter[tuple[str, str]] = Counter()
     changed: list[dict[str, Any]] = []
     replayed = skipped = 0
-    for r in records(path):
+    for line, r in _located_records(path):
         if r.get("scores") is None:
             skipped += 1  # a decision made without scores (scoring failed): nothing to replay
             continue
-        scores = ValueScores.model_validate(r["scores"])
+        try:
+            scores = ValueScores.model_validate(r["scores"])
+        except ValidationError as exc:
+            first = exc.errors()[0]
+            where = ".".join(str(k) for k in first["loc"])
+            raise AuditLogError(
+                f"{line.file}:{line.line}: the record's scores cannot be replayed ({where}: {first['msg']})"
+            ) from None
         violations = evaluate(scores, policy)
         new, old = intended_action(violations), r.get("intended_action", r["action"])
         transitions[(old, new)] += 1

@@ -377,17 +377,15 @@ def _audit_sink(path: str | None, redact: bool) -> Any:
     """
     if path is None:
         return None
-    from guardrail.audit import is_sqlite
-
-    _check_target("--audit", path)
-    if not is_sqlite(path):
-        from guardrail.sinks.jsonl import JsonlSink
-
-        return JsonlSink(path, redact=redact)
+    from guardrail.audit import AuditLogError, is_sqlite
+    from guardrail.sinks.jsonl import JsonlSink
     from guardrail.sinks.sqlite import SqliteSink
 
+    _check_target("--audit", path)
     try:
-        return SqliteSink(path, redact=redact)
+        return SqliteSink(path, redact=redact) if is_sqlite(path) else JsonlSink(path, redact=redact)
+    except AuditLogError as exc:  # a folder, an unwritable path, or a file that is not an audit log
+        raise CliError(f"--audit {path}: {exc}") from None
     except sqlite3.Error as exc:
         raise CliError(
             f"--audit {path}: cannot open it as a SQLite database ({exc}); a .db/.sqlite/.sqlite3 name "
@@ -469,7 +467,7 @@ def cmd_audit(args: argparse.Namespace) -> int:
     path = Path(args.path)
     try:
         if args.audit_command == "verify":
-            report = audit.verify(path)
+            report = audit.verify(path, head=args.head, expect_seq=args.expect_seq)
             print(report.summary())
             return report.exit_code
         if args.audit_command == "tail":
@@ -497,6 +495,8 @@ def cmd_audit(args: argparse.Namespace) -> int:
                 raise CliError(f"cannot write {args.out}: {exc.strerror}") from None
             print(f"wrote {args.out}")
             return 0
+    except audit.AuditLogError as exc:  # not an audit log, or a line in it is no record: names file and line
+        raise CliError(str(exc)) from None
     except KeyboardInterrupt:
         return 0
     except sqlite3.Error as exc:  # a .db/.sqlite/.sqlite3 name is read as SQLite (audit.is_sqlite)
@@ -684,6 +684,18 @@ def build_parser() -> argparse.ArgumentParser:
     audit_sub = audit.add_subparsers(dest="audit_command", required=True)
     verify = audit_sub.add_parser("verify", help="check the hash chain (exit 0 intact, 1 tampered, 3 torn tail)")
     verify.add_argument("path", help="JSONL log (rotated segments included) or SQLite database")
+    verify.add_argument(
+        "--head",
+        metavar="HASH",
+        help="a head hash an earlier verify printed: the log must still hold that record (a hash chain alone "
+        "cannot tell that records were deleted from its end)",
+    )
+    verify.add_argument(
+        "--expect-seq",
+        metavar="N",
+        type=int,
+        help="the seq noted with --head (then that record must be at seq N); alone: the log must reach seq N",
+    )
     tail = audit_sub.add_parser("tail", help="show the last records")
     tail.add_argument("path")
     tail.add_argument("-n", type=_count, default=10, help="how many of the last records to show (default 10; 0: none)")

@@ -68,11 +68,14 @@ def _radar(mean: dict[str, float], opposed_share: dict[str, float]) -> str:
     return out
 
 
-def _violations_over_time(by_window: dict[str, Counter[str]]) -> str:
+def _violations_over_time(by_window: dict[str, Counter[str]]) -> tuple[str, list[str]]:
+    """The chart (PNG, base64) and the dimensions it shows, in the order of its legend."""
     import matplotlib.pyplot as plt
 
     windows = sorted(by_window)
-    values = [v for v in CIRCLE if any(by_window[w][v] for w in windows)]
+    seen = {dim for w in windows for dim, n in by_window[w].items() if n}
+    # The ten values in circle order, then what group and target rules name ("self_enhancement", "target").
+    values = [v for v in CIRCLE if v in seen] + sorted(seen - set(CIRCLE))
     fig, ax = plt.subplots(figsize=(8, 3.6))
     bottom = [0] * len(windows)
     cmap = plt.get_cmap("tab10")
@@ -81,7 +84,7 @@ def _violations_over_time(by_window: dict[str, Counter[str]]) -> str:
         ax.bar(windows, counts, bottom=bottom, label=value.replace("_", "-"), color=cmap(i % 10), width=0.5)
         bottom = [b + c for b, c in zip(bottom, counts, strict=True)]
     ax.set_ylabel("violations")
-    ax.set_title("Violations per value over time")
+    ax.set_title("Violations per value (or group, or target) over time")
     if values:
         ax.legend(fontsize=8, ncol=2, frameon=False)
     else:
@@ -89,7 +92,7 @@ def _violations_over_time(by_window: dict[str, Counter[str]]) -> str:
     ax.tick_params(axis="x", labelrotation=30, labelsize=8)
     out = _png(fig)
     plt.close(fig)
-    return out
+    return out, values
 
 
 def _actions(by_action: dict[str, int]) -> str:
@@ -136,6 +139,8 @@ def build_report(path: Path | str, window: str = "day") -> str:
         return f"<h3>{html.escape(title)}</h3><table><tr><th></th><th>count</th></tr>{body}</table>"
 
     status_class = "ok" if check.exit_code == 0 else "bad"
+    over_time, shown = _violations_over_time(by_window)
+    over_time_alt = "violations over time: " + (", ".join(shown) if shown else "none recorded")
     return f"""<!doctype html>
 <html lang="en"><head><meta charset="utf-8"><title>guardrail audit report: {html.escape(str(path))}</title>
 <style>
@@ -152,7 +157,7 @@ td, th {{ padding: 0.2rem 0.8rem; border-bottom: 1px solid #ddd; }}
 <img alt="radar chart of the mean value scores" src="data:image/png;base64,{_radar(mean, share)}">
 <img alt="bar chart of action counts" src="data:image/png;base64,{_actions(summary["by_action"])}">
 </div>
-<img alt="violations per value over time" src="data:image/png;base64,{_violations_over_time(by_window)}">
+<img alt="{html.escape(over_time_alt)}" src="data:image/png;base64,{over_time}">
 <div class="grid">
 {table("By action", summary["by_action"])}
 {table("By violated value", summary["by_violated_value"])}

@@ -5,6 +5,7 @@ from __future__ import annotations
 import json
 import multiprocessing
 import os
+import re
 import signal
 import subprocess
 import sys
@@ -14,11 +15,11 @@ from pathlib import Path
 
 import pytest
 
-from guardrail.audit import EXIT_OK, EXIT_TAMPERED, EXIT_TORN_TAIL, records, replay, stats, tail, verify
+from guardrail.audit import EXIT_OK, EXIT_TAMPERED, EXIT_TORN_TAIL, AuditLogError, records, replay, stats, tail, verify
 from guardrail.cli import main as cli_main
 from guardrail.decision import Decision
 from guardrail.guard import Guard
-from guardrail.policy import load_policy
+from guardrail.policy import PolicyRef, load_policy
 from guardrail.record import compute_hash
 from guardrail.scorers.local import LocalScorer
 from guardrail.sinks.jsonl import JsonlSink, segments
@@ -28,7 +29,7 @@ from tests.samples import HARMFUL, HARMFUL_PROMPT, REFUSAL
 REPO = Path(__file__).resolve().parent.parent
 
 
-def make_decision(i: int, action: str = "allow") -> Decision:
+def make_decision(i: int, action: str = "allow", policy: PolicyRef | None = None) -> Decision:
     """A decision as the guard makes them, without a model (the sink only stores it)."""
     return Decision(
         action=action,
@@ -36,7 +37,7 @@ def make_decision(i: int, action: str = "allow") -> Decision:
         text=f"answer {i}",
         prompt=f"question {i}",
         draft=f"answer {i}",
-        policy=load_policy("default").ref,
+        policy=policy or load_policy("default").ref,
         model_id="test-model",
     )
 
@@ -286,9 +287,252 @@ def test_html_report_is_self_contained(scorer: LocalScorer, tmp_path: Path) -> N
     assert "hash chain intact" in page
 
 
+def test_stats_tell_apart_policies_that_share_a_name_and_version(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    # Neither file says `version`: both are "bot@1", yet they decide differently.
+    (tmp_path / "lenient.yaml").write_text("name: bot\nrules: []\n")
+    (tmp_path / "strict.yaml").write_text("name: bot\nextends: default\n")
+    lenient, strict = load_policy(tmp_path / "lenient.yaml"), load_policy(tmp_path / "strict.yaml")
+    assert lenient.ref.version == strict.ref.version == "1" and lenient.ref.hash != strict.ref.hash
+    log = tmp_path / "audit.jsonl"
+    with JsonlSink(log) as sink:
+        for i, policy in enumerate((lenient, lenient, strict)):
+            sink.write(make_decision(i, policy=policy.ref), deployment="tests")
+    expected = {f"bot@1#{lenient.content_hash[:8]}": 2, f"bot@1#{strict.content_hash[:8]}": 1}
+    assert stats(log)["by_policy"] == expected
+    assert cli_main(["audit", "stats", str(log)]) == 0
+    assert json.loads(capsys.readouterr().out)["by_policy"] == expected
+    out = tmp_path / "report.html"
+    assert cli_main(["audit", "report", str(log), "--out", str(out)]) == 0
+    page = out.read_text()
+    for key, n in expected.items():
+        assert f"<tr><td>{key}</td><td>{n}</td></tr>" in page
+
+
+def test_report_chart_names_group_and_target_violations(scorer: LocalScorer, tmp_path: Path) -> None:
+    policy = tmp_path / "broad.yaml"
+    policy.write_text(
+        "name: broad\nrules:\n"
+        # The mean of three scores is never exactly -1: this fires on every scored draft.
+        "  - {id: any-ambition, when: {group: self_enhancement, max: -1}, action: log, reason: r}\n"
+        # No draft is exactly this profile: with every scored dimension counted, this fires too.
+        "  - id: off-target\n    action: log\n    reason: r\n"
+        "    when: {target: {benevolence: 1, universalism: 1}, max_distance: 0.001, min_abs_score: 0}\n"
+    )
+    log = tmp_path / "audit.jsonl"
+    guard = Guard(policy, scorer=scorer, audit=JsonlSink(log))
+    guard.check("Octopuses have three hearts.")
+    guard.close()
+    (record,) = list(records(log))
+    assert {v["dimension"] for v in record["violations"]} == {"self_enhancement", "target"}
+    out = tmp_path / "report.html"
+    assert cli_main(["audit", "report", str(log), "--out", str(out)]) == 0
+    alt = re.search(r'<img alt="violations over time: ([^"]*)"', out.read_text())
+    assert alt is not None
+    assert set(alt.group(1).split(", ")) == {"self_enhancement", "target"}
+
+
 async def test_async_guard_writes_audit_without_blocking(scorer: LocalScorer, tmp_path: Path) -> None:
     log = tmp_path / "audit.jsonl"
     guard = Guard("default", scorer=scorer, audit=JsonlSink(log))
     await guard.acheck(REFUSAL, prompt=HARMFUL_PROMPT)
     guard.close()
     assert verify(log).checked == 1
+
+
+# ----------------------------------------------------------------------------- what verify accepts, and only that
+
+
+def crash_fragment(path: Path, line: int, keep: int) -> bytes:
+    """The first ``keep`` bytes of line ``line`` (1-based) of ``path``: what a crash in mid-write leaves."""
+    return path.read_bytes().split(b"\n")[line - 1][:keep]
+
+
+def test_an_empty_log_file_is_not_an_intact_log(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    log = tmp_path / "audit.jsonl"
+    log.write_bytes(b"")
+    report = verify(log)
+    assert report.exit_code == EXIT_TAMPERED and "the file is empty" in str(report.problem), report.summary()
+    assert cli_main(["audit", "verify", str(log)]) == EXIT_TAMPERED
+    out = capsys.readouterr().out
+    assert "0 file(s)" not in out and "OK" not in out
+    write_log(log, 1)  # a writer that crashed before its first line simply starts the log
+    assert verify(log).exit_code == EXIT_OK
+
+
+def test_only_what_a_crash_leaves_passes_as_a_torn_line(tmp_path: Path) -> None:
+    log = tmp_path / "audit.jsonl"
+    write_log(log, 4)
+    intact = log.read_bytes()
+    all_lines = intact.split(b"\n")
+    for garbage in (b"garbage-line", b'{"foo": 1}', b"", b'{"seq" 3'):  # text, a foreign object, blank, bad JSON
+        log.write_bytes(b"\n".join([*all_lines[:3], garbage, *all_lines[3:]]))
+        report = verify(log)
+        assert report.exit_code == EXIT_TAMPERED and report.where == f"{log}:4", (garbage, report.summary())
+    # The start of a record, cut short, and the chain going on after it: a crash (twice in a row, even).
+    fragments = [all_lines[2][:90], b'{"action":"allow","attempts":[{"at']
+    log.write_bytes(b"\n".join([*all_lines[:3], *fragments, *all_lines[3:]]))
+    report = verify(log)
+    assert report.exit_code == EXIT_OK and report.checked == 4, report.summary()
+    assert report.crash_residue == [f"{log}:4", f"{log}:5"]
+    # A fragment a crash left is never followed by a newline and then nothing.
+    log.write_bytes(intact + fragments[0] + b"\n")
+    assert verify(log).exit_code == EXIT_TAMPERED
+    log.write_bytes(intact + fragments[0])
+    assert verify(log).exit_code == EXIT_TORN_TAIL
+
+
+def test_a_torn_genesis_is_recovered_by_the_next_write(tmp_path: Path) -> None:
+    log = tmp_path / "audit.jsonl"
+    write_log(log, 1)
+    log.write_bytes(crash_fragment(log, 1, 60))  # the writer died while writing the genesis line
+    assert verify(log).exit_code == EXIT_TORN_TAIL
+    write_log(log, 2)
+    report = verify(log)
+    assert report.exit_code == EXIT_OK and report.checked == 2 and report.crash_residue == [f"{log}:1"], (
+        report.summary()
+    )
+    write_log(log, 1)  # and it stays intact
+    assert verify(log).exit_code == EXIT_OK and verify(log).checked == 3
+
+
+def test_a_complete_last_line_without_its_newline_is_continued_not_repeated(tmp_path: Path) -> None:
+    log = tmp_path / "audit.jsonl"
+    write_log(log, 3)
+    log.write_bytes(log.read_bytes()[:-1])  # the crash came just before the newline
+    write_log(log, 2)
+    report = verify(log)
+    assert report.exit_code == EXIT_OK and report.checked == 5 and not report.crash_residue, report.summary()
+
+
+@pytest.mark.parametrize("state", ["missing", "empty", "torn genesis"])
+def test_a_crash_during_rotation_keeps_one_chain(tmp_path: Path, state: str) -> None:
+    log = tmp_path / "audit.jsonl"
+    write_log(log, 40, max_bytes=6_000)
+    before = verify(log)
+    assert before.exit_code == EXIT_OK and len(segments(log)) > 2
+    # The writer died in mid-rotation: after renaming the full file, before the new one's genesis landed.
+    os.replace(log, log.with_name(f"audit.{len(segments(log))}.jsonl"))
+    if state == "empty":
+        log.write_bytes(b"")
+    elif state == "torn genesis":
+        log.write_bytes(crash_fragment(segments(log)[0], 1, 70))
+    mid = verify(log)
+    assert mid.exit_code in (EXIT_OK, EXIT_TORN_TAIL), mid.summary()
+    write_log(log, 3, max_bytes=6_000)
+    after = verify(log)
+    assert after.exit_code == EXIT_OK and after.last_seq == mid.last_seq + 3, after.summary()  # type: ignore[operator]
+
+
+def test_a_fragment_left_at_rotation_stays_in_the_old_file(tmp_path: Path) -> None:
+    log = tmp_path / "audit.jsonl"
+    write_log(log, 3)
+    with open(log, "ab") as fh:
+        fh.write(crash_fragment(log, 2, 120))
+    write_log(log, 2, max_bytes=100)  # the next write rotates first
+    report = verify(log)
+    assert report.exit_code == EXIT_OK and report.checked == 5 and len(report.crash_residue) == 1, report.summary()
+
+
+def test_a_head_anchor_detects_records_deleted_from_the_end(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    log = tmp_path / "audit.jsonl"
+    write_log(log, 5)
+    noted = verify(log)
+    assert noted.last_seq == 5 and noted.head == json.loads(lines(log)[-1])["hash"]
+    assert cli_main(["audit", "verify", str(log)]) == EXIT_OK
+    assert f"head {noted.head} at seq 5" in capsys.readouterr().out  # what an auditor writes down
+    write_log(log, 2)  # appending after the anchor is fine
+    assert verify(log, head=noted.head, expect_seq=5).exit_code == EXIT_OK
+    log.write_text("\n".join(lines(log)[:-3]) + "\n")  # seq 5, 6 and 7 deleted
+    assert verify(log).exit_code == EXIT_OK  # the limit of a bare hash chain
+    report = verify(log, head=noted.head)
+    assert report.exit_code == EXIT_TAMPERED and "not in the log" in str(report.problem), report.summary()
+    assert verify(log, expect_seq=5).exit_code == EXIT_TAMPERED
+    assert cli_main(["audit", "verify", str(log), "--head", str(noted.head), "--expect-seq", "5"]) == EXIT_TAMPERED
+    assert "deleted from its end" in capsys.readouterr().out
+
+
+def test_malformed_lines_get_a_verdict_or_an_error_naming_them(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    log = tmp_path / "audit.jsonl"
+    write_log(log, 3)
+    all_lines = lines(log)
+    genesis = json.loads(all_lines[0])
+    for bad in (None, "x", True):
+        log.write_text("\n".join([json.dumps({**genesis, "first_seq": bad}), *all_lines[1:]]) + "\n")
+        report = verify(log)
+        assert report.exit_code == EXIT_TAMPERED and report.where == f"{log}:1", report.summary()
+    log.write_text("\n".join([*all_lines[:2], '{"foo": 1}', *all_lines[2:]]) + "\n")
+    assert verify(log).where == f"{log}:3"
+    for question in (lambda: tail(log), lambda: stats(log), lambda: replay(log, load_policy("default"))):
+        with pytest.raises(AuditLogError, match=f"{log}:3: not an audit record"):
+            question()
+    for command in ("tail", "stats"):
+        assert cli_main(["audit", command, str(log)]) == 2
+        assert f"{log}:3: not an audit record" in capsys.readouterr().err
+    with pytest.raises(AuditLogError, match="is a directory"):
+        verify(tmp_path)
+    not_sqlite = tmp_path / "audit.db"
+    not_sqlite.write_text("these are not the records you are looking for\n")
+    with pytest.raises(AuditLogError, match=f"{not_sqlite} is not a readable guardrail audit database"):
+        verify(not_sqlite)
+    assert cli_main(["audit", "verify", str(not_sqlite)]) == 2
+    assert str(not_sqlite) in capsys.readouterr().err
+
+
+def test_sinks_refuse_what_is_not_an_audit_log_when_built(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    other = tmp_path / "requests.jsonl"
+    other.write_text('{"id": "q1", "response": "hello"}\n')
+    with pytest.raises(AuditLogError, match=f"{other} is not a guardrail audit log"):
+        JsonlSink(other)
+    assert cli_main(["check", "--audit", str(other), "Octopuses have three hearts."]) == 2
+    assert str(other) in capsys.readouterr().err
+    assert other.read_text() == '{"id": "q1", "response": "hello"}\n'  # untouched
+    for kind in (JsonlSink, SqliteSink):
+        with pytest.raises(AuditLogError, match=f"{tmp_path} is a directory"):
+            kind(tmp_path)
+    with pytest.raises(AuditLogError, match=str(other)):
+        SqliteSink(other)
+    # Another program appending to a log: the sink refuses to chain onto its line, and says why.
+    log = tmp_path / "audit.jsonl"
+    write_log(log, 1)
+    with open(log, "a") as fh:
+        fh.write('{"foo": 1}\n')
+    with JsonlSink(log) as sink, pytest.raises(AuditLogError, match=f"{log}: its last line is neither"):
+        sink.write(make_decision(1), deployment="tests")
+
+
+def test_sqlite_log_never_written_has_no_records(tmp_path: Path) -> None:
+    db = tmp_path / "audit.db"
+    SqliteSink(db).close()
+    report = verify(db)
+    assert report.exit_code == EXIT_OK and report.checked == 0 and "no records yet" in report.summary()
+
+
+def test_writes_racing_close_never_reopen_the_file(tmp_path: Path) -> None:
+    if not Path("/proc/self/fd").is_dir():
+        pytest.skip("needs /proc to see open files")
+    log = tmp_path / "audit.jsonl"
+    sink = JsonlSink(log)
+    written: list[int] = []
+
+    def writer() -> None:
+        while True:
+            try:
+                written.append(sink.write(make_decision(0), deployment="race").seq)
+            except RuntimeError:
+                return
+
+    threads = [threading.Thread(target=writer) for _ in range(6)]
+    for thread in threads:
+        thread.start()
+    time.sleep(0.3)
+    sink.close()
+    for thread in threads:
+        thread.join()
+    open_files = {os.path.realpath(f"/proc/self/fd/{fd}") for fd in os.listdir("/proc/self/fd")}
+    assert str(log.resolve()) not in open_files  # no write after close() left the log open
+    report = verify(log)
+    assert report.exit_code == EXIT_OK and report.checked == len(written) > 0

@@ -209,9 +209,9 @@ def test_audit_commands_refuse_bad_counts_and_unreadable_logs(
         assert exited.value.code == 2 and "must be 0 or more" in err and "Traceback" not in err
     code, out, _ = run(["audit", "tail", str(audit), "-n", "0"], capsys)
     assert code == 0 and out == ""
-    # A folder where a log should be: the last-resort handler still names the type, the message and the path.
+    # A folder where a log should be: one line naming the path and what is wrong with it.
     code, _, err = run(["audit", "tail", str(tmp_path)], capsys)
-    assert code == 2 and "IsADirectoryError" in err and str(tmp_path) in err and "Traceback" not in err
+    assert code == 2 and f"{tmp_path} is a directory" in err and "Traceback" not in err
 
 
 def test_check_audit_and_audit_commands_choose_the_sink_by_the_same_name_rule(
@@ -232,10 +232,10 @@ def test_check_audit_and_audit_commands_choose_the_sink_by_the_same_name_rule(
     not_db = tmp_path / "old.db"
     not_db.write_text('{"a JSONL line": true}\n')
     code, _, err = run(["check", REFUSAL, "--audit", str(not_db)], capsys)
-    assert code == 2 and f"--audit {not_db}: cannot open it as a SQLite database" in err and "Traceback" not in err
+    assert code == 2 and f"--audit {not_db}: " in err and "not a database" in err and "Traceback" not in err
     for command in ("stats", "verify"):
         code, _, err = run(["audit", command, str(not_db)], capsys)
-        assert code == 2 and f"{not_db}: cannot read it as a SQLite audit log" in err and "Traceback" not in err
+        assert code == 2 and str(not_db) in err and "not a" in err and "Traceback" not in err
 
 
 def test_input_that_is_not_utf8_names_its_line(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:

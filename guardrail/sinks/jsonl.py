@@ -2,18 +2,27 @@
 
 Safe for many threads and processes on one file: each append holds an exclusive file lock
 (``filelock``), reads the chain's tail from the file itself (another process may have written
-since), writes one line and flushes it before returning, so a crash loses at most the record
-in flight. A torn last line left by a crash is closed off with a newline and the chain goes on
-from the last complete record; ``guardrail audit verify`` reports such a line as a crash, not
-as tampering, because no complete record is missing from the chain.
+since), writes its bytes with one ``write`` call and flushes them before returning, so a crash
+loses at most the record in flight and leaves at most a *torn line*: the start of a JSON line, cut
+short. The next append closes such a fragment off with a newline (in the same write as the next
+record) and the chain goes on from the last complete record; ``guardrail audit verify`` accepts a
+fragment in exactly those places (followed by the chain's next line, or at the very end), because
+no complete record is missing from the chain, and reports anything else as tampering.
 
 Rotation by size renames the full file to ``<stem>.<n><suffix>`` and starts a new file whose
 genesis line names that file and carries its last hash, so the chain is continuous across files.
+If the active file is missing or holds only a torn fragment (a crash during rotation or while
+writing a genesis), the new genesis again continues from the newest rotated file.
+
+The lock is a separate file, ``<log>.lock``, left in place on purpose: ``flock`` locks an inode,
+and deleting the file while another process waits on it would let a third process lock a new
+file of the same name at the same time, so two writers could fork the chain.
 """
 
 from __future__ import annotations
 
 import asyncio
+import codecs
 import json
 import os
 import re
@@ -24,8 +33,14 @@ from typing import IO, Any
 
 from filelock import FileLock
 
+from guardrail.audit import AuditLogError
 from guardrail.decision import Decision
 from guardrail.record import AuditRecord, Genesis, build_record, canonical_json, utc_now
+
+_NUMBER = re.compile(r"-?(?:0|[1-9]\d*)(?:\.\d+)?(?:[eE][+-]?\d+)?")
+_NUMBER_START = re.compile(r"-?(?:0|[1-9]\d*)?(?:\.\d*)?(?:[eE][+-]?\d*)?")
+_NUMBER_CHARS = re.compile(r"[-+0-9.eE]*")
+_HEAD_BYTES = 65536
 
 
 def segments(path: Path | str) -> list[Path]:
@@ -33,7 +48,7 @@ def segments(path: Path | str) -> list[Path]:
     path = Path(path)
     pattern = re.compile(rf"^{re.escape(path.stem)}\.(\d+){re.escape(path.suffix)}$")
     rotated = []
-    if path.parent.exists():
+    if path.parent.is_dir():
         for p in path.parent.iterdir():
             m = pattern.match(p.name)
             if m:
@@ -42,8 +57,114 @@ def segments(path: Path | str) -> list[Path]:
     return [*files, path] if path.exists() else files
 
 
+def _scan_string(text: str, i: int) -> int | None:
+    """End (after the closing quote) of the JSON string starting at ``text[i]``; None: runs to the end; -1: invalid."""
+    j, n = i + 1, len(text)
+    while j < n:
+        ch = text[j]
+        if ch == '"':
+            return j + 1
+        if ch == "\\":
+            if j + 1 >= n:
+                return None
+            escape = text[j + 1]
+            if escape == "u":
+                digits = text[j + 2 : j + 6]
+                if any(c not in "0123456789abcdefABCDEF" for c in digits):
+                    return -1
+                if len(digits) < 4:
+                    return None
+                j += 6
+                continue
+            if escape not in '"\\/bfnrt':
+                return -1
+            j += 2
+            continue
+        if ord(ch) < 0x20:
+            return -1
+        j += 1
+    return None
+
+
+def is_torn_fragment(raw: bytes) -> bool:
+    """Whether ``raw`` is the start of a JSON object cut short: what a crash in mid-write leaves.
+
+    True for ``{"action":"allow","atte``; False for complete JSON, for text that is not JSON
+    (``hello``) and for JSON that goes wrong before it ends (``{"a" 1``).
+    """
+    try:
+        text = codecs.getincrementaldecoder("utf-8")().decode(raw, final=False)  # a cut multi-byte char is fine
+    except UnicodeDecodeError:
+        return False
+    if not text.startswith("{"):
+        return False
+    stack: list[str] = []
+    expect, i, n = "value", 0, len(text)
+    while i < n:
+        c = text[i]
+        if c in " \t\r":
+            i += 1
+            continue
+        if (expect == "key_or_close" and c == "}") or (expect == "value_or_close" and c == "]"):
+            expect = "after"  # an empty object or array: it closes as it would after a value
+        if expect in ("key", "key_or_close"):
+            if c != '"':
+                return False
+            end = _scan_string(text, i)
+            if end is None:
+                return True
+            if end < 0:
+                return False
+            i, expect = end, "colon"
+        elif expect == "colon":
+            if c != ":":
+                return False
+            i, expect = i + 1, "value"
+        elif expect in ("value", "value_or_close"):
+            if c in "{[":
+                stack.append(c)
+                i, expect = i + 1, ("key_or_close" if c == "{" else "value_or_close")
+            elif c == '"':
+                end = _scan_string(text, i)
+                if end is None:
+                    return True
+                if end < 0:
+                    return False
+                i, expect = end, "after"
+            elif c in "-0123456789":
+                match = _NUMBER_CHARS.match(text, i)
+                assert match is not None
+                if match.end() == n:
+                    return _NUMBER_START.fullmatch(match.group()) is not None
+                if not _NUMBER.fullmatch(match.group()):
+                    return False
+                i, expect = match.end(), "after"
+            elif c in "tfn":
+                word = {"t": "true", "f": "false", "n": "null"}[c]
+                if text.startswith(word, i):
+                    i, expect = i + len(word), "after"
+                else:
+                    return word.startswith(text[i:])  # cut inside the literal, or a wrong word
+            else:
+                return False
+        else:  # after a complete value
+            if c == "," and stack:
+                i, expect = i + 1, ("key" if stack[-1] == "{" else "value")
+            elif stack and c == ("}" if stack[-1] == "{" else "]"):
+                stack.pop()
+                i += 1
+                if not stack:
+                    return False  # the object is complete, and something follows it
+            else:
+                return False
+    return bool(stack)
+
+
 def _last_complete(fh: IO[bytes]) -> tuple[dict[str, Any] | None, bool]:
-    """(last parseable JSON line, whether the file ends in a torn line), reading backwards."""
+    """(last line that parses as a JSON object, whether the file does not end in a newline), read backwards.
+
+    A last line that parses but lacks its newline (a crash just before it) counts as complete.
+    """
     fh.seek(0, os.SEEK_END)
     end = fh.tell()
     if end == 0:
@@ -59,8 +180,6 @@ def _last_complete(fh: IO[bytes]) -> tuple[dict[str, Any] | None, bool]:
         lines = buffer.split(b"\n")
         # lines[0] may be partial unless pos == 0; the rest are whole (the last may be torn).
         candidates = lines if pos == 0 else lines[1:]
-        if torn and candidates:
-            candidates = candidates[:-1]
         for raw in reversed(candidates):
             if not raw.strip():
                 continue
@@ -75,11 +194,50 @@ def _last_complete(fh: IO[bytes]) -> tuple[dict[str, Any] | None, bool]:
     return None, torn
 
 
+def _int(value: Any) -> int | None:
+    return value if isinstance(value, int) and not isinstance(value, bool) else None
+
+
+def _chain_point(data: dict[str, Any]) -> tuple[str, int] | None:
+    """(hash the next record chains to, its seq) after the genesis or record ``data``, if it is one."""
+    if data.get("type") == "genesis":
+        first_seq = _int(data.get("first_seq", 1))
+        if isinstance(data.get("genesis"), str) and first_seq is not None:
+            return str(data["genesis"]), first_seq
+        return None
+    seq = _int(data.get("seq"))
+    if isinstance(data.get("hash"), str) and seq is not None:
+        return str(data["hash"]), seq + 1
+    return None
+
+
+def _first_line_problem(head: bytes) -> str | None:
+    """Why a file starting with ``head`` is not an audit log this sink may append to (None: it is)."""
+    if not head:
+        return None  # empty: the next write starts the log
+    first, newline, _ = head.partition(b"\n")
+    if not newline and len(head) >= _HEAD_BYTES:
+        return "its first line is far longer than a genesis line"
+    try:
+        data = json.loads(first)
+    except ValueError:
+        if is_torn_fragment(first):
+            return None  # a genesis line cut short by a crash: the next write recovers
+        return "line 1 is not JSON"
+    if isinstance(data, dict) and data.get("type") == "genesis":
+        return None
+    return "line 1 is not a genesis line (every audit log starts with one)"
+
+
 class JsonlSink:
     """Append-only, hash-chained JSONL audit log.
 
     ``redact=True`` stores only SHA-256 hashes of prompts and texts. ``max_bytes`` rotates files.
     ``fsync=True`` also forces each record to disk (survives power loss, costs about a millisecond).
+
+    The constructor refuses (``AuditLogError``, naming the path) a directory and an existing file
+    that is not an audit log, so that decisions are never appended to someone else's file. The
+    ``<log>.lock`` file it creates stays in place (see the module docstring).
     """
 
     def __init__(
@@ -89,11 +247,33 @@ class JsonlSink:
         self.redact = redact
         self.max_bytes = max_bytes
         self.fsync = fsync
-        self.path.parent.mkdir(parents=True, exist_ok=True)
+        self._check_path()
         self._file_lock = FileLock(str(self.path) + ".lock")
         self._thread_lock = threading.Lock()
         self._fh: IO[bytes] | None = None
         self._closed = False
+
+    def _check_path(self) -> None:
+        path = self.path
+        if path.is_dir():
+            raise AuditLogError(f"audit log {path} is a directory; give a file path, e.g. {path / 'audit.jsonl'}")
+        try:
+            path.parent.mkdir(parents=True, exist_ok=True)
+        except OSError as exc:
+            raise AuditLogError(f"cannot create the folder of audit log {path} ({exc.strerror})") from None
+        if not path.exists():
+            return
+        try:
+            with open(path, "rb") as fh:
+                head = fh.read(_HEAD_BYTES)
+            open(path, "ab").close()  # only checks that appending is allowed
+        except OSError as exc:
+            raise AuditLogError(f"cannot use {path} as an audit log ({exc.strerror})") from None
+        problem = _first_line_problem(head)
+        if problem:
+            raise AuditLogError(
+                f"{path} is not a guardrail audit log ({problem}); refusing to append to it: give a new file"
+            )
 
     def _open(self) -> IO[bytes]:
         """The handle of the active file, reopened if another process rotated it away."""
@@ -109,51 +289,86 @@ class JsonlSink:
         self._fh = open(self.path, "a+b")  # noqa: SIM115 - kept open across writes
         return self._fh
 
-    def _start_file(self, fh: IO[bytes], genesis: str, continues: str | None, first_seq: int) -> None:
+    @staticmethod
+    def _genesis_line(genesis: str, continues: str | None, first_seq: int) -> bytes:
         header = Genesis(genesis=genesis, created=utc_now(), continues=continues, first_seq=first_seq)
-        fh.write((canonical_json(header.model_dump()) + "\n").encode("utf-8"))
+        return (canonical_json(header.model_dump()) + "\n").encode("utf-8")
 
-    def _rotate(self, last: dict[str, Any]) -> IO[bytes]:
+    def _new_file_start(self) -> tuple[bytes, str, int]:
+        """(genesis line, prev_hash, seq) for a file with no complete line yet.
+
+        Continues the chain of the newest rotated file when there is one (a crash during rotation
+        left the active file missing, empty or torn); otherwise starts a new chain.
+        """
+        rotated = [p for p in segments(self.path) if p != self.path]
+        if rotated:
+            with open(rotated[-1], "rb") as fh:
+                last, _ = _last_complete(fh)
+            point = _chain_point(last) if last is not None else None
+            if point is None:
+                raise AuditLogError(
+                    f"{rotated[-1]} ends with no audit record; cannot continue its chain in {self.path}"
+                )
+            return self._genesis_line(point[0], rotated[-1].name, point[1]), point[0], point[1]
+        genesis = secrets.token_hex(32)
+        return self._genesis_line(genesis, None, 1), genesis, 1
+
+    def _check_fragments_only(self, fh: IO[bytes]) -> None:
+        """A file without one complete line must hold only torn fragments (crashes), or it is not ours."""
+        fh.seek(0)
+        content = fh.read(_HEAD_BYTES + 1)
+        lines = content.split(b"\n")
+        if len(content) > _HEAD_BYTES or any(line and not is_torn_fragment(line) for line in lines):
+            raise AuditLogError(
+                f"{self.path} holds no audit record and is not a log cut short by a crash; refusing to append to it"
+            )
+
+    def _rotate(self, last: dict[str, Any]) -> tuple[IO[bytes], bytes]:
+        """Rename the full file away; (handle of the new active file, its genesis line)."""
         assert self._fh is not None
         taken = {int(m.group(1)) for p in segments(self.path) if (m := re.search(r"\.(\d+)\.[^.]+$", p.name))}
         target = self.path.with_name(f"{self.path.stem}.{max(taken, default=0) + 1}{self.path.suffix}")
         self._fh.close()
         self._fh = None
         os.replace(self.path, target)
-        fh = self._open()
-        self._start_file(fh, str(last["hash"]), target.name, int(last["seq"]) + 1)
-        return fh
+        return self._open(), self._genesis_line(str(last["hash"]), target.name, int(last["seq"]) + 1)
 
     def write(self, decision: Decision, *, deployment: str, context: dict[str, Any] | None = None) -> AuditRecord:
         """Append one decision as the next record of the chain; returns the record written."""
-        if self._closed:
-            raise RuntimeError(f"audit sink {self.path} is closed")
-        with self._thread_lock, self._file_lock:
-            fh = self._open()
-            last, torn = _last_complete(fh)
-            if last is None:
-                if torn:  # only a torn fragment: keep it visible, start the chain after it
-                    fh.write(b"\n")
-                self._start_file(fh, secrets.token_hex(32), None, 1)
+        with self._thread_lock:
+            if self._closed:  # checked under the lock: a write racing close() never reopens the file
+                raise RuntimeError(f"audit sink {self.path} is closed")
+            with self._file_lock:
+                fh = self._open()
                 last, torn = _last_complete(fh)
-                assert last is not None
-            elif torn:
-                fh.write(b"\n")  # close off the fragment a crash left; the chain continues below
-            if last.get("type") == "genesis":
-                prev_hash, seq = str(last["genesis"]), int(last.get("first_seq", 1))
-            else:
-                prev_hash, seq = str(last["hash"]), int(last["seq"]) + 1
-                if self.max_bytes is not None and fh.tell() >= self.max_bytes:
-                    fh = self._rotate(last)
-                    prev_hash = str(last["hash"])
-            record = build_record(
-                decision, seq=seq, prev_hash=prev_hash, deployment=deployment, redact=self.redact, context=context
-            )
-            fh.write((canonical_json(record.model_dump(mode="json")) + "\n").encode("utf-8"))
-            fh.flush()
-            if self.fsync:
-                os.fsync(fh.fileno())
-            return record
+                size = fh.seek(0, os.SEEK_END)
+                prefix = b"\n" if torn else b""  # closes off the fragment a crash left, in the same write
+                header = b""
+                if last is None:
+                    if size:
+                        self._check_fragments_only(fh)
+                    header, prev_hash, seq = self._new_file_start()
+                else:
+                    point = _chain_point(last)
+                    if point is None:
+                        raise AuditLogError(
+                            f"{self.path}: its last line is neither a genesis line nor an audit record "
+                            "(was another program writing to it?); refusing to append to it"
+                        )
+                    prev_hash, seq = point
+                    if last.get("type") != "genesis" and self.max_bytes is not None and size >= self.max_bytes:
+                        fh, header = self._rotate(last)  # a fragment stays, unterminated, at the old file's end
+                        prefix = b""
+                record = build_record(
+                    decision, seq=seq, prev_hash=prev_hash, deployment=deployment, redact=self.redact, context=context
+                )
+                line = (canonical_json(record.model_dump(mode="json")) + "\n").encode("utf-8")
+                fh.seek(0, os.SEEK_END)
+                fh.write(prefix + header + line)  # one write: nothing of it lands without the rest's start
+                fh.flush()
+                if self.fsync:
+                    os.fsync(fh.fileno())
+                return record
 
     async def awrite(
         self, decision: Decision, *, deployment: str, context: dict[str, Any] | None = None
@@ -162,7 +377,7 @@ class JsonlSink:
         return await asyncio.to_thread(self.write, decision, deployment=deployment, context=context)
 
     def close(self) -> None:
-        """Flush and close the file; later writes raise."""
+        """Flush and close the file; later writes raise. The ``.lock`` file stays (module docstring)."""
         with self._thread_lock:
             self._closed = True
             if self._fh is not None:

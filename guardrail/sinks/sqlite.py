@@ -16,6 +16,7 @@ from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
+from guardrail.audit import AuditLogError
 from guardrail.decision import Decision
 from guardrail.record import AuditRecord, Genesis, build_record, canonical_json, utc_now
 
@@ -42,21 +43,61 @@ CREATE INDEX IF NOT EXISTS records_deployment ON records (deployment);
 COLUMNS = ("ts", "deployment", "action", "intended_action", "prev_hash", "hash")
 
 
+RECORD_COLUMNS = (
+    "seq",
+    "ts",
+    "deployment",
+    "policy_name",
+    "policy_version",
+    "policy_hash",
+    "model_id",
+    "action",
+    "intended_action",
+    "prev_hash",
+    "hash",
+    "record",
+)
+
+
 def _connect(path: Path) -> sqlite3.Connection:
-    conn = sqlite3.connect(str(path), timeout=60.0, isolation_level=None, check_same_thread=False)
-    conn.execute("PRAGMA journal_mode=WAL")
-    conn.execute("PRAGMA synchronous=NORMAL")
-    conn.executescript(SCHEMA)
+    """Open (creating if need be) the audit database at ``path``; ``AuditLogError`` naming it if it cannot be."""
+    if path.is_dir():
+        raise AuditLogError(f"audit database {path} is a directory; give a file path, e.g. {path / 'audit.db'}")
+    try:
+        path.parent.mkdir(parents=True, exist_ok=True)
+    except OSError as exc:
+        raise AuditLogError(f"cannot create the folder of audit database {path} ({exc.strerror})") from None
+    try:
+        conn = sqlite3.connect(str(path), timeout=60.0, isolation_level=None, check_same_thread=False)
+    except sqlite3.Error as exc:
+        raise AuditLogError(f"cannot open audit database {path} ({exc})") from None
+    try:
+        conn.execute("PRAGMA journal_mode=WAL")
+        conn.execute("PRAGMA synchronous=NORMAL")
+        conn.executescript(SCHEMA)
+        columns = tuple(row[1] for row in conn.execute("PRAGMA table_info(records)"))
+        meta = tuple(row[1] for row in conn.execute("PRAGMA table_info(meta)"))
+    except sqlite3.Error as exc:
+        conn.close()
+        raise AuditLogError(f"cannot use {path} as an audit database ({exc})") from None
+    if columns != RECORD_COLUMNS or meta != ("key", "value"):
+        conn.close()
+        raise AuditLogError(
+            f"{path} already has 'records' or 'meta' tables that are not guardrail's; refusing to write to it"
+        )
     return conn
 
 
 class SqliteSink:
-    """Hash-chained audit records in a SQLite database (``redact=True`` stores only hashes)."""
+    """Hash-chained audit records in a SQLite database (``redact=True`` stores only hashes).
+
+    A path that cannot be an audit database (a directory, a file that is not SQLite, a database
+    whose ``records`` table is someone else's) raises ``AuditLogError`` naming it, at construction.
+    """
 
     def __init__(self, path: Path | str, *, redact: bool = False) -> None:
         self.path = Path(path)
         self.redact = redact
-        self.path.parent.mkdir(parents=True, exist_ok=True)
         self._conn = _connect(self.path)
         self._lock = threading.Lock()
         self._closed = False
@@ -126,21 +167,36 @@ class SqliteSink:
 
 
 def read_rows(path: Path) -> Iterator[Any]:
-    """The database as ``audit.LogLine``s: the genesis, then every record in seq order."""
+    """The database as ``audit.LogLine``s: the genesis, then every record in seq order.
+
+    A file that is not a readable guardrail audit database raises ``AuditLogError`` naming it.
+    """
     from guardrail.audit import LogLine
 
-    conn = sqlite3.connect(f"file:{path}?mode=ro", uri=True)
+    try:
+        conn = sqlite3.connect(f"{path.resolve().as_uri()}?mode=ro", uri=True)
+    except sqlite3.Error as exc:
+        raise AuditLogError(f"cannot open audit database {path} ({exc})") from None
     try:
         row = conn.execute("SELECT value FROM meta WHERE key = 'genesis'").fetchone()
         if row is not None:
-            yield LogLine(str(path), 0, json.loads(row[0]))
-        for n, (seq, *cols, text) in enumerate(
-            conn.execute(f"SELECT seq, {', '.join(COLUMNS)}, record FROM records ORDER BY rowid"), 1
-        ):
+            try:
+                genesis = json.loads(row[0])
+            except (TypeError, ValueError) as exc:
+                yield LogLine(str(path), 0, None, tampered=f"the genesis row holds no valid JSON ({exc})")
+                return
+            if not isinstance(genesis, dict):
+                yield LogLine(str(path), 0, None, tampered="the genesis row holds no JSON object")
+                return
+            yield LogLine(str(path), 0, genesis)
+        rows = conn.execute(f"SELECT seq, {', '.join(COLUMNS)}, record FROM records ORDER BY rowid")
+        for n, (seq, *cols, text) in enumerate(rows, 1):
             try:
                 data = json.loads(text)
-            except ValueError as exc:
-                yield LogLine(str(path), n, None, tampered=f"row seq {seq} holds no valid JSON ({exc})")
+                if not isinstance(data, dict):
+                    raise ValueError("not a JSON object")
+            except (TypeError, ValueError) as exc:
+                yield LogLine(str(path), n, None, tampered=f"row seq {seq} holds no valid JSON record ({exc})")
                 continue
             mismatch = [c for c, v in zip(COLUMNS, cols, strict=True) if data.get(c) != v]
             if data.get("seq") != seq:
@@ -151,5 +207,7 @@ def read_rows(path: Path) -> Iterator[Any]:
                 )
                 continue
             yield LogLine(str(path), n, data)
+    except sqlite3.DatabaseError as exc:
+        raise AuditLogError(f"{path} is not a readable guardrail audit database ({exc})") from None
     finally:
         conn.close()
