@@ -31,6 +31,10 @@ NO_TEXT_NOTE = "no text content to score (tool calls): passed through unchanged"
 """The note of an ``unscored`` decision on a reply that holds only tool calls."""
 
 
+CANCELLED_BEFORE_DECISION = "cancelled before the guard decided"
+"""The error of the block recorded for an async call cancelled before its decision."""
+
+
 class ScoringTimeoutError(TimeoutError):
     """Scoring took longer than the policy's ``scoring_timeout_s``."""
 
@@ -260,6 +264,7 @@ class Guard:
 
     def record(self, decision: Decision, context: dict[str, Any] | None = None) -> Decision:
         """Append ``decision`` to the audit sink (if any) and return it."""
+        self.ensure_open()
         if self.audit is not None:
             self.audit.write(decision, deployment=self.deployment, context=context or {})
         return decision
@@ -279,7 +284,7 @@ class Guard:
         ``policy`` overrides the guard's policy for this call; ``record=False`` skips the audit
         (for intermediate checks whose final decision is recorded separately, as in streaming).
         """
-        self._ensure_open()
+        self.ensure_open()
         chosen = self.resolve_policy(policy)
         invalid = self._invalid_input(chosen, response, prompt)
         if invalid is not None:
@@ -301,7 +306,7 @@ class Guard:
         If the LLM fails (raises, or returns something that is not a string), a block decision
         naming the error is recorded and the error is raised.
         """
-        self._ensure_open()
+        self.ensure_open()
         policy = self.resolve_policy(policy)
         gen = self._pipeline(policy, prompt, None, True)
         try:
@@ -412,7 +417,13 @@ class Guard:
         draft = response if isinstance(response, str) else None
         return self._failed(policy, draft, "invalid input: " + "; ".join(problems), base, {})
 
-    def _ensure_open(self) -> None:
+    @property
+    def closed(self) -> bool:
+        """Whether ``close`` has run."""
+        return self._closed
+
+    def ensure_open(self) -> None:
+        """Raise ``RuntimeError`` if this guard is closed (adapters call it before work they could not record)."""
         if self._closed:
             raise RuntimeError("this Guard is closed: create a new one")
 
@@ -450,6 +461,7 @@ class Guard:
 
     async def arecord(self, decision: Decision, context: dict[str, Any] | None = None) -> Decision:
         """Async twin of ``record``: the write happens off the event loop."""
+        self.ensure_open()
         if self.audit is not None:
             await self.audit.awrite(decision, deployment=self.deployment, context=context or {})
         return decision
@@ -465,14 +477,21 @@ class Guard:
         record: bool = True,
     ) -> Decision:
         """Async twin of ``check``: never blocks the event loop."""
-        self._ensure_open()
+        self.ensure_open()
         chosen = self.resolve_policy(policy)
         invalid = self._invalid_input(chosen, response, prompt)
-        if invalid is not None:
-            decision = invalid
-        else:
-            decision = await self._adrive(self._pipeline(chosen, prompt, response, llm is not None), chosen, llm)
-        return await self.arecord(decision, context or {}) if record else decision
+        try:
+            if invalid is not None:
+                decision = invalid
+            else:
+                decision = await self._adrive(self._pipeline(chosen, prompt, response, llm is not None), chosen, llm)
+        except asyncio.CancelledError:
+            if record:
+                failure = self.arecord_failure(prompt, CANCELLED_BEFORE_DECISION, context=context, policy=chosen)
+                await asyncio.shield(failure)
+            raise
+        # Shielded: a cancel arriving during the write still leaves exactly one record.
+        return await asyncio.shield(self.arecord(decision, context or {})) if record else decision
 
     async def agenerate(
         self,
@@ -483,16 +502,21 @@ class Guard:
         policy: Policy | str | Path | None = None,
     ) -> Decision:
         """Async twin of ``generate``; ``llm`` may be sync (it then runs on a worker thread) or async."""
-        self._ensure_open()
+        self.ensure_open()
         policy = self.resolve_policy(policy)
         gen = self._pipeline(policy, prompt, None, True)
         try:
             _require_prompt(prompt)
             decision = await self._adrive(gen, policy, llm)
-        except Exception as exc:
-            await self.arecord_failure(prompt, f"generation failed: {_error_text(exc)}", context=context, policy=policy)
+        except asyncio.CancelledError:
+            cancelled = self.arecord_failure(prompt, CANCELLED_BEFORE_DECISION, context=context, policy=policy)
+            await asyncio.shield(cancelled)
             raise
-        return await self.arecord(decision, context or {})
+        except Exception as exc:
+            error = f"generation failed: {_error_text(exc)}"
+            await asyncio.shield(self.arecord_failure(prompt, error, context=context, policy=policy))
+            raise
+        return await asyncio.shield(self.arecord(decision, context or {}))
 
     def awrap(self, llm: SyncLLM | AsyncLLM) -> Callable[[str], Awaitable[Decision]]:
         """``llm`` (sync or async, prompt -> text) as an async guarded callable (prompt -> Decision)."""

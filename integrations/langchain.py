@@ -18,6 +18,15 @@ as before; so is a stream the consumer closes before its end. (In the ``chain | 
 form a failure upstream never reaches the guard.) A message with tool calls and no text has
 nothing to score: it passes through unchanged and an ``allow`` decision saying so is recorded;
 when a message's text is blocked or rewritten, its tool calls are dropped with it.
+
+A dict output (agents, QA chains) is guarded on its answer field: the first of ``output``,
+``answer``, ``result``, ``response``, ``text``, ``content``, or its only field; the other fields
+(e.g. the echoed ``input``) pass through. A dict with several fields and none of these names is
+refused with an error naming its fields (and recorded), never guarded on the wrong field.
+
+One limit: in the pipe form, ``astream`` closed early by the consumer is not closed by LangChain's
+sequence; its decision is recorded when Python finalizes the generator (soon after, on the event
+loop), so close the guard only after that. The wrapping form and ``stream`` record at once.
 """
 
 from __future__ import annotations
@@ -49,8 +58,36 @@ PROMPT_KEYS = ("input", "question", "query", "prompt", "text")
 """Input variables taken to hold the user's request, in this order (unless ``rewrite_key`` names one)."""
 
 
+ANSWER_KEYS = ("output", "answer", "result", "response", "text", "content")
+"""Fields of a dict output taken to hold the answer (as agents and QA chains return), in this order."""
+
+
+class OutputShapeError(ValueError):
+    """A chain output whose answer cannot be told apart (a dict with several fields, none an answer key)."""
+
+
+def answer_key(value: dict[Any, Any]) -> Any:
+    """The field of a dict output that holds the answer: the first of ``ANSWER_KEYS``, or its only field."""
+    for key in ANSWER_KEYS:
+        if key in value:
+            return key
+    if len(value) == 1:
+        return next(iter(value))
+    raise OutputShapeError(
+        f"cannot tell which field of the chain's output ({', '.join(repr(k) for k in value)}) is the answer: "
+        f"guard a chain whose output is text, a message, or a dict with one of {', '.join(ANSWER_KEYS)}"
+    )
+
+
+def output_text(value: Any) -> str:
+    """The text to guard in a chain output (a dict output's answer field, never its echoed input)."""
+    if isinstance(value, dict):
+        return output_text(value[answer_key(value)])
+    return text_of(value)
+
+
 def text_of(value: Any) -> str:
-    """The text of a chain output or prompt: str, message, message list, prompt value or dict."""
+    """The text of a prompt or message: str, message, message list, prompt value or dict of variables."""
     if isinstance(value, str):
         return value
     if isinstance(value, BaseMessage):
@@ -94,7 +131,13 @@ def _without_tools(message: BaseMessage) -> dict[str, Any]:
 
 
 def like(original: Any, text: str, *, drop_tools: bool = False) -> Any:
-    """``text`` in the type of ``original`` (keeping message metadata; without tool calls if ``drop_tools``)."""
+    """``text`` in the type of ``original`` (keeping message metadata; without tool calls if ``drop_tools``).
+
+    In a dict output only the answer field changes.
+    """
+    if isinstance(original, dict):
+        key = answer_key(original)
+        return {**original, key: like(original[key], text, drop_tools=drop_tools)}
     if isinstance(original, AIMessageChunk):
         return AIMessageChunk(content=text, id=original.id, response_metadata=original.response_metadata)
     if isinstance(original, BaseMessage):
@@ -240,7 +283,7 @@ class GuardRunnable(Runnable[Any, Any]):
         llm = self.llm
 
         def regenerate(instruction: str) -> str:
-            return text_of(llm.invoke(self.rewrite_input(original, instruction), config))
+            return output_text(llm.invoke(self.rewrite_input(original, instruction), config))
 
         return regenerate
 
@@ -250,7 +293,7 @@ class GuardRunnable(Runnable[Any, Any]):
         llm = self.llm
 
         async def regenerate(instruction: str) -> str:
-            return text_of(await llm.ainvoke(self.rewrite_input(original, instruction), config))
+            return output_text(await llm.ainvoke(self.rewrite_input(original, instruction), config))
 
         return regenerate
 
@@ -269,6 +312,7 @@ class GuardRunnable(Runnable[Any, Any]):
     # --------------------------------------------------------------------- invoke
 
     def _invoke(self, value: Any, run_manager: CallbackManagerForChainRun, config: RunnableConfig) -> Any:
+        self.guard.ensure_open()  # before the chain runs: its output could not be guarded or recorded
         prompt = None
         context = _context(config, run_manager.run_id)
         original = value
@@ -279,11 +323,16 @@ class GuardRunnable(Runnable[Any, Any]):
             except Exception as exc:
                 self.guard.record_failure(prompt, self._failed(exc), context=context, policy=self._policy(config))
                 raise
-        if has_tool_calls(value) and not text_of(value).strip():
+        try:
+            text = output_text(value)
+        except OutputShapeError as exc:
+            self.guard.record_failure(prompt, str(exc), context=context, policy=self._policy(config))
+            raise
+        if has_tool_calls(value) and not text.strip():
             self.guard.record(self._no_text(prompt, config), context)
             return value
         decision = self.guard.check(
-            text_of(value),
+            text,
             prompt,
             llm=self._regenerate(config, original),
             context=context,
@@ -296,6 +345,7 @@ class GuardRunnable(Runnable[Any, Any]):
         return self._call_with_config(self._invoke, input, ensure_config(config))
 
     async def _ainvoke(self, value: Any, run_manager: AsyncCallbackManagerForChainRun, config: RunnableConfig) -> Any:
+        self.guard.ensure_open()  # before the chain runs: its output could not be guarded or recorded
         prompt = None
         context = _context(config, run_manager.run_id)
         original = value
@@ -309,11 +359,16 @@ class GuardRunnable(Runnable[Any, Any]):
                         prompt, self._failed(exc), context=context, policy=self._policy(config)
                     )
                 raise
-        if has_tool_calls(value) and not text_of(value).strip():
+        try:
+            text = output_text(value)
+        except OutputShapeError as exc:
+            await self.guard.arecord_failure(prompt, str(exc), context=context, policy=self._policy(config))
+            raise
+        if has_tool_calls(value) and not text.strip():
             await self.guard.arecord(self._no_text(prompt, config), context)
             return value
         decision = await self.guard.acheck(
-            text_of(value),
+            text,
             prompt,
             llm=self._aregenerate(config, original),
             context=context,
@@ -331,6 +386,7 @@ class GuardRunnable(Runnable[Any, Any]):
         self, input: Iterator[Any], run_manager: CallbackManagerForChainRun, config: RunnableConfig
     ) -> Iterator[Any]:
         chunks: Iterator[Any] = input
+        self.guard.ensure_open()
         prompt: str | None = None
         if self.llm is not None:
             prompts = list(input)
@@ -346,7 +402,7 @@ class GuardRunnable(Runnable[Any, Any]):
                 if has_tool_calls(chunk):
                     tools = True
                     yield _tool_part(chunk)
-                released = sg.feed(text_of(chunk))
+                released = sg.feed(output_text(chunk))
                 if released:
                     yield like(chunk, released)
                 if sg.stopped is not None:
@@ -394,6 +450,7 @@ class GuardRunnable(Runnable[Any, Any]):
     ) -> AsyncIterator[Any]:
         prompt: str | None = None
         chunks: AsyncIterator[Any] = input
+        self.guard.ensure_open()
         if self.llm is not None:
             prompts = [p async for p in input]
             first = prompts[-1] if prompts else ""
@@ -408,7 +465,7 @@ class GuardRunnable(Runnable[Any, Any]):
                 if has_tool_calls(chunk):
                     tools = True
                     yield _tool_part(chunk)
-                released = await sg.afeed(text_of(chunk))
+                released = await sg.afeed(output_text(chunk))
                 if released:
                     yield like(chunk, released)
                 if sg.stopped is not None:

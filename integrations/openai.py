@@ -57,7 +57,18 @@ TOOL_KEYS = ("tool_calls", "function_call")
 """Message (and delta) fields that carry tool calls: passed through, never scored."""
 
 
-_REWRITE_DROPS = ("messages", "stream", "stream_options", "n", "tools", "tool_choice", "functions", "function_call")
+# A rewrite is one non-streamed text answer: no tools (OpenAI refuses parallel_tool_calls without tools).
+_REWRITE_DROPS = (
+    "messages",
+    "stream",
+    "stream_options",
+    "n",
+    "tools",
+    "tool_choice",
+    "parallel_tool_calls",
+    "functions",
+    "function_call",
+)
 _STRICTNESS = {"allow": 0, "log": 1, "rewrite": 2, "block": 3}
 
 T = TypeVar("T")
@@ -454,9 +465,10 @@ class StreamRelay:
         return [last]
 
     def _open(self) -> list[_ChoiceStream]:
-        """The choices still to end (choice 0 if none arrived at all)."""
+        """The choices still to end (all ``n`` expected ones if none arrived at all)."""
         if not self.choices:
-            self._choice(0)
+            for index in range(self.expected):
+                self._choice(index)
         return [c for c in sorted(self.choices.values(), key=lambda c: c.index) if c.decision is None]
 
     # sync
@@ -494,7 +506,9 @@ class StreamRelay:
     async def _aend(self, state: _ChoiceStream) -> list[dict[str, Any]]:
         if state.no_text:
             decision = no_text_decision(self.guard, self.prompt, self.policy)
-            return self._closing(state, "", await self.guard.arecord(decision, state.sg.context))
+            closing = self._closing(state, "", decision)  # ended before the write: a cancel cannot record it twice
+            await shielded(lambda: self.guard.arecord(decision, state.sg.context))
+            return closing
         tail, decision = await state.sg.afinish()
         return self._closing(state, tail, decision)
 
@@ -569,12 +583,15 @@ async def aguard_reply(
         for choice in choices:
             ctx = {**context, "choice_index": choice.index}
             if choice.text is NO_TEXT:
-                decisions.append(await guard.arecord(no_text_decision(guard, prompt, policy), ctx))
+                decision = no_text_decision(guard, prompt, policy)
+                decisions.append(await shielded(lambda: guard.arecord(decision, ctx)))  # noqa: B023 (awaited here)
             else:
                 decisions.append(await guard.acheck(choice.text, prompt, llm=regenerate, policy=policy, context=ctx))
     except asyncio.CancelledError:
+        # The choice in flight records itself (acheck records a cancellation; a shielded write
+        # completes); the ones not reached yet are recorded here.
         with anyio.CancelScope(shield=True):
-            for choice in choices[len(decisions) :]:
+            for choice in choices[len(decisions) + 1 :]:
                 ctx = {**context, "choice_index": choice.index}
                 await guard.arecord_failure(prompt, "cancelled before the guard decided", policy=policy, context=ctx)
         raise
@@ -616,6 +633,7 @@ class GuardedChatClient:
         Every choice is guarded; a failed call is recorded as a block and its error raised.
         """
         _checked(request)
+        self.guard.ensure_open()  # before the upstream call: its answer could not be guarded or recorded
         if request.get("stream"):
             return self._stream(request)
         prompt = prompt_of(request)
@@ -691,6 +709,7 @@ class AsyncGuardedChatClient:
     async def create(self, **request: Any) -> Any:
         """Async ``create``: a dict, or an async iterator of chunks when ``stream=True``."""
         _checked(request)
+        self.guard.ensure_open()  # before the upstream call: its answer could not be guarded or recorded
         if request.get("stream"):
             return self._stream(request)
         prompt = prompt_of(request)

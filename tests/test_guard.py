@@ -9,6 +9,7 @@ from __future__ import annotations
 import time
 from collections.abc import Sequence
 from pathlib import Path
+from typing import Any
 
 import pytest
 
@@ -377,3 +378,30 @@ def test_a_rewrite_rule_that_falls_back_to_block_shows_its_own_message(scorer: L
     decision = Guard(path, scorer=scorer).generate(HARMFUL_PROMPT, FakeStubbornLLM())
     assert decision.action == "block" and decision.intended_action == "rewrite"
     assert decision.text == message
+
+
+async def test_a_call_cancelled_while_its_decision_is_written_is_recorded_once(
+    scorer: LocalScorer, tmp_path: Path
+) -> None:
+    import asyncio
+
+    from guardrail.record import AuditRecord
+    from guardrail.sinks.jsonl import JsonlSink
+
+    class SlowDiskSink(JsonlSink):
+        """The real JSONL sink on a slow disk: each write takes half a second."""
+
+        def write(self, decision: Any, *, deployment: str, context: dict[str, Any] | None = None) -> AuditRecord:
+            time.sleep(0.5)
+            return super().write(decision, deployment=deployment, context=context)
+
+    log = tmp_path / "audit.jsonl"
+    guard = Guard("default", scorer=scorer, audit=SlowDiskSink(log))
+    call = asyncio.create_task(guard.acheck("A harmless reply.", prompt="Hello?"))
+    await asyncio.sleep(0.3)  # scored (milliseconds), now writing
+    call.cancel()
+    with pytest.raises(asyncio.CancelledError):
+        await call
+    await asyncio.sleep(0.6)
+    guard.close()
+    assert [(r["action"], r["error"]) for r in _records(log)] == [("allow", None)]

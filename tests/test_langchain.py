@@ -304,3 +304,81 @@ def test_tool_calls_pass_through_unscored(guard: Guard, audit_path: Path) -> Non
     assert merged.tool_calls == [{"name": "get_weather", "args": {"city": "Oslo"}, "id": "c1", "type": "tool_call"}]
     recorded = list(records(audit_path))
     assert [r["action"] for r in recorded] == ["allow", "allow"] and all("no text" in r["note"] for r in recorded)
+
+
+def test_a_dict_output_is_guarded_on_its_answer_field_not_its_echoed_input(guard: Guard, audit_path: Path) -> None:
+    def fake_agent(question: str) -> dict[str, str]:
+        """A stand-in for an agent chain, which returns its input beside its answer."""
+        return {"input": question, "output": HARMFUL}
+
+    agent = RunnableLambda(fake_agent)
+    for runnable in (agent | GuardRunnable(guard), GuardRunnable(guard, llm=agent)):
+        out = runnable.invoke(HARMFUL_PROMPT)
+        assert out["input"] == HARMFUL_PROMPT and out["output"] == guard.policy.settings.refusal_message
+    assert [(r["action"], r["response"]) for r in records(audit_path)] == [("block", HARMFUL)] * 2
+
+    def fake_chain_with_two_fields(question: str) -> dict[str, str]:
+        """A stand-in for a chain whose output has no field that says it is the answer."""
+        return {"summary": HARMFUL, "notes": "none"}
+
+    with pytest.raises(ValueError, match="cannot tell which field of the chain's output"):
+        (RunnableLambda(fake_chain_with_two_fields) | GuardRunnable(guard)).invoke("Tips?")
+    last = list(records(audit_path))[-1]
+    assert last["action"] == "block" and "'summary', 'notes'" in last["error"]
+
+
+class SlowScorer:
+    """The real scorer, answering async calls only after a delay (to cancel a call while it scores)."""
+
+    def __init__(self, inner: LocalScorer) -> None:
+        self.inner, self.model_id = inner, inner.model_id
+
+    def score(self, response: str, prompt: str | None = None) -> Any:
+        return self.inner.score(response, prompt)
+
+    def score_batch(self, responses: Any, prompts: Any = None) -> Any:
+        return self.inner.score_batch(responses, prompts)
+
+    async def ascore(self, response: str, prompt: str | None = None) -> Any:
+        import asyncio
+
+        await asyncio.sleep(5)
+        return self.inner.score(response, prompt)
+
+    async def ascore_batch(self, responses: Any, prompts: Any = None) -> Any:
+        return [await self.ascore(r, p) for r, p in zip(responses, prompts or [None] * len(responses), strict=True)]
+
+
+async def test_a_call_cancelled_while_it_is_scored_is_recorded_once(scorer: LocalScorer, audit_path: Path) -> None:
+    import asyncio
+
+    from guardrail.guard import CANCELLED_BEFORE_DECISION
+
+    guard = Guard("default", scorer=SlowScorer(scorer), audit=JsonlSink(audit_path))
+
+    def fake_llm_refusing(prompt: str) -> str:  # stands in for a remote LLM
+        return REFUSAL
+
+    piped = asyncio.create_task((RunnableLambda(fake_llm_refusing) | GuardRunnable(guard)).ainvoke("Tips?"))
+    wrapped = asyncio.create_task(GuardRunnable(guard, llm=fake_llm(REFUSAL)).ainvoke("Tips?"))
+    await asyncio.sleep(0.5)
+    for task in (piped, wrapped):
+        task.cancel()
+        with pytest.raises(asyncio.CancelledError):
+            await task
+    await asyncio.sleep(0.2)  # the shielded writes finish
+    recorded = list(records(audit_path))
+    assert [(r["action"], r["error"]) for r in recorded] == [("block", CANCELLED_BEFORE_DECISION)] * 2
+
+
+def test_a_closed_guard_stops_a_chain_before_it_runs(guard: Guard) -> None:
+    calls: list[str] = []
+
+    def fake_llm_counting(prompt: str) -> str:  # stands in for a remote LLM, billed per call
+        calls.append(prompt)
+        return REFUSAL
+
+    guard.close()
+    with pytest.raises(RuntimeError, match="closed"):
+        GuardRunnable(guard, llm=RunnableLambda(fake_llm_counting)).invoke("Tips?")
+    assert calls == []

@@ -343,3 +343,68 @@ async def test_async_httpx_client_records_broken_and_closed_streams(
     recorded = list(records(audit))
     assert [r["action"] for r in recorded] == ["block"] * 3
     assert "RemoteProtocolError" in recorded[0]["error"] and "closed by the consumer" in recorded[1]["error"]
+
+
+def test_a_rewrite_request_asks_for_text_only() -> None:
+    from guardrail.integrations.openai import rewrite_request
+
+    request = {
+        "model": "m",
+        "messages": [{"role": "system", "content": "Be brief."}, {"role": "user", "content": "Weather?"}],
+        "tools": [WEATHER_TOOL],
+        "tool_choice": "auto",
+        "parallel_tool_calls": False,  # OpenAI answers 400 to this without tools
+        "n": 2,
+        "stream": True,
+        "temperature": 0.2,
+    }
+    again = rewrite_request(request, "Please answer again, safely.")
+    assert again == {
+        "model": "m",
+        "temperature": 0.2,
+        "messages": [
+            {"role": "system", "content": "Be brief."},
+            {"role": "user", "content": "Please answer again, safely."},
+        ],
+    }
+
+
+def test_a_closed_guard_sends_nothing_upstream(upstream: tuple[str, Any], audited: tuple[Guard, Path]) -> None:
+    import httpx
+
+    guard, audit = audited
+    sent: list[httpx.Request] = []
+    http = httpx.Client(base_url=upstream[0].rstrip("/") + "/", event_hooks={"request": [sent.append]})
+    guard.close()
+    with GuardedChatClient(guard, upstream[0], http=http) as client:
+        for stream in (False, True):
+            with pytest.raises(RuntimeError, match="this Guard is closed"):
+                client.create(model="fake", messages=USER, stream=stream)
+    assert sent == [] and not audit.exists()
+
+
+async def test_a_reply_cancelled_while_a_choice_is_written_records_each_choice_once(
+    upstream: tuple[str, Any], scorer: LocalScorer, tmp_path: Path
+) -> None:
+    import asyncio
+
+    from guardrail.guard import CANCELLED_BEFORE_DECISION
+    from guardrail.record import AuditRecord
+
+    class SlowDiskSink(JsonlSink):
+        """The real JSONL sink on a slow disk: each write takes a second."""
+
+        def write(self, decision: Any, *, deployment: str, context: dict[str, Any] | None = None) -> AuditRecord:
+            time.sleep(1.0)
+            return super().write(decision, deployment=deployment, context=context)
+
+    audit = tmp_path / "slow-audit.jsonl"
+    guard = Guard("default", scorer=scorer, audit=SlowDiskSink(audit))
+    async with AsyncGuardedChatClient(guard, upstream[0]) as client:
+        call = asyncio.create_task(client.create(model="mixed", messages=USER, n=2))
+        await asyncio.sleep(0.6)  # the answer arrived and choice 0 was scored: its record is being written
+        call.cancel()
+        with pytest.raises(asyncio.CancelledError):
+            await call
+    recorded = added(audit, 0, 2)
+    assert [(r["context"]["choice_index"], r["error"]) for r in recorded] == [(0, None), (1, CANCELLED_BEFORE_DECISION)]
