@@ -102,6 +102,12 @@ def jsonable_context(context: dict[str, Any]) -> dict[str, Any]:
     that still cannot be written (non-string keys of odd types, cycles) is kept whole as one
     ``repr`` under ``"unserializable"``.
     """
+    if all(isinstance(key, str) for key in context):
+        try:
+            json.dumps(context)
+            return context  # the usual case: plain JSON already
+        except (TypeError, ValueError):
+            pass
     try:
         plain: dict[str, Any] = json.loads(json.dumps(context, default=repr))
     except (TypeError, ValueError):

@@ -331,12 +331,14 @@ def test_a_context_json_cannot_hold_is_recorded_not_lost(scorer: LocalScorer, tm
 
     log = tmp_path / "audit.jsonl"
     with Guard("default", scorer=scorer, audit=JsonlSink(log)) as guard:
-        decision = guard.check("A harmless reply.", context={"request": "r-1", "handler": object(), "tags": {"a"}})
+        odd: dict[Any, Any] = {"request": "r-1", "handler": object(), "tags": {"a"}, 7: "seven"}
+        decision = guard.check("A harmless reply.", context=odd)
     assert decision.action == "allow"
     [record] = _records(log)
     context = record["context"]
     assert isinstance(context, dict) and context["request"] == "r-1"
     assert str(context["handler"]).startswith("<object object") and context["tags"] == "{'a'}"
+    assert context["7"] == "seven"
     assert verify(log).exit_code == 0
 
 
