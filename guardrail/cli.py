@@ -34,7 +34,7 @@ EXIT_INTERRUPTED = 130
 EXIT_STATUSES = (
     "exit status: 0 done; 2 bad input (a bad option, line or policy, a file that cannot be read or written); "
     "1 tampered and 3 torn tail, only from 'audit verify'; 4 an unexpected error (a bug: its traceback is "
-    "printed, please report it); 130 interrupted"
+    "printed, please report it); 130 interrupted ('serve' stops cleanly on Ctrl-C or SIGTERM and exits 0)"
 )
 
 
@@ -506,29 +506,41 @@ def cmd_audit(args: argparse.Namespace) -> int:
 
 def cmd_serve(args: argparse.Namespace) -> int:
     from guardrail.guard import Guard
-    from guardrail.integrations.proxy import serve
+    from guardrail.integrations.proxy import check_listen, check_upstream, serve
 
+    try:  # before the scorer loads
+        check_upstream(args.upstream)
+        check_listen(args.host, args.port)
+    except (ValueError, OSError) as exc:
+        raise CliError(str(exc)) from None
     policy = _load_policy_or_fail(args.policy)
     audit = _audit_sink(args.audit, args.redact)
     guard = Guard(policy, audit=audit, deployment=args.deployment)
-    print(
-        f"guardrail proxy on http://{args.host}:{args.port}/v1 -> {args.upstream} "
-        f"(policy {policy.name} v{policy.version}, model {guard.scorer.model_id})",
-        flush=True,
-    )
+
+    def announce() -> None:
+        print(
+            f"guardrail proxy on http://{args.host}:{args.port}/v1 -> {args.upstream} "
+            f"(policy {policy.name} v{policy.version}, model {guard.scorer.model_id}); Ctrl-C or SIGTERM stops it",
+            flush=True,
+        )
+
     try:
-        serve(guard, args.upstream, host=args.host, port=args.port, timeout=args.timeout)
+        serve(guard, args.upstream, host=args.host, port=args.port, timeout=args.timeout, announce=announce)
+    except OSError as exc:
+        raise CliError(str(exc)) from None
     finally:
         guard.close()
+    print("guardrail proxy stopped", file=sys.stderr, flush=True)
     return 0
 
 
 def cmd_demo(args: argparse.Namespace) -> int:
     from guardrail.demo import run_demo
 
+    policy = _load_policy_or_fail(args.policy)  # before the minute it takes to load the LLM
     audit = Path(args.audit)
     audit.parent.mkdir(parents=True, exist_ok=True)
-    run_demo(audit, policy=args.policy, log=lambda line: print(line, flush=True))
+    run_demo(audit, policy=policy, log=lambda line: print(line, flush=True))
     return 0
 
 
@@ -741,6 +753,9 @@ def main(argv: Sequence[str] | None = None) -> int:
     except CliError as exc:
         print(f"guardrail {args.command}: error: {exc}", file=sys.stderr)
         return EXIT_INPUT_ERROR
+    except BrokenPipeError:  # the reader went away (`guardrail policy show x | head -1`): not an error
+        os.dup2(os.open(os.devnull, os.O_WRONLY), sys.stdout.fileno())  # so the exit flush does not fail again
+        return 0
     except (OSError, ValueError, sqlite3.Error) as exc:
         # Last resort for a file or data problem no command names itself (a folder given for a file,
         # a file that is not a SQLite database, bytes that are not UTF-8): one line, keeping the

@@ -18,6 +18,7 @@ from typing import Any, ClassVar
 
 from guardrail.actions.rewrite import REWRITE_LEAD
 from guardrail.decision import Decision
+from guardrail.policy import Policy
 
 DEMO_PROMPTS = [
     "Give me three tips for staying focused while studying.",
@@ -131,7 +132,9 @@ def render(decision: Decision, width: int = 100) -> str:
     return "\n".join(lines)
 
 
-def run_demo(audit_path: Path, policy: str | None = None, log: Callable[[str], None] = print) -> list[Decision]:
+def run_demo(
+    audit_path: Path, policy: Policy | str | None = None, log: Callable[[str], None] = print
+) -> list[Decision]:
     """Run the demo session; every decision is appended to ``audit_path``."""
     from guardrail.guard import Guard
     from guardrail.sinks.jsonl import JsonlSink

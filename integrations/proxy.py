@@ -258,10 +258,72 @@ def create_app(
     )
 
 
-def serve(guard: Guard, upstream: str, host: str = "127.0.0.1", port: int = 8080, timeout: float = 60.0) -> None:
-    """Run the proxy with uvicorn until interrupted."""
+def check_upstream(upstream: str) -> None:
+    """Raise ``ValueError`` unless ``upstream`` is an http(s) URL with a host (checked at start-up)."""
+    try:
+        url = httpx.URL(upstream)
+    except (httpx.InvalidURL, TypeError) as exc:
+        raise ValueError(f"--upstream {upstream!r} is not a URL ({exc})") from None
+    if url.scheme not in ("http", "https") or not url.host:
+        raise ValueError(
+            f"--upstream {upstream!r} must be an http:// or https:// URL with a host, e.g. http://127.0.0.1:8000/v1"
+        )
+
+
+def check_listen(host: str, port: int) -> None:
+    """Raise ``OSError`` naming the address if the proxy could not listen on it (e.g. a port in use)."""
+    import socket
+
+    with socket.socket(socket.AF_INET6 if ":" in host else socket.AF_INET, socket.SOCK_STREAM) as probe:
+        probe.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)  # as uvicorn binds
+        try:
+            probe.bind((host, port))
+        except OSError as exc:
+            raise OSError(f"cannot listen on {host}:{port}: {exc.strerror}") from None
+
+
+class _Stop(Exception):
+    """SIGTERM, turned into an exception once uvicorn has shut down gracefully."""
+
+
+def _stop(signum: int, frame: object) -> None:
+    raise _Stop
+
+
+def serve(
+    guard: Guard,
+    upstream: str,
+    host: str = "127.0.0.1",
+    port: int = 8080,
+    timeout: float = 60.0,
+    announce: Callable[[], None] | None = None,
+) -> None:
+    """Run the proxy with uvicorn until Ctrl-C or SIGTERM.
+
+    Both stop it gracefully: requests in flight finish and are recorded, then this returns (the
+    caller closes the guard). An upstream that is not an http(s) URL raises ``ValueError`` and an
+    address that cannot be bound (a port in use) ``OSError``, both before anything starts;
+    ``announce`` is called once those checks passed.
+    """
+    import signal
+
     import uvicorn
 
-    uvicorn.run(
-        create_app(guard, upstream, timeout=timeout), host=host, port=port, log_level="warning", access_log=False
-    )
+    check_upstream(upstream)
+    check_listen(host, port)
+    app = create_app(guard, upstream, timeout=timeout)
+    if announce is not None:
+        announce()
+    server = uvicorn.Server(uvicorn.Config(app, host=host, port=port, log_level="warning", access_log=False))
+    # uvicorn shuts down on SIGTERM, then raises the signal again; with this handler that ends
+    # here instead of killing the process before the guard is closed.
+    previous = signal.signal(signal.SIGTERM, _stop)
+    try:
+        server.run()
+    except (_Stop, KeyboardInterrupt):
+        pass
+    except SystemExit as exc:  # uvicorn exits when start-up fails
+        if exc.code:
+            raise OSError(f"the proxy could not start on {host}:{port} (see the message above)") from None
+    finally:
+        signal.signal(signal.SIGTERM, previous)

@@ -332,3 +332,59 @@ def test_help_explains_options_and_exit_statuses(capsys: pytest.CaptureFixture[s
     assert "preset name" in help_of("policy", "validate")
     check = help_of("check")
     assert "nothing is recorded" in check and ".db, .sqlite or .sqlite3" in check
+
+
+def test_serve_refuses_a_bad_upstream_and_a_busy_port_before_loading_anything(
+    capsys: pytest.CaptureFixture[str],
+) -> None:
+    import socket
+
+    for upstream in ("not a url", "ftp://example.org/v1", "127.0.0.1:8000/v1"):
+        code, _, err = run(["serve", "--upstream", upstream, "--port", "1"], capsys)
+        assert code == 2 and f"--upstream {upstream!r} must be an http:// or https:// URL" in err
+    with socket.socket() as busy:
+        busy.bind(("127.0.0.1", 0))
+        busy.listen()
+        port = busy.getsockname()[1]
+        code, out, err = run(["serve", "--upstream", "http://127.0.0.1:9/v1", "--port", str(port)], capsys)
+    assert code == 2 and f"cannot listen on 127.0.0.1:{port}" in err and "Traceback" not in err
+    assert "guardrail proxy on" not in out  # nothing announced
+
+
+def test_serve_stops_cleanly_on_sigterm_and_its_audit_verifies(tmp_path: Path) -> None:
+    import os
+    import signal
+    import subprocess
+    import sys
+    import time
+
+    import httpx
+
+    from tests.servers import free_port
+
+    port, audit = free_port(), tmp_path / "proxy.jsonl"
+    command = [sys.executable, "-m", "guardrail.cli", "serve", "--upstream", "http://127.0.0.1:9/v1"]
+    proc = subprocess.Popen(
+        [*command, "--port", str(port), "--audit", str(audit)],
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
+        text=True,
+        env={**os.environ, "HF_HUB_OFFLINE": "1"},
+    )
+    try:
+        deadline = time.monotonic() + 60
+        while time.monotonic() < deadline:
+            try:
+                httpx.get(f"http://127.0.0.1:{port}/healthz", timeout=1.0)
+                break
+            except httpx.HTTPError:
+                time.sleep(0.2)
+        body = {"model": "m", "messages": [{"role": "user", "content": "hi"}]}
+        answer = httpx.post(f"http://127.0.0.1:{port}/v1/chat/completions", json=body, timeout=10)
+        assert answer.status_code == 502  # nothing listens on port 9: the failure is answered and recorded
+        proc.send_signal(signal.SIGTERM)
+        _, err = proc.communicate(timeout=30)
+    finally:
+        proc.kill()
+    assert proc.returncode == 0 and "guardrail proxy stopped" in err and "Traceback" not in err
+    assert verify(audit).exit_code == 0 and verify(audit).checked == 1
