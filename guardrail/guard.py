@@ -40,25 +40,43 @@ class ScoringTimeoutError(TimeoutError):
 
 
 class PolicySource:
-    """The policy in force, optionally hot-reloaded from its file when the file changes.
+    """The policy in force, optionally hot-reloaded from its files when one of them changes.
 
-    A broken edit keeps the last good policy in force; the error is kept in ``last_error``.
+    The files are the policy's own and every file of its ``extends`` chain (shipped presets do not
+    change at run time). A broken edit keeps the last good policy in force; the error is kept in
+    ``last_error``, and fixing it (in whichever file) reloads.
     """
 
     def __init__(self, policy: Policy | str | Path | None, hot_reload: bool = False, check_every_s: float = 1.0):
         self._lock = threading.Lock()
         self.last_error: PolicyError | None = None
         self._path: Path | None = None
+        self._watched: dict[Path, tuple[int, int, int] | None] = {}  # file -> its stamp when last read
         if isinstance(policy, Policy):
             self._policy = policy
         else:
-            self._policy = load_policy(policy)
+            self._policy, files = self._load(policy)
             candidate = policy_path(policy)  # None for a preset: presets do not change at run time
             if hot_reload and candidate is not None and candidate.is_file():
                 self._path = candidate
-        self._mtime = self._path.stat().st_mtime_ns if self._path else 0
+                self._watched = {file: self._stamp(file) for file in files}
         self._check_every = check_every_s
         self._next_check = time.monotonic() + check_every_s
+
+    @staticmethod
+    def _load(ref: str | Path | None, files: list[Path] | None = None) -> tuple[Policy, tuple[Path, ...]]:
+        from guardrail.policy import load_policy_and_files
+
+        return load_policy_and_files(ref, files)
+
+    @staticmethod
+    def _stamp(path: Path) -> tuple[int, int, int] | None:
+        """What changes when the file is edited (or replaced, as editors and ConfigMaps do); None if absent."""
+        try:
+            st = path.stat()
+        except OSError:
+            return None
+        return (st.st_mtime_ns, st.st_size, st.st_ino)
 
     @property
     def current(self) -> Policy:
@@ -70,17 +88,18 @@ class PolicySource:
         assert self._path is not None
         with self._lock:
             self._next_check = time.monotonic() + self._check_every
+            now = {file: self._stamp(file) for file in self._watched}
+            if self._stamp(self._path) is None or now == self._watched:
+                return  # unchanged, or the policy file itself is gone (deleted, or mid-save): look again later
+            tried: list[Path] = []
             try:
-                mtime = self._path.stat().st_mtime_ns
-            except OSError:
-                return
-            if mtime == self._mtime:
-                return
-            self._mtime = mtime
-            try:
-                self._policy = load_policy(self._path)
+                self._policy, files = self._load(self._path, tried)
+                # The chain may have changed: watch the files this policy was read from.
+                self._watched = {file: now[file] if file in now else self._stamp(file) for file in files}
                 self.last_error = None
             except PolicyError as exc:
+                # Also watch what the failed attempt read (a new parent, perhaps), so that fixing it reloads.
+                self._watched = now | {file: self._stamp(file) for file in tried if file not in now}
                 self.last_error = exc
                 import warnings
 
@@ -91,7 +110,7 @@ class PolicySource:
                 )
 
     def reload_now(self) -> None:
-        """Check the file immediately (tests, admin endpoints)."""
+        """Check the files immediately (tests, admin endpoints)."""
         if self._path is not None:
             self._next_check = 0.0
             self._maybe_reload()

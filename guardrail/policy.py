@@ -27,6 +27,7 @@ How a reference (``load_policy(ref)``, ``--policy``, ``GUARDRAIL_POLICY``, ``ext
 from __future__ import annotations
 
 import codecs
+import difflib
 import hashlib
 import json
 import os
@@ -46,6 +47,9 @@ ActionName = Literal["block", "rewrite", "log"]
 POLICY_ENV = "GUARDRAIL_POLICY"
 _PRESET_PACKAGE = "guardrail.policies"
 DEFAULT_REFUSAL = "I can't help with that request."
+# Longer waits are "no timeout" in practice, and the thread and asyncio waits the guard uses
+# overflow on very large ones (``.inf`` included).
+MAX_SCORING_TIMEOUT_S = 86400.0
 
 
 class PolicyError(ValueError):
@@ -68,9 +72,10 @@ class _Frozen(BaseModel):
 class _Strict(_Frozen):
     """What a policy file holds. Strict: the types YAML gives (numbers, true/false, text) and no
     coercion, so that ``min: "-0.3"``, ``shadow: "yes"`` or ``max_attempts: "3"`` are errors, as
-    in the JSON Schema; an integer is still a number (``min: 0``)."""
+    in the JSON Schema; an integer is still a number (``min: 0``). Numbers are finite: YAML's
+    ``.nan`` and ``.inf`` are refused everywhere (JSON, and so the schema, has neither)."""
 
-    model_config = ConfigDict(extra="forbid", frozen=True, strict=True)
+    model_config = ConfigDict(extra="forbid", frozen=True, strict=True, allow_inf_nan=False)
 
 
 def _spellings(names: Iterable[str]) -> dict[str, Any]:
@@ -224,7 +229,12 @@ class Settings(_Strict):
     """How the guard behaves around the rules."""
 
     fail_mode: Literal["closed", "open"] = Field("closed", description="closed blocks when scoring fails")
-    scoring_timeout_s: float = Field(5.0, gt=0.0, description="scoring slower than this counts as a failure")
+    scoring_timeout_s: float = Field(
+        5.0,
+        gt=0.0,
+        le=MAX_SCORING_TIMEOUT_S,
+        description="seconds; scoring slower than this counts as a failure (at most a day)",
+    )
     shadow: bool = Field(False, description="evaluate and record, never enforce")
     max_attempts: int = Field(2, ge=1, le=10, description="rewrite attempts before the fallback applies")
     refusal_message: str = DEFAULT_REFUSAL
@@ -253,6 +263,8 @@ class Policy(_Strict):
     description: str = ""
     extends: str | None = Field(
         None,
+        min_length=1,
+        pattern=r"\S",
         description="preset name or path of a policy to inherit from; a rule with an inherited id replaces "
         "that rule in place, other rules come after the inherited ones",
     )
@@ -325,10 +337,34 @@ def policy_path(ref: str | Path | None) -> Path | None:
     return None
 
 
+_CONDITION_MEMBERS = {
+    "value": "ValueRange",
+    "group": "GroupRange",
+    "opposes": "Opposes",
+    "target": "TargetDistance",
+    "uncertain": "Uncertain",
+}
+
+
+def _member(key: int | str) -> str | None:
+    """The condition kind a step of pydantic's error location names, if it names one: the union
+    member it tried, as ``TargetDistance`` or ``function-after[_ordered(), ValueRange]``."""
+    if not isinstance(key, str):
+        return None
+    name = re.sub(r"^.*[\[ ,]([A-Za-z]+)\]$", r"\1", key)
+    return name if name in _CONDITION_MEMBERS.values() else None
+
+
+def _user_loc(loc: tuple[int | str, ...]) -> tuple[int | str, ...]:
+    """pydantic's error location without the steps users never wrote: the union member it tried
+    (``ValueRange``, ...) and validator names (``function-after[...]``)."""
+    return tuple(key for key in loc if isinstance(key, int) or (_member(key) is None and "[" not in key))
+
+
 def _line_of(node: yaml.Node | None, loc: tuple[int | str, ...]) -> int | None:
     """1-based line of the YAML node at ``loc`` (pydantic's error location), or its nearest parent."""
     line = node.start_mark.line + 1 if node is not None else None
-    for key in loc:
+    for key in _user_loc(loc):
         if isinstance(node, yaml.MappingNode):
             found = next((v for k, v in node.value if getattr(k, "value", None) == key), None)
             if found is None:
@@ -346,15 +382,30 @@ def _line_of(node: yaml.Node | None, loc: tuple[int | str, ...]) -> int | None:
 
 def _field_of(loc: tuple[int | str, ...]) -> str:
     parts: list[str] = []
-    for key in loc:
+    for key in _user_loc(loc):
         if isinstance(key, int):
             parts.append(f"[{key}]")
-        elif key in {"ValueRange", "GroupRange", "Opposes", "TargetDistance", "Uncertain"} or "[" in str(key):
-            continue  # pydantic names the union member it tried; users never wrote it
         else:
             parts.append(("." if parts else "") + str(key))
     return "".join(parts)
 
+
+# YAML 1.2 floats. PyYAML follows YAML 1.1, where a float needs a dot: `1e-1`, `-1E+5` (and JSON's
+# `1e-05`, as json.dump writes it) would be text, and the strict models would refuse them.
+_FLOAT_12 = re.compile(
+    r"""^(?:[-+]?(?:\.[0-9]+|[0-9]+(?:\.[0-9]*)?)(?:[eE][-+]?[0-9]+)?
+        |[-+]?\.(?:inf|Inf|INF)
+        |\.(?:nan|NaN|NAN))$""",
+    re.VERBOSE,
+)
+
+
+class _Loader(yaml.SafeLoader):
+    """PyYAML's safe loader, reading numbers as YAML 1.2 (and JSON) do."""
+
+
+# After the built-in resolvers: integers (`3`, `0x1f`) are still resolved as integers first.
+_Loader.add_implicit_resolver("tag:yaml.org,2002:float", _FLOAT_12, list("-+.0123456789"))
 
 _MERGE_TAG = "tag:yaml.org,2002:merge"
 
@@ -392,14 +443,27 @@ def _reject_duplicate_keys(root: yaml.Node, source: str) -> None:
     walk(root, "")
 
 
-def _parse_file(path: Path, source: str | None = None) -> tuple[dict[str, Any], yaml.Node | None]:
-    source = source or str(path)
+class _Unresolved(Exception):
+    """A reference that names no policy that can be read: whoever wrote it is told (the file with
+    the ``extends``, the ``GUARDRAIL_POLICY`` variable, or the caller's own argument)."""
+
+    def __init__(self, message: str):
+        super().__init__(message)
+        self.message = message
+
+
+def _read(path: Path, shown: str) -> bytes:
+    """The bytes of a policy file; ``shown`` names it in messages (empty where the caller does)."""
     try:
-        raw = path.read_bytes()
+        return path.read_bytes()
     except IsADirectoryError:
-        raise PolicyError("is a directory, not a policy file", source=source) from None
+        raise _Unresolved(f"{shown}is a directory, not a policy file") from None
     except OSError as exc:
-        raise PolicyError(f"cannot read policy file ({exc.strerror})", source=source) from None
+        raise _Unresolved(f"cannot read policy file {shown}({exc.strerror})") from None
+
+
+def _parse(raw: bytes, source: str) -> tuple[dict[str, Any], yaml.Node | None]:
+    """A policy file's mapping and its YAML node (for lines); errors name ``source``."""
     body = raw.removeprefix(codecs.BOM_UTF8)
     try:
         text = body.decode("utf-8")
@@ -409,7 +473,7 @@ def _parse_file(path: Path, source: str | None = None) -> tuple[dict[str, Any], 
             source=source,
             line=body[: exc.start].count(b"\n") + 1,
         ) from None
-    loader = yaml.SafeLoader(text)
+    loader = _Loader(text)
     try:
         node = loader.get_single_node()
         if node is not None:
@@ -442,12 +506,15 @@ def _validate(data: dict[str, Any], source: str, node: yaml.Node | None) -> Poli
     try:
         policy = Policy.model_validate(data)
     except ValidationError as exc:
-        error = _most_specific(exc.errors())
+        error = _most_specific(exc.errors(), data)
         loc = tuple(error["loc"])
         message = str(error["msg"]).removeprefix("Value error, ")
         got = error.get("input")
         if error["type"] == "extra_forbidden":
             message = f"unknown field '{loc[-1]}'"
+            close = difflib.get_close_matches(str(loc[-1]), _schema_at(loc[:-1]).get("properties", {}), n=1)
+            if close:
+                message += f" (did you mean '{close[0]}'?)"
         elif error["type"] == "literal_error":
             message = f"got {got!r}; {message.lower()}"
         elif error["type"] in _EXPECTED:
@@ -458,8 +525,16 @@ def _validate(data: dict[str, Any], source: str, node: yaml.Node | None) -> Poli
                 message = f"got the number {got!r}; write text, in quotes ('{got}')"
             else:
                 message = f"got {got!r}; expected {expected}"
+        elif error["type"] == "finite_number":  # .nan or .inf
+            message = f"must be {_number_range(_schema_at(loc))} (got {got})"
+        elif error["type"] in ("model_type", "dict_type"):  # not "... instance of ValueRange"
+            message = f"got {got!r}; expected a mapping"
         elif error["type"] == "too_short" and isinstance(got, dict):
             message = "names no value; give at least one"
+        elif _user_loc(loc) == ("extends",) and error["type"] in ("string_too_short", "string_pattern_mismatch"):
+            message = f"is empty: give a preset name ({', '.join(presets())}) or a policy file"
+        elif error["type"] == "string_too_short":
+            message = "is empty"
         raise PolicyError(message, source=source, line=_line_of(node, loc), field=_field_of(loc)) from None
     if policy.extends is None and policy.remove_rules:
         raise PolicyError(
@@ -469,6 +544,52 @@ def _validate(data: dict[str, Any], source: str, node: yaml.Node | None) -> Poli
             field="remove_rules",
         )
     return policy
+
+
+def _schema_at(loc: tuple[int | str, ...]) -> dict[str, Any]:
+    """The JSON Schema of what pydantic's error location ``loc`` points at ({} if unknown)."""
+    schema = Policy.model_json_schema()
+    defs: dict[str, Any] = schema.get("$defs", {})
+
+    def deref(node: dict[str, Any]) -> dict[str, Any]:
+        while "$ref" in node:
+            node = defs[node["$ref"].rsplit("/", 1)[-1]]
+        return node
+
+    node: Any = schema
+    for key in loc:
+        node = deref(node)
+        member = _member(key)
+        if member is not None:
+            node = defs[member]
+        elif isinstance(key, str) and "[" in key:
+            continue
+        elif isinstance(key, int):
+            node = node.get("items")
+        elif key in node.get("properties", {}):
+            node = node["properties"][key]
+        else:
+            node = node.get("additionalProperties")
+        if not isinstance(node, dict):
+            return {}
+    return deref(node)
+
+
+def _number_range(schema: dict[str, Any]) -> str:
+    """``a finite number from -1 to 1``, from a number's JSON Schema bounds."""
+    if "minimum" in schema and "maximum" in schema:
+        return f"a finite number from {schema['minimum']:g} to {schema['maximum']:g}"
+    bounds = [
+        f"{said} {schema[key]:g}"
+        for key, said in (
+            ("minimum", "at least"),
+            ("exclusiveMinimum", "greater than"),
+            ("maximum", "at most"),
+            ("exclusiveMaximum", "less than"),
+        )
+        if key in schema
+    ]
+    return " ".join(["a finite number", " and ".join(bounds)]).strip()
 
 
 def _reject_duplicate_rule_ids(data: dict[str, Any], source: str, node: yaml.Node | None) -> None:
@@ -491,9 +612,36 @@ def _reject_duplicate_rule_ids(data: dict[str, Any], source: str, node: yaml.Nod
         first[rule_id] = i
 
 
-def _most_specific(errors: list[Any]) -> Any:
-    """Of pydantic's errors (one per union member tried), the one users can act on."""
-    ranked = sorted(errors, key=lambda e: (e["type"] in ("missing", "extra_forbidden"), -len(e["loc"])))
+def _most_specific(errors: list[Any], data: dict[str, Any]) -> Any:
+    """Of pydantic's errors (one per union member tried), the one users can act on.
+
+    A rule's ``when`` is tried as every kind of condition; only the errors of the kind its key
+    names (``group:`` -> GroupRange, ...) are about what the user meant. Then: a wrong value
+    before an unknown field before a missing one (a typo gives both of the last two), and the
+    deepest first.
+    """
+    rules = data.get("rules")
+
+    def meant(error: Any) -> bool:
+        loc = tuple(error["loc"])
+        if not (
+            len(loc) > 3
+            and loc[0] == "rules"
+            and loc[2] == "when"
+            and _member(loc[3]) is not None
+            and isinstance(loc[1], int)
+            and isinstance(rules, list)
+            and loc[1] < len(rules)
+            and isinstance(rules[loc[1]], dict)
+            and isinstance(rules[loc[1]].get("when"), dict)
+        ):
+            return True
+        kinds = [member for key, member in _CONDITION_MEMBERS.items() if key in rules[loc[1]]["when"]]
+        return len(kinds) != 1 or _member(loc[3]) == kinds[0]
+
+    kinds_order = {"extra_forbidden": 1, "missing": 2}
+    candidates = [e for e in errors if meant(e)] or errors
+    ranked = sorted(candidates, key=lambda e: (kinds_order.get(e["type"], 0), -len(e["loc"])))
     return ranked[0]
 
 
@@ -513,49 +661,52 @@ class _Found:
         return str(self.path.resolve()) if self.path is not None else self.source
 
 
-def _resolve_ref(ref: str, relative_to: Path | None, *, in_preset: bool = False, is_path: bool = False) -> _Found:
-    """Find the policy ``ref`` names (the rules are in the module docstring).
+def _resolve_ref(
+    ref: str, relative_to: Path | None, files: list[Path], *, in_preset: bool = False, is_path: bool = False
+) -> _Found:
+    """Find the policy ``ref`` names (the rules are in the module docstring), and parse it.
 
     ``relative_to``: the user file whose ``extends`` this is; ``in_preset``: a preset's ``extends``.
-    Errors carry ``source=ref``, so that the caller can point at its own ``extends`` line.
+    A reference that cannot be found or read raises ``_Unresolved``, for the caller to say where
+    it was written; a problem inside the file it names is a ``PolicyError`` naming that file.
+    Each user file looked at (read, or looked for in vain) is added to ``files``.
     """
     if not ref.strip():
-        raise PolicyError(f"is empty: give a preset name ({', '.join(presets())}) or a policy file", source=ref)
+        raise _Unresolved(f"is empty: give a preset name ({', '.join(presets())}) or a policy file")
     if in_preset and (is_path or looks_like_path(ref)):
         target = resources.files(_PRESET_PACKAGE).joinpath(ref)
         if Path(ref).is_absolute() or ".." in Path(ref).parts or not target.is_file():
-            raise PolicyError(f"no policy file '{ref}' among the presets", source=ref)
+            raise _Unresolved(f"no policy file '{ref}' among the presets")
         source = f"preset file '{ref}'"
         with resources.as_file(target) as preset_path:
-            data, node = _parse_file(preset_path, source)
+            data, node = _parse(_read(preset_path, f"{source} "), source)
         return _Found(data, source, node, None, preset=True)
     if is_path or looks_like_path(ref):
         candidate = Path(ref) if relative_to is None else relative_to.parent / ref
         if not candidate.exists() and relative_to is not None and Path(ref).exists():
             candidate = Path(ref)  # a path relative to the current directory
+        files.append(candidate.absolute())
         if not candidate.exists():
-            raise PolicyError(f"no policy file at {candidate}", source=ref)
-        if candidate.is_dir():
-            shown = "" if relative_to is None else f"{candidate} "  # in `extends`, say which folder
-            raise PolicyError(f"{shown}is a directory, not a policy file", source=ref)
-        data, node = _parse_file(candidate)
+            raise _Unresolved(f"no policy file at {candidate}")
+        shown = "" if relative_to is None else f"{candidate} "  # in `extends`, say which file
+        if candidate.is_dir():  # (Windows reports reading a folder as a permission error)
+            raise _Unresolved(f"{shown}is a directory, not a policy file")
+        data, node = _parse(_read(candidate, shown), str(candidate))
         return _Found(data, str(candidate), node, candidate, preset=False)
     if ref in presets():
         source = f"preset '{ref}'"
         with resources.as_file(resources.files(_PRESET_PACKAGE) / f"{ref}.yaml") as preset_path:
-            data, node = _parse_file(preset_path, source)
+            data, node = _parse(_read(preset_path, f"{source} "), source)
         return _Found(data, source, node, None, preset=True)
-    import difflib
-
     close = difflib.get_close_matches(ref, presets(), n=1)
-    hint = f"did you mean '{close[0]}'?" if close else f"available presets: {', '.join(presets())}"
+    hints = [f"did you mean '{close[0]}'?" if close else f"available presets: {', '.join(presets())}"]
     local = Path(ref) if relative_to is None else relative_to.parent / ref
-    if not in_preset and local.exists():
-        hint += f" To use the file {local}, write ./{ref}"
-    raise PolicyError(f"unknown preset '{ref}' ({hint})", source=ref)
+    if not in_preset and local.is_file():
+        hints.append(f"to use the file {local}, write ./{ref}")
+    raise _Unresolved(f"unknown preset '{ref}' ({'; '.join(hints)})")
 
 
-def _load(found: _Found, chain: tuple[str, ...]) -> Policy:
+def _load(found: _Found, chain: tuple[str, ...], files: list[Path]) -> Policy:
     """Validate ``found`` and resolve its ``extends`` chain."""
     source, node = found.source, found.node
     policy = _validate(found.data, source, node)
@@ -563,16 +714,14 @@ def _load(found: _Found, chain: tuple[str, ...]) -> Policy:
         return policy
     extends_line = _line_of(node, ("extends",))
     try:
-        parent_found = _resolve_ref(policy.extends, found.path, in_preset=found.preset)
-    except PolicyError as exc:
-        if exc.source != policy.extends:  # a problem inside the parent file: it names itself
-            raise
-        raise PolicyError(exc.detail, source=source, line=extends_line, field="extends") from None
+        parent_found = _resolve_ref(policy.extends, found.path, files, in_preset=found.preset)
+    except _Unresolved as exc:  # only a parent that cannot be found or read is this line's fault
+        raise PolicyError(exc.message, source=source, line=extends_line, field="extends") from None
     chain = (*chain, found.key)
     if parent_found.key in chain:
         cycle = " -> ".join((*chain, parent_found.key))
         raise PolicyError(f"'extends' forms a cycle: {cycle}", source=source, line=extends_line, field="extends")
-    parent = _load(parent_found, chain)
+    parent = _load(parent_found, chain, files)
     _check_remove_rules(policy, parent, parent_found.source, source, node)
     return merge(parent, policy, source)
 
@@ -628,10 +777,35 @@ def load_policy(name_or_path: str | Path | None = None) -> Policy:
     the ``GUARDRAIL_POLICY`` environment variable decides (same rules), then the ``default``
     preset. Raises ``PolicyError`` naming the file, line and field of any problem.
     """
+    return load_policy_and_files(name_or_path)[0]
+
+
+def load_policy_and_files(
+    name_or_path: str | Path | None = None, files: list[Path] | None = None
+) -> tuple[Policy, tuple[Path, ...]]:
+    """``load_policy``, and the user files the policy was read from (hot reload watches them).
+
+    The files are absolute paths: the policy's own file and every file of its ``extends`` chain,
+    including one it names that does not exist; presets are not files a user edits and are left
+    out. ``files``, when given, is filled as the files are looked at, so that after a
+    ``PolicyError`` it still holds those the failed attempt read.
+    """
+    files = [] if files is None else files
     if isinstance(name_or_path, Path):
-        return _load(_resolve_ref(str(name_or_path), None, is_path=True), ())
-    ref = name_or_path if name_or_path is not None else os.environ.get(POLICY_ENV) or "default"
-    return _load(_resolve_ref(ref, None), ())
+        ref, origin, is_path = str(name_or_path), str(name_or_path), True
+    elif name_or_path is not None:
+        ref, origin, is_path = name_or_path, name_or_path, False
+    elif os.environ.get(POLICY_ENV):
+        ref = os.environ[POLICY_ENV]
+        ref, origin, is_path = ref, f"{POLICY_ENV}={ref}", False  # say where the reference came from
+    else:
+        ref, origin, is_path = "default", "default", False
+    try:
+        found = _resolve_ref(ref, None, files, is_path=is_path)
+    except _Unresolved as exc:
+        raise PolicyError(exc.message, source=origin) from None
+    policy = _load(found, (), files)
+    return policy, tuple(dict.fromkeys(files))
 
 
 def policy_from_dict(data: dict[str, Any], source: str = "<dict>") -> Policy:
@@ -643,13 +817,12 @@ def policy_from_dict(data: dict[str, Any], source: str = "<dict>") -> Policy:
     policy = _validate(data, source, None)
     if policy.extends is None:
         return policy
+    files: list[Path] = []
     try:
-        parent_found = _resolve_ref(policy.extends, None)
-    except PolicyError as exc:
-        if exc.source != policy.extends:
-            raise
-        raise PolicyError(exc.detail, source=source, field="extends") from None
-    parent = _load(parent_found, (source,))
+        parent_found = _resolve_ref(policy.extends, None, files)
+    except _Unresolved as exc:
+        raise PolicyError(exc.message, source=source, field="extends") from None
+    parent = _load(parent_found, (source,), files)
     _check_remove_rules(policy, parent, parent_found.source, source, None)
     return merge(parent, policy, source)
 
@@ -678,6 +851,7 @@ __all__ = [
     "ValueRange",
     "json_schema",
     "load_policy",
+    "load_policy_and_files",
     "looks_like_path",
     "policy_path",
     "presets",

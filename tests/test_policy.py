@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import json
 import re
+import warnings
 from pathlib import Path
 from typing import Any
 
@@ -12,7 +13,15 @@ import pytest
 from guardrail.act import refusal_for
 from guardrail.evaluate import evaluate
 from guardrail.guard import Guard
-from guardrail.policy import POLICY_ENV, PolicyError, json_schema, load_policy, policy_from_dict, presets
+from guardrail.policy import (
+    POLICY_ENV,
+    PolicyError,
+    json_schema,
+    load_policy,
+    load_policy_and_files,
+    policy_from_dict,
+    presets,
+)
 from guardrail.score import ValueScores
 from guardrail.scorers.local import LocalScorer
 from guardrail.values import VALUE_NAMES, ValueGroup
@@ -387,3 +396,235 @@ def test_a_bare_name_that_is_no_preset_points_at_the_file_syntax(
     with pytest.raises(PolicyError, match=r"unknown preset 'mine' .*write \./mine"):
         load_policy("mine")
     assert load_policy("./mine").name == "mine"
+
+
+@pytest.mark.parametrize(
+    ("parent", "line", "expected"),
+    [
+        ("name: b\nsettings:\n  shadow: true\n  shadow: false\n", 4, "settings.shadow: duplicate key 'shadow'"),
+        ("name: b\nrules: [\n", 3, "YAML syntax error"),
+        ("- just\n- a list\n", 1, "must hold a mapping"),
+        ("name: b\nsettings: {shadow: 'yes'}\n", 2, "settings.shadow: got the text 'yes'"),
+    ],
+)
+@pytest.mark.parametrize("how", ["next to it", "absolute"])
+def test_a_mistake_inside_a_parent_names_the_parent_and_its_line(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch, parent: str, line: int, expected: str, how: str
+) -> None:
+    # From the parent's folder (`guardrail policy validate child.yaml`), or with an absolute path:
+    # the parent's name is then exactly what the child's `extends` says.
+    monkeypatch.chdir(tmp_path)
+    write(tmp_path, parent, "parent.yaml")
+    extends = "parent.yaml" if how == "next to it" else str(tmp_path / "parent.yaml")
+    write(tmp_path, f"name: child\nextends: {extends}\nrules: []\n", "child.yaml")
+    with pytest.raises(PolicyError) as info:
+        load_policy("child.yaml")
+    assert str(info.value).startswith(f"{extends}:{line}: "), str(info.value)
+    assert expected in str(info.value) and "\n" not in str(info.value)
+
+
+def test_a_parent_that_cannot_be_found_or_read_is_the_extends_lines_fault(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.chdir(tmp_path)
+    (tmp_path / "folder.yaml").mkdir()
+    for extends, expected in (
+        ("missing.yaml", "no policy file at missing.yaml"),
+        ("folder.yaml", "folder.yaml is a directory, not a policy file"),
+        (str(tmp_path / "missing.yaml"), f"no policy file at {tmp_path / 'missing.yaml'}"),
+    ):
+        write(tmp_path, f"name: child\nextends: {extends}\n", "child.yaml")
+        with pytest.raises(PolicyError) as info:
+            load_policy("child.yaml")
+        assert str(info.value) == f"child.yaml:2: extends: {expected}"
+
+
+def test_numbers_in_exponent_form_are_numbers(tmp_path: Path) -> None:
+    # YAML 1.2 and JSON read 1e-1 as a number; PyYAML's YAML 1.1 would read it as text.
+    path = write(
+        tmp_path,
+        "name: x\nsettings: {scoring_timeout_s: 2.5E+1, max_attempts: 1e0}\nrules:\n"
+        "  - {id: a, when: {value: security, min: -1e-1, max: .5}, action: log, reason: r}\n"
+        "  - {id: b, when: {target: {security: 1.}, max_distance: 2e0, min_abs_score: +1E-1}, action: log, reason: r}\n"
+        "  - {id: c, when: {uncertain: any, below: 5e-1}, action: log, reason: r}\n",
+    )
+    policy = load_policy(path)
+    a, b, c = (r.when for r in policy.rules)
+    assert (a.min, a.max) == (-0.1, 0.5)  # type: ignore[union-attr]
+    assert (b.target, b.max_distance, b.min_abs_score) == ({"security": 1.0}, 2.0, 0.1)  # type: ignore[union-attr]
+    assert c.below == 0.5  # type: ignore[union-attr]
+    assert (policy.settings.scoring_timeout_s, policy.settings.max_attempts) == (25.0, 1)
+    # A JSON policy as json.dump writes it.
+    data = {
+        "name": "j",
+        "rules": [{"id": "a", "when": {"value": "power", "max": 1e-05}, "action": "log", "reason": "r"}],
+    }
+    json_path = tmp_path / "p.json"
+    json_path.write_text(json.dumps(data))
+    assert "1e-05" in json_path.read_text()
+    assert load_policy(json_path).rules[0].when.max == 1e-05  # type: ignore[union-attr]
+    # Integers stay integers, and a quoted number is still text, and still a mistake.
+    assert load_policy(write(tmp_path, "name: x\nversion: '1e3'\n")).version == "1e3"
+    with pytest.raises(PolicyError, match=r":4: rules\[0\]\.when\.min: got the text '-1e-1'; write a number"):
+        load_policy(write(tmp_path, RULE.format(when="{value: security, min: '-1e-1'}", action="log")))
+
+
+@pytest.mark.parametrize(
+    ("setting", "expected"),
+    [
+        (
+            "rules: [{id: a, when: {value: security, min: .nan}, action: log, reason: r}]",
+            "rules[0].when.min: must be a finite number from -1 to 1 (got nan)",
+        ),
+        (
+            "rules: [{id: a, when: {target: {power: .NaN}, max_distance: 1}, action: log, reason: r}]",
+            "rules[0].when.target.power: must be a finite number from -1 to 1 (got nan)",
+        ),
+        # A distance of .inf would never fire: a rule that does nothing is a mistake.
+        (
+            "rules: [{id: a, when: {target: {power: 1}, max_distance: .inf}, action: log, reason: r}]",
+            "rules[0].when.max_distance: must be a finite number greater than 0 (got inf)",
+        ),
+        (
+            "rules: [{id: a, when: {uncertain: any, below: .nan}, action: log, reason: r}]",
+            "rules[0].when.below: must be a finite number greater than 0 and at most 1 (got nan)",
+        ),
+        # The guard's waits cannot wait forever: there is no "no timeout", and a day is the most.
+        (
+            "settings: {scoring_timeout_s: .inf}",
+            "settings.scoring_timeout_s: must be a finite number greater than 0 and at most 86400 (got inf)",
+        ),
+        (
+            "settings: {scoring_timeout_s: 1e9}",
+            "settings.scoring_timeout_s: Input should be less than or equal to 86400",
+        ),
+    ],
+)
+def test_nan_and_infinity_are_refused_with_the_range_expected(tmp_path: Path, setting: str, expected: str) -> None:
+    path = write(tmp_path, f"name: x\n{setting}\n")
+    with pytest.raises(PolicyError) as info:
+        load_policy(path)
+    assert str(info.value) == f"{path}:2: {expected}"
+
+
+@pytest.mark.parametrize(
+    ("when", "expected"),
+    [
+        ("{group: conservation, foo: 1}", "rules[0].when.foo: unknown field 'foo'"),
+        ("{target: {security: 1}}", "rules[0].when.max_distance: Field required"),
+        ("{uncertain: any}", "rules[0].when.below: Field required"),
+        ("{uncertain: any, belw: 0.5}", "rules[0].when.belw: unknown field 'belw' (did you mean 'below'?)"),
+        ("{opposes: security, min: 0}", "rules[0].when.min: unknown field 'min'"),
+        ("{value: security, mn: 0}", "rules[0].when.mn: unknown field 'mn' (did you mean 'min'?)"),
+        ("{group: conservation, min: '0'}", "rules[0].when.min: got the text '0'; write a number without quotes"),
+        ("3", "rules[0].when: got 3; expected a mapping"),
+    ],
+)
+def test_a_condition_error_names_the_field_of_the_kind_the_rule_means(tmp_path: Path, when: str, expected: str) -> None:
+    path = write(tmp_path, RULE.format(when=when, action="log"))
+    with pytest.raises(PolicyError) as info:
+        load_policy(path)
+    assert str(info.value) == f"{path}:4: {expected}"
+
+
+@pytest.mark.parametrize(
+    ("when", "line", "field"),
+    [
+        ("    when:\n      value: security\n      min: -0.2\n      max: '0.3'\n", 9, "rules[0].when.max"),
+        (
+            "    when:\n      target:\n        security: 1\n        power: '0.5'\n      max_distance: 1\n",
+            9,
+            "rules[0].when.target.power",
+        ),
+        ("    when:\n      uncertain: any\n      below: 0.5\n      mn: 1\n", 9, "rules[0].when.mn"),
+    ],
+)
+def test_errors_in_a_block_style_condition_point_at_their_own_line(
+    tmp_path: Path, when: str, line: int, field: str
+) -> None:
+    path = write(tmp_path, f"name: p\nrules:\n  - id: r\n    action: block\n    reason: x\n{when}")
+    with pytest.raises(PolicyError) as info:
+        load_policy(path)
+    assert str(info.value).startswith(f"{path}:{line}: {field}: "), str(info.value)
+
+
+def test_hot_reload_follows_edits_to_the_files_a_policy_extends(scorer: LocalScorer, tmp_path: Path) -> None:
+    parent = write(
+        tmp_path,
+        "name: parent\nrules:\n  - {id: p1, when: {opposes: security}, action: block, reason: r}\n",
+        "parent.yaml",
+    )
+    child = write(tmp_path, "name: child\nextends: parent.yaml\n", "child.yaml")
+    guard = Guard(child, scorer=scorer, hot_reload=True)
+    assert [(r.id, r.action) for r in guard.policy.rules] == [("p1", "block")]
+    # Only the parent changes.
+    parent.write_text("name: parent\nrules:\n  - {id: p1, when: {opposes: security}, action: log, reason: r}\n")
+    guard._policies.reload_now()
+    assert [(r.id, r.action) for r in guard.policy.rules] == [("p1", "log")]
+    # A broken parent keeps the last good policy; fixing it reloads.
+    parent.write_text("name: parent\nrules: [\n")
+    with pytest.warns(RuntimeWarning, match=r"keeping child v1: .*parent\.yaml:3: YAML syntax error"):
+        guard._policies.reload_now()
+    assert guard.policy.rules[0].action == "log" and guard.policy_error is not None
+    parent.write_text("name: parent\nrules:\n  - {id: p2, when: {opposes: power}, action: log, reason: r}\n")
+    guard._policies.reload_now()
+    assert [r.id for r in guard.policy.rules] == ["p2"] and guard.policy_error is None
+    # The child moves to a parent that does not exist yet: creating it reloads.
+    child.write_text("name: child\nextends: sub/other.yaml\n")
+    with pytest.warns(RuntimeWarning, match="no policy file at"):
+        guard._policies.reload_now()
+    (tmp_path / "sub").mkdir()
+    write(
+        tmp_path / "sub",
+        "name: other\nrules:\n  - {id: o1, when: {opposes: tradition}, action: log, reason: r}\n",
+        "other.yaml",
+    )
+    with warnings.catch_warnings():
+        warnings.simplefilter("error")
+        guard._policies.reload_now()
+    assert [r.id for r in guard.policy.rules] == ["o1"]
+    # The old parent is no longer part of the policy: editing it changes nothing.
+    parent.write_text("name: parent\nrules: [\n")
+    with warnings.catch_warnings():
+        warnings.simplefilter("error")
+        guard._policies.reload_now()
+    assert [r.id for r in guard.policy.rules] == ["o1"] and guard.policy_error is None
+
+
+def test_the_files_a_policy_is_read_from(tmp_path: Path) -> None:
+    write(tmp_path, "name: base\nextends: childrens-tutor\n", "base.yaml")
+    child = write(tmp_path, "name: child\nextends: base.yaml\n", "child.yaml")
+    policy, files = load_policy_and_files(child)
+    assert policy == load_policy(child)
+    assert files == (child.absolute(), (tmp_path / "base.yaml").absolute())  # presets are not watched
+    assert load_policy_and_files("default")[1] == ()
+
+
+def test_small_loader_messages(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.chdir(tmp_path)
+    # The hint is punctuated, and suggests ./name only for a file of that name.
+    write(tmp_path, "name: mine\n", "mine")
+    (tmp_path / "folder").mkdir()
+    names = ", ".join(presets())
+    with pytest.raises(PolicyError) as info:
+        load_policy("mine")
+    assert (
+        str(info.value)
+        == f"mine: unknown preset 'mine' (available presets: {names}; to use the file mine, write ./mine)"
+    )
+    with pytest.raises(PolicyError) as info:
+        load_policy("folder")
+    assert str(info.value) == f"folder: unknown preset 'folder' (available presets: {names})"
+    # An empty extends: both the schema and the loader refuse it.
+    extends = json_schema()["properties"]["extends"]["anyOf"][0]
+    assert extends["minLength"] == 1 and not re.search(extends["pattern"], "  ")
+    assert not _named({"extends": ""}) and not _named({"extends": "  "})
+    # A bad GUARDRAIL_POLICY says where the reference came from.
+    monkeypatch.setenv(POLICY_ENV, "strictest")
+    with pytest.raises(PolicyError) as info:
+        load_policy()
+    assert str(info.value).startswith(f"{POLICY_ENV}=strictest: unknown preset 'strictest'")
+    monkeypatch.setenv(POLICY_ENV, "gone.yaml")
+    with pytest.raises(PolicyError) as info:
+        load_policy()
+    assert str(info.value) == f"{POLICY_ENV}=gone.yaml: no policy file at gone.yaml"
