@@ -11,20 +11,21 @@ SQLite) raises ``AuditLogError`` naming the file and, where there is one, the li
 from __future__ import annotations
 
 import json
+import os
 import time
 from collections import Counter
 from collections.abc import Iterator
 from dataclasses import dataclass, field
 from datetime import datetime
 from pathlib import Path
-from typing import Any
+from typing import IO, Any
 
 from pydantic import ValidationError
 
 from guardrail.act import intended_action
 from guardrail.evaluate import evaluate
 from guardrail.policy import Policy
-from guardrail.record import compute_hash
+from guardrail.record import canonical_json, compute_hash
 from guardrail.score import ValueScores
 
 SQLITE_SUFFIXES = (".db", ".sqlite", ".sqlite3")
@@ -50,6 +51,8 @@ class LogLine:
     """An unparseable line that is the start of a JSON object cut short: what a crash leaves."""
     empty_file: bool = False
     """Stands for a file that holds no bytes at all (``line`` is 0)."""
+    raw: bytes | None = field(default=None, repr=False)
+    """The stored bytes of a parsed line (without its newline), for the canonical-bytes check."""
 
 
 def is_sqlite(path: Path | str) -> bool:
@@ -67,7 +70,9 @@ def read_lines(path: Path | str) -> Iterator[LogLine]:
     """Every line of every segment of the log, oldest first (SQLite rows in seq order).
 
     Blank and unparseable lines are yielded too (``data`` None, ``error`` saying why); a file
-    with no bytes at all is yielded as one ``empty_file`` line.
+    with no bytes at all is yielded as one ``empty_file`` line. A live log may be rotated while it
+    is read: the segments are opened as one consistent snapshot first (``sinks.jsonl.open_segments``)
+    and then streamed line by line, so a multi-GB file is never held in memory at once.
     """
     path = Path(path)
     _check_log_path(path)
@@ -76,38 +81,64 @@ def read_lines(path: Path | str) -> Iterator[LogLine]:
 
         yield from read_rows(path)
         return
-    from guardrail.sinks.jsonl import is_torn_fragment, segments
+    from guardrail.sinks.jsonl import open_segments
 
-    for segment in segments(path):
-        try:
-            raw = segment.read_bytes()
-        except OSError as exc:
-            raise AuditLogError(f"cannot read audit log {segment} ({exc.strerror})") from None
-        if not raw:
-            yield LogLine(str(segment), 0, None, "the file is empty", empty_file=True)
-            continue
-        chunks = raw.split(b"\n")
-        for n, chunk in enumerate(chunks, 1):
-            last = n == len(chunks)
-            if last and not chunk:
-                break  # the file ended with a newline
-            if not chunk.strip():
-                yield LogLine(str(segment), n, None, "an empty line", terminated=not last)
-                continue
+    handles = open_segments(path)
+    try:
+        for i, (segment, fh) in enumerate(handles):
+            live = i == len(handles) - 1 and segment == path  # the active file: a writer may be appending
             try:
-                data = json.loads(chunk)
-                if not isinstance(data, dict):
-                    raise ValueError("not a JSON object")
-                yield LogLine(str(segment), n, data, terminated=not last)
-            except ValueError as exc:  # UnicodeDecodeError included
-                yield LogLine(
-                    str(segment),
-                    n,
-                    None,
-                    f"not a complete JSON record ({exc})",
-                    terminated=not last,
-                    fragment=is_torn_fragment(chunk),
-                )
+                yield from _segment_lines(str(segment), fh, live)
+            except OSError as exc:
+                raise AuditLogError(f"cannot read audit log {segment} ({exc.strerror})") from None
+    finally:
+        for _, fh in handles:
+            fh.close()
+
+
+def _segment_lines(name: str, fh: IO[bytes], live: bool) -> Iterator[LogLine]:
+    """The lines of one open file, streamed. In the ``live`` file a last line without its newline
+    (or no bytes yet) is read again briefly: a writer may be in the middle of its one ``write``."""
+    n = 0
+    while True:
+        raw = fh.readline()
+        if live and (not raw.endswith(b"\n")) and (raw or n == 0):
+            for _ in range(5):
+                time.sleep(0.02)
+                raw += fh.readline()
+                if raw.endswith(b"\n"):
+                    break
+        if not raw:
+            if n == 0:
+                yield LogLine(name, 0, None, "the file is empty", empty_file=True)
+            return
+        n += 1
+        terminated = raw.endswith(b"\n")
+        yield parse_line(name, n, raw[:-1] if terminated else raw, terminated)
+        if not terminated:
+            return
+
+
+def parse_line(name: str, n: int, chunk: bytes, terminated: bool = True) -> LogLine:
+    """One stored line (without its newline) as a ``LogLine``."""
+    from guardrail.sinks.jsonl import is_crash_residue
+
+    if not chunk.strip():
+        return LogLine(name, n, None, "an empty line", terminated=terminated)
+    try:
+        data = json.loads(chunk)
+        if not isinstance(data, dict):
+            raise ValueError("not a JSON object")
+        return LogLine(name, n, data, terminated=terminated, raw=chunk)
+    except ValueError as exc:  # UnicodeDecodeError included
+        return LogLine(
+            name,
+            n,
+            None,
+            f"not a complete JSON record ({exc})",
+            terminated=terminated,
+            fragment=is_crash_residue(chunk),
+        )
 
 
 def _record_problem(data: dict[str, Any]) -> str | None:
@@ -210,6 +241,23 @@ def _whole(value: Any) -> int | None:
     return value if isinstance(value, int) and not isinstance(value, bool) else None
 
 
+def _duplicate_key(raw: bytes) -> str | None:
+    """A key that some JSON object of ``raw`` holds twice (json.loads keeps only the last), if any."""
+    found: list[str] = []
+
+    def pairs(items: list[tuple[str, Any]]) -> dict[str, Any]:
+        keys = [k for k, _ in items]
+        if len(set(keys)) != len(keys) and not found:
+            found.append(next(k for k in keys if keys.count(k) > 1))
+        return dict(items)
+
+    try:
+        json.loads(raw, object_pairs_hook=pairs)
+    except ValueError:
+        return None
+    return found[0] if found else None
+
+
 def verify(path: Path | str, *, head: str | None = None, expect_seq: int | None = None) -> VerifyReport:
     """Check every record's hash and its link to the previous one; stop at the first problem.
 
@@ -218,6 +266,13 @@ def verify(path: Path | str, *, head: str | None = None, expect_seq: int | None 
     the log it is a torn tail (exit 3). Any other unparseable, blank or foreign line, a file
     without a genesis line, and an empty log (a JSONL file of 0 bytes) are tampering (exit 1).
     A SQLite database its sink never wrote to (no genesis row, no records) verifies with 0 records.
+
+    Every segment of a rotated log is needed: a log whose first file continues another (its
+    genesis names the file before it, and starts past seq 1) lost its oldest segments, which is
+    tampering (exit 1, naming the missing file); archive whole logs, not their oldest files. A
+    line stored in other bytes than the sink writes (re-serialised, CRLF, trailing spaces) but
+    with content matching its hash gets a note; one that holds a JSON key twice is tampering,
+    since other tools may read the first value while the hash covers the last.
 
     A hash chain cannot tell that records were deleted from its *end*. To anchor it, note the
     ``head`` hash and seq that an earlier run printed and pass them back: the log must still
@@ -235,6 +290,7 @@ def verify(path: Path | str, *, head: str | None = None, expect_seq: int | None 
     empty: LogLine | None = None  # the last file seen, when it held no bytes
     last_line: LogLine | None = None
     anchor_at: int | None = None  # seq of the record whose hash is ``head`` (first_seq - 1: a genesis)
+    reformatted: list[LogLine] = []  # lines whose bytes are not the canonical JSON the sinks write
 
     def fail(line: LogLine | None, problem: str, seq: int | None = None) -> VerifyReport:
         if line is None:
@@ -268,6 +324,16 @@ def verify(path: Path | str, *, head: str | None = None, expect_seq: int | None 
             pending.append(line)
             continue
         data = line.data
+        if line.raw is not None and line.raw != canonical_json(data).encode("utf-8"):
+            duplicated = _duplicate_key(line.raw)
+            if duplicated is not None:
+                return fail(
+                    line,
+                    f"the line holds the key {duplicated!r} twice: tools that read the first one see other content "
+                    "than the hash covers (the line was edited)",
+                    _whole(data.get("seq")),
+                )
+            reformatted.append(line)
         if data.get("type") == "genesis":
             if line.file in has_genesis:
                 return fail(line, "a genesis line in the middle of a file (a second log was spliced in)")
@@ -279,9 +345,27 @@ def verify(path: Path | str, *, head: str | None = None, expect_seq: int | None 
                     f"a genesis line with genesis {genesis!r} and first_seq {data.get('first_seq')!r} "
                     "(a hash and a whole number were expected): the line was edited",
                 )
+            continues = data.get("continues")
+            if prev_hash is None and (first_seq != 1 or continues is not None):
+                missing = (
+                    f"the segment {continues} it continues is missing"
+                    if isinstance(continues, str) and continues
+                    else "the records before it are missing"
+                )
+                return fail(
+                    line,
+                    f"the log starts at seq {first_seq}; {missing} (its oldest segment(s) were deleted or moved "
+                    "away; verify needs every segment of the log)",
+                    first_seq,
+                )
             if prev_hash is not None and genesis != prev_hash:
                 return fail(
                     line, "this file's genesis does not carry the previous file's last hash (files out of order?)"
+                )
+            if prev_hash is not None and len(files) > 1 and continues != Path(files[-2]).name:
+                report.notes.append(
+                    f"{line.file}:{line.line} says it continues {continues}, but the file before it is "
+                    f"{Path(files[-2]).name} (the chain is continuous; were the files renamed?)"
                 )
             if expected_seq is not None and first_seq != expected_seq:
                 return fail(line, f"this file starts at seq {first_seq}, expected {expected_seq}")
@@ -325,6 +409,12 @@ def verify(path: Path | str, *, head: str | None = None, expect_seq: int | None 
         if wanted is not None and prev_hash == wanted:
             anchor_at = seq
     report.files = len(files)
+    if reformatted:
+        report.notes.append(
+            f"{len(reformatted)} line(s) are not stored as the sink writes them (canonical JSON, one line each; "
+            f"first at {reformatted[0].file}:{reformatted[0].line}): re-serialised, CRLF or trailing spaces; "
+            "their content still matches their hashes"
+        )
     if empty is not None:
         if len(files) == 1:
             return fail(
@@ -380,14 +470,146 @@ def tail(path: Path | str, n: int = 10) -> list[dict[str, Any]]:
 
 
 def follow(path: Path | str, poll_s: float = 0.5, stop_after_s: float | None = None) -> Iterator[dict[str, Any]]:
-    """Yield records as they are appended (like ``tail -f``); ``stop_after_s`` bounds it."""
-    seen = sum(1 for _ in records(path))
+    """Yield records as they are appended (like ``tail -f``); ``stop_after_s`` bounds it.
+
+    Reads only what is new: the active file's bytes past what was read (a rotation is followed by
+    finishing the renamed file, then the files after it), or the rows past the last seq for SQLite.
+    A record is yielded only if its seq is past the last one yielded, so none repeats.
+    """
+    path = Path(path)
+    _check_log_path(path)
     deadline = None if stop_after_s is None else time.monotonic() + stop_after_s
-    while deadline is None or time.monotonic() < deadline:
-        current = list(records(path))
-        yield from current[seen:]
-        seen = len(current)
-        time.sleep(poll_s)
+    source = _SqliteFollower(path) if is_sqlite(path) else _JsonlFollower(path)
+    try:
+        while True:
+            yield from source.poll()
+            if deadline is not None and time.monotonic() >= deadline:
+                return
+            time.sleep(poll_s if deadline is None else max(0.0, min(poll_s, deadline - time.monotonic())))
+    finally:
+        source.close()
+
+
+class _JsonlFollower:
+    """New records of a JSONL log, by file identity and offset; ``last_seq`` keeps out repeats."""
+
+    def __init__(self, path: Path) -> None:
+        from guardrail.sinks.jsonl import open_segments
+
+        self.path = path
+        self.last_seq: int | None = None
+        self.buffer = b""
+        handles = open_segments(path)
+        for _, fh in handles[:-1]:
+            fh.close()
+        self.name = str(handles[-1][0]) if handles else str(path)
+        self.fh: IO[bytes] | None = handles[-1][1] if handles else None
+        if self.fh is not None:
+            self._start_at_end(self.fh)
+
+    def _start_at_end(self, fh: IO[bytes]) -> None:
+        """Position after the last complete line (a line being written is read when it is done)."""
+        end = fh.seek(0, os.SEEK_END)
+        start = max(0, end - 65536)
+        fh.seek(start)
+        block = fh.read(end - start)
+        cut = block.rfind(b"\n")
+        if cut < 0 and start > 0:
+            fh.seek(end)  # a line longer than the block: follow from the end
+            return
+        fh.seek(start + cut + 1)
+        lines = block.split(b"\n")
+        for chunk in reversed(lines if start == 0 else lines[1:]):  # the first may be cut by the block
+            data = parse_line(self.name, 0, chunk).data
+            seq = None if data is None else _whole(data.get("seq"))
+            if data is not None and data.get("type") == "genesis":
+                first = _whole(data.get("first_seq", 1))
+                seq = None if first is None else first - 1
+            if seq is not None:
+                self.last_seq = seq
+                return
+
+    @staticmethod
+    def _identity(fh: IO[bytes]) -> tuple[int, int]:
+        st = os.fstat(fh.fileno())
+        return st.st_ino, st.st_dev
+
+    def _read(self, fh: IO[bytes], name: str) -> Iterator[dict[str, Any]]:
+        lines = (self.buffer + fh.read()).split(b"\n")
+        self.buffer = lines.pop()  # b"" after a final newline, else a line not finished yet
+        for chunk in lines:
+            record = parse_line(name, 0, chunk).data
+            if record is None or record.get("type") == "genesis":
+                continue  # a torn line from a crash, or the start of a file
+            seq = _whole(record.get("seq"))
+            problem = "no seq" if seq is None else _record_problem(record)
+            if seq is None or problem:
+                raise AuditLogError(f"{name}: a line that is not an audit record ({problem})")
+            if self.last_seq is None or seq > self.last_seq:
+                self.last_seq = seq
+                yield record
+
+    def poll(self) -> Iterator[dict[str, Any]]:
+        from guardrail.sinks.jsonl import open_segments
+
+        if self.fh is not None:
+            yield from self._read(self.fh, self.name)
+        try:
+            now = os.stat(self.path)
+        except FileNotFoundError:
+            return  # in the middle of a rotation: the new file is there next time
+        if self.fh is not None and (now.st_ino, now.st_dev) == self._identity(self.fh):
+            return
+        handles = open_segments(self.path)  # rotated: finish this file, then read the ones after it
+        ids = [self._identity(fh) for _, fh in handles]
+        mine = self._identity(self.fh) if self.fh is not None else None
+        if mine is not None and mine in ids:
+            assert self.fh is not None
+            yield from self._read(self.fh, self.name)  # what was written before the rename
+            done, later = handles[: ids.index(mine) + 1], handles[ids.index(mine) + 1 :]
+        else:
+            done, later = [], handles  # the file read so far is gone: seq says what is new
+        for _, fh in done:
+            fh.close()
+        if not later:
+            return
+        if self.fh is not None:
+            self.fh.close()
+        for i, (name, fh) in enumerate(later):
+            self.buffer, self.fh, self.name = b"", fh, str(name)
+            yield from self._read(fh, str(name))
+            if i < len(later) - 1:
+                fh.close()
+
+    def close(self) -> None:
+        if self.fh is not None:
+            self.fh.close()
+            self.fh = None
+
+
+class _SqliteFollower:
+    """New rows of a SQLite log, by seq."""
+
+    def __init__(self, path: Path) -> None:
+        import sqlite3
+
+        self.path = path
+        self.conn = sqlite3.connect(f"{path.resolve().as_uri()}?mode=ro", uri=True)
+        row = self.conn.execute("SELECT max(seq) FROM records").fetchone()
+        self.last_seq = int(row[0]) if row and row[0] is not None else 0
+
+    def poll(self) -> Iterator[dict[str, Any]]:
+        rows = self.conn.execute("SELECT seq, record FROM records WHERE seq > ? ORDER BY seq", (self.last_seq,))
+        for seq, text in rows.fetchall():
+            self.last_seq = seq
+            try:
+                record = json.loads(text)
+            except (TypeError, ValueError):
+                raise AuditLogError(f"{self.path}: row seq {seq} holds no valid JSON record") from None
+            yield record
+
+    def close(self) -> None:
+        self.conn.close()
 
 
 def one_line(record: dict[str, Any]) -> str:

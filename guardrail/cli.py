@@ -169,6 +169,42 @@ def _check_target(option: str, target: str | None, *others: tuple[str, str | Non
                 f"{option} {target} is the same file as {other_option} {other}: writing to it would change "
                 "that file, give another path"
             )
+        pairs = ((option, target, other_option, other), (other_option, other, option, target))
+        for log_option, log, out_option, out in pairs:
+            if log_option in _AUDIT_OPTIONS and log not in (None, "-") and out not in (None, "-"):
+                assert log is not None and out is not None
+                clash = _log_file_named(log, out)
+                if clash is not None:
+                    raise CliError(
+                        f"{out_option} {out} is {clash} of the audit log {log}: writing to it would change "
+                        "the log, give another path"
+                    )
+
+
+_AUDIT_OPTIONS = ("--audit", "the audit log")
+
+
+def _log_file_named(log: str, other: str) -> str | None:
+    """What ``other`` is of the audit log ``log`` (a rotated segment, existing or to come, its lock
+    file, SQLite's journal), or None when it is none of them."""
+    import re
+
+    from guardrail.audit import is_sqlite
+    from guardrail.sinks.jsonl import segments
+
+    log_path, other_path = Path(log), Path(other)
+    if any(_same_file(other_path, segment) for segment in segments(log_path)):
+        return "a segment"
+    if other_path.parent.resolve() != log_path.parent.resolve():
+        return None
+    name = other_path.name
+    if name == f"{log_path.name}.lock":
+        return "the lock file"
+    if is_sqlite(log_path):
+        return "a journal file" if name in {f"{log_path.name}{s}" for s in ("-wal", "-shm", "-journal")} else None
+    if re.fullmatch(rf"{re.escape(log_path.stem)}\.\d+{re.escape(log_path.suffix)}", name):
+        return "the name of a rotated segment"
+    return None
 
 
 def _open_output(path: str | None) -> IO[str]:

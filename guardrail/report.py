@@ -108,6 +108,21 @@ def _actions(by_action: dict[str, int]) -> str:
     return out
 
 
+def _score_vector(scores: Any) -> dict[str, tuple[float, Any]] | None:
+    """(score, label) per value of a record's ``scores``; None when a value is missing or not a number."""
+    if not isinstance(scores, dict) or not isinstance(scores.get("scores"), dict):
+        return None
+    values, labels = scores["scores"], scores.get("labels")
+    labels = labels if isinstance(labels, dict) else {}
+    vector = {}
+    for v in VALUE_NAMES:
+        score = values.get(v)
+        if not isinstance(score, int | float) or isinstance(score, bool) or not math.isfinite(score):
+            return None
+        vector[v] = (float(score), labels.get(v))
+    return vector
+
+
 def build_report(path: Path | str, window: str = "day") -> str:
     """The HTML page for the log at ``path``."""
     import matplotlib
@@ -118,6 +133,7 @@ def build_report(path: Path | str, window: str = "day") -> str:
     sums: dict[str, float] = dict.fromkeys(VALUE_NAMES, 0.0)
     opposed: Counter[str] = Counter()
     scored = 0
+    malformed: list[int] = []  # seqs of records whose scores lack a value or are not numbers
     by_window: dict[str, Counter[str]] = {}
     from guardrail.audit import _bucket
 
@@ -126,10 +142,14 @@ def build_report(path: Path | str, window: str = "day") -> str:
         for dim in {v["dimension"] for v in r.get("violations", [])}:
             bucket[dim] += 1
         if r.get("scores"):
+            vector = _score_vector(r["scores"])
+            if vector is None:
+                malformed.append(r["seq"])
+                continue
             scored += 1
             for v in VALUE_NAMES:
-                sums[v] += r["scores"]["scores"][v]
-                opposed[v] += r["scores"]["labels"][v] == -1
+                sums[v] += vector[v][0]
+                opposed[v] += vector[v][1] == -1
     mean = {v: sums[v] / scored if scored else 0.0 for v in VALUE_NAMES}
     share = {v: opposed[v] / scored if scored else 0.0 for v in VALUE_NAMES}
 
@@ -139,6 +159,13 @@ def build_report(path: Path | str, window: str = "day") -> str:
         return f"<h3>{html.escape(title)}</h3><table><tr><th></th><th>count</th></tr>{body}</table>"
 
     status_class = "ok" if check.exit_code == 0 else "bad"
+    skipped = ""
+    if malformed:
+        shown_seqs = ", ".join(str(n) for n in malformed[:10]) + (", ..." if len(malformed) > 10 else "")
+        skipped = (
+            f'<br><b class="bad">Skipped:</b> {len(malformed)} record(s) whose scores are malformed '
+            f"(a value missing or not a number; seq {shown_seqs}) are left out of the value profile"
+        )
     over_time, shown = _violations_over_time(by_window)
     over_time_alt = "violations over time: " + (", ".join(shown) if shown else "none recorded")
     return f"""<!doctype html>
@@ -152,7 +179,7 @@ td, th {{ padding: 0.2rem 0.8rem; border-bottom: 1px solid #ddd; }}
 </style></head><body>
 <h1>Audit report</h1>
 <p><b>Log:</b> {html.escape(str(path))}<br><b>Records:</b> {summary["records"]} ({summary["errors"]} with errors)<br>
-<b>Integrity:</b> <span class="{status_class}">{html.escape(check.summary())}</span></p>
+<b>Integrity:</b> <span class="{status_class}">{html.escape(check.summary())}</span>{skipped}</p>
 <div class="grid">
 <img alt="radar chart of the mean value scores" src="data:image/png;base64,{_radar(mean, share)}">
 <img alt="bar chart of action counts" src="data:image/png;base64,{_actions(summary["by_action"])}">

@@ -536,3 +536,190 @@ def test_writes_racing_close_never_reopen_the_file(tmp_path: Path) -> None:
     assert str(log.resolve()) not in open_files  # no write after close() left the log open
     report = verify(log)
     assert report.exit_code == EXIT_OK and report.checked == len(written) > 0
+
+
+# ----------------------------------------------------------------------------- rotation, live logs, deletion
+
+_SLOW_WRITER = (
+    "import sys, time; sys.path.insert(0, sys.argv[2]); from tests.test_audit import make_decision;"
+    "from guardrail.sinks.jsonl import JsonlSink\n"
+    "with JsonlSink(sys.argv[1], max_bytes=int(sys.argv[3])) as sink:\n"
+    "    for i in range(int(sys.argv[4])):\n"
+    "        sink.write(make_decision(i), deployment='live'); time.sleep(float(sys.argv[5]))\n"
+)
+
+
+def _start_writer(log: Path, max_bytes: int, n: int, pause_s: float) -> subprocess.Popen[bytes]:
+    args = [str(log), str(REPO), str(max_bytes), str(n), str(pause_s)]
+    return subprocess.Popen([sys.executable, "-c", _SLOW_WRITER, *args])
+
+
+def test_rotating_a_log_without_suffix_keeps_every_segment_in_order(tmp_path: Path) -> None:
+    log = tmp_path / "t1" / "audit"
+    write_log(log, 40, max_bytes=1_500)
+    files = segments(log)
+    assert len(files) > 11 and files[-1] == log
+    assert [p.name for p in files[:-1]] == [f"audit.{n}" for n in range(1, len(files))]  # 10 after 9, not after 1
+    report = verify(log)
+    assert report.exit_code == EXIT_OK and report.checked == 40 and report.files == len(files), report.summary()
+    assert [r["seq"] for r in records(log)] == list(range(1, 41))
+
+
+def test_a_live_log_rotating_under_verify_always_verifies(tmp_path: Path) -> None:
+    log = tmp_path / "live" / "audit.jsonl"
+    write_log(log, 2)
+    writer = _start_writer(log, 2_500, 600, 0.0)
+    outcomes: list[int] = []
+    try:
+        for _ in range(60):  # bounded: the writer usually finishes first
+            report = verify(log)  # an AuditLogError here (a file vanished mid-read) fails the test
+            assert report.exit_code in (EXIT_OK, EXIT_TORN_TAIL), report.summary()
+            outcomes.append(report.checked)
+            assert stats(log)["records"] >= report.checked
+            if writer.poll() is not None:
+                break
+    finally:
+        writer.wait(timeout=120)
+    assert writer.returncode == 0 and outcomes
+    final = verify(log)
+    assert final.exit_code == EXIT_OK and final.checked == 602 and final.files > 50, final.summary()
+
+
+def test_deleting_the_oldest_segments_is_tampering_naming_the_missing_file(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    log = tmp_path / "a.jsonl"
+    write_log(log, 30, max_bytes=4_000)
+    first, second = segments(log)[:2]
+    first_seq = json.loads(lines(second)[0])["first_seq"]
+    first.unlink()
+    for kwargs in ({}, {"expect_seq": 30}):
+        report = verify(log, **kwargs)  # type: ignore[arg-type]
+        assert report.exit_code == EXIT_TAMPERED and report.where == f"{second}:1", report.summary()
+        assert f"the log starts at seq {first_seq}; the segment a.1.jsonl it continues is missing" in report.summary()
+    assert cli_main(["audit", "verify", str(log)]) == EXIT_TAMPERED
+    assert "a.1.jsonl it continues is missing" in capsys.readouterr().out
+
+
+def test_follow_across_rotation_prints_every_record_once(tmp_path: Path) -> None:
+    from guardrail.audit import follow
+
+    log = tmp_path / "audit.jsonl"
+    write_log(log, 3, max_bytes=2_500)
+    writer = _start_writer(log, 2_500, 150, 0.01)
+    try:
+        seqs = [r["seq"] for r in follow(log, poll_s=0.2, stop_after_s=4)]
+        deadline = time.monotonic() + 60
+        while writer.poll() is None and time.monotonic() < deadline:
+            seqs += [r["seq"] for r in follow(log, poll_s=0.2, stop_after_s=0.5)]
+    finally:
+        writer.wait(timeout=60)
+    assert seqs and seqs == list(range(seqs[0], seqs[0] + len(seqs))), seqs  # no gap, no repeat
+    assert len(segments(log)) > 20 and verify(log).exit_code == EXIT_OK
+
+
+def test_follow_reads_only_new_bytes_of_a_large_idle_log(tmp_path: Path) -> None:
+    from guardrail.audit import follow
+
+    log = tmp_path / "audit.jsonl"
+    write_log(log, 2_000)
+    start = time.process_time()
+    assert list(follow(log, poll_s=0.01, stop_after_s=1.0)) == []  # ~100 polls of an idle log
+    assert time.process_time() - start < 0.5
+    with JsonlSink(log) as sink:
+        sink.write(make_decision(0), deployment="late")
+    followed = follow(log, poll_s=0.01, stop_after_s=0.5)
+    assert list(followed) == []  # it starts at the end: nothing new since
+
+
+@pytest.mark.parametrize(
+    ("column", "value"),
+    [
+        ("policy_name", "lenient"),
+        ("policy_version", "9"),
+        ("policy_hash", "00"),
+        ("model_id", "other-model"),
+        ("intended_action", "block"),
+        ("ts", "2020-01-01T00:00:00Z"),
+        ("deployment", "elsewhere"),
+    ],
+)
+def test_sqlite_every_copied_column_is_checked(tmp_path: Path, column: str, value: str) -> None:
+    import sqlite3
+
+    db = tmp_path / "audit.db"
+    with SqliteSink(db) as sink:
+        for i in range(4):
+            sink.write(make_decision(i), deployment="tests")
+    with sqlite3.connect(db) as conn:
+        conn.execute(f"UPDATE records SET {column} = ? WHERE seq = 3", (value,))
+    report = verify(db)
+    assert report.exit_code == EXIT_TAMPERED and report.seq == 3 and column in report.summary(), report.summary()
+
+
+def _append_record(log: Path, **fields: object) -> None:
+    """A well-chained record with ``fields`` changed, as a buggy or older writer could have stored it."""
+    last = json.loads(lines(log)[-1])
+    body = {k: v for k, v in last.items() if k != "hash"} | {"seq": last["seq"] + 1, "prev_hash": last["hash"]}
+    body |= fields
+    with open(log, "a", encoding="utf-8") as fh:
+        fh.write(json.dumps(body | {"hash": compute_hash(body)}, sort_keys=True, separators=(",", ":")) + "\n")
+
+
+def test_report_skips_records_with_malformed_scores(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    from guardrail.report import build_report
+
+    log = tmp_path / "audit.jsonl"
+    write_log(log, 2)
+    _append_record(log, scores={"scores": {"achievement": 0.5}, "labels": {"achievement": 1}})
+    assert verify(log).exit_code == EXIT_OK
+    page = build_report(log)
+    assert "OK: 3 records verified" in page and "1 record(s) whose scores are malformed" in page
+    out = tmp_path / "report.html"
+    assert cli_main(["audit", "report", str(log), "--out", str(out)]) == 0 and out.exists()
+    assert "Traceback" not in capsys.readouterr().err
+
+
+def test_nul_bytes_left_by_a_power_loss_are_a_torn_tail_and_the_writer_recovers(tmp_path: Path) -> None:
+    for residue in (b'{"action":"al' + b"\x00" * 300, b"\x00" * 2_000):  # a torn line zero-filled; a zeroed block
+        log = tmp_path / f"nul{len(residue)}.jsonl"
+        write_log(log, 3)
+        with open(log, "ab") as fh:
+            fh.write(residue)
+        report = verify(log)
+        assert report.exit_code == EXIT_TORN_TAIL and report.checked == 3, report.summary()
+        write_log(log, 2)
+        after = verify(log)
+        assert after.exit_code == EXIT_OK and after.checked == 5 and len(after.crash_residue) == 1, after.summary()
+    nul_only = tmp_path / "zeroed.jsonl"
+    nul_only.write_bytes(b"\x00" * 512)  # the file was created, then the power went
+    write_log(nul_only, 2)
+    assert verify(nul_only).exit_code == EXIT_OK
+
+
+def test_non_canonical_bytes_get_a_note_and_duplicate_keys_are_tampering(tmp_path: Path) -> None:
+    log = tmp_path / "audit.jsonl"
+    write_log(log, 3)
+    original = log.read_bytes()
+    log.write_bytes(original.replace(b"\n", b"\r\n"))
+    report = verify(log)
+    assert report.exit_code == EXIT_OK and "4 line(s) are not stored as the sink writes them" in report.summary()
+    rows = original.decode().splitlines()
+    rows[2] = '{"action":"block",' + rows[2][1:]  # jq and friends read the first "action", the hash the last
+    log.write_text("\n".join(rows) + "\n")
+    report = verify(log)
+    assert report.exit_code == EXIT_TAMPERED and "holds the key 'action' twice" in report.summary()
+    assert report.where == f"{log}:3"
+
+
+def test_a_genesis_naming_another_file_than_the_one_before_it_gets_a_note(tmp_path: Path) -> None:
+    log = tmp_path / "audit.jsonl"
+    write_log(log, 10, max_bytes=3_000)
+    rows = lines(log)
+    genesis = json.loads(rows[0])
+    rows[0] = json.dumps(genesis | {"continues": "audit.99.jsonl"}, sort_keys=True, separators=(",", ":"))
+    log.write_text("\n".join(rows) + "\n")
+    report = verify(log)
+    assert report.exit_code == EXIT_OK and "says it continues audit.99.jsonl, but the file before it is" in (
+        report.summary()
+    )

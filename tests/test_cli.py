@@ -388,3 +388,30 @@ def test_serve_stops_cleanly_on_sigterm_and_its_audit_verifies(tmp_path: Path) -
         proc.kill()
     assert proc.returncode == 0 and "guardrail proxy stopped" in err and "Traceback" not in err
     assert verify(audit).exit_code == 0 and verify(audit).checked == 1
+
+
+def test_outputs_never_overwrite_a_rotated_segment_of_the_audit_log(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    from guardrail.decision import Decision
+    from guardrail.policy import load_policy
+    from guardrail.sinks.jsonl import JsonlSink, segments
+
+    audit = tmp_path / "a.jsonl"
+    decision = Decision(action="allow", intended_action="allow", text="t", policy=load_policy("default").ref)
+    with JsonlSink(audit, max_bytes=1_500) as sink:
+        for _ in range(12):
+            sink.write(decision, deployment="tests")
+    rotated = segments(audit)[1]
+    before = {p: p.read_bytes() for p in segments(audit)}
+    code, _, err = run(["audit", "report", str(audit), "--out", str(rotated)], capsys)
+    assert code == 2 and f"--out {rotated} is a segment of the audit log {audit}" in err and "Traceback" not in err
+    future = tmp_path / "a.99.jsonl"  # the name a later rotation would take
+    code, _, err = run(["audit", "report", str(audit), "--out", str(future)], capsys)
+    assert code == 2 and "the name of a rotated segment" in err and not future.exists()
+    src = tmp_path / "in.jsonl"
+    src.write_text(json.dumps({"response": REFUSAL}) + "\n")
+    code, _, err = run(["check", "--input", str(src), "--output", str(rotated), "--audit", str(audit)], capsys)
+    assert code == 2 and f"--output {rotated} is a segment of the audit log {audit}" in err
+    assert {p: p.read_bytes() for p in segments(audit)} == before
+    assert verify(audit).exit_code == 0

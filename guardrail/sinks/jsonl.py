@@ -9,8 +9,11 @@ record) and the chain goes on from the last complete record; ``guardrail audit v
 fragment in exactly those places (followed by the chain's next line, or at the very end), because
 no complete record is missing from the chain, and reports anything else as tampering.
 
-Rotation by size renames the full file to ``<stem>.<n><suffix>`` and starts a new file whose
-genesis line names that file and carries its last hash, so the chain is continuous across files.
+A run of NUL bytes at the end (a file extended but not written before a power loss) is treated
+like a torn line. Rotation by size renames the full file to ``<stem>.<n><suffix>`` (``audit.<n>``
+for a path with no suffix; ``n`` one past the highest taken, never an existing file) and starts a
+new file whose genesis line names that file and carries its last hash, so the chain is continuous
+across files.
 If the active file is missing or holds only a torn fragment (a crash during rotation or while
 writing a genesis), the new genesis again continues from the newest rotated file.
 
@@ -28,6 +31,7 @@ import os
 import re
 import secrets
 import threading
+import time
 from pathlib import Path
 from typing import IO, Any
 
@@ -43,9 +47,8 @@ _NUMBER_CHARS = re.compile(r"[-+0-9.eE]*")
 _HEAD_BYTES = 65536
 
 
-def segments(path: Path | str) -> list[Path]:
-    """All files of the log at ``path``, oldest first: rotated segments, then the active file."""
-    path = Path(path)
+def _rotated(path: Path) -> list[tuple[int, Path]]:
+    """(number, path) of every rotated segment of the log at ``path`` (``<stem>.<n><suffix>``), by number."""
     pattern = re.compile(rf"^{re.escape(path.stem)}\.(\d+){re.escape(path.suffix)}$")
     rotated = []
     if path.parent.is_dir():
@@ -53,8 +56,71 @@ def segments(path: Path | str) -> list[Path]:
             m = pattern.match(p.name)
             if m:
                 rotated.append((int(m.group(1)), p))
-    files = [p for _, p in sorted(rotated)]
+    return sorted(rotated)
+
+
+def segments(path: Path | str) -> list[Path]:
+    """All files of the log at ``path``, oldest first: rotated segments, then the active file.
+
+    Rotated segments are ``<stem>.<n><suffix>`` (``audit.3.jsonl``; ``audit.3`` for a path with
+    no suffix), ordered by ``n``.
+    """
+    path = Path(path)
+    files = [p for _, p in _rotated(path)]
     return [*files, path] if path.exists() else files
+
+
+def _snapshot(path: Path) -> list[tuple[Path, IO[bytes]]] | None:
+    """Handles on the files of the log, if no rotation split the listing from the opening (else None)."""
+    names = segments(path)
+    handles: list[tuple[Path, IO[bytes]]] = []
+    try:
+        for name in names:
+            handles.append((name, open(name, "rb")))  # noqa: SIM115 - closed by the caller
+        mine = [os.fstat(fh.fileno()) for _, fh in handles]
+        now = [os.stat(name) for name in segments(path)]
+        # A rotation after the opening only appends names (the active file's new name, a new active
+        # file): what was opened is then still the start of the log, in order. One before it is not.
+        if [(s.st_ino, s.st_dev) for s in now[: len(mine)]] == [(s.st_ino, s.st_dev) for s in mine]:
+            return handles
+    except FileNotFoundError:
+        pass  # renamed between listing and opening: list again
+    except OSError as exc:
+        for _, fh in handles:
+            fh.close()
+        raise AuditLogError(f"cannot read audit log {exc.filename or path} ({exc.strerror})") from None
+    for _, fh in handles:
+        fh.close()
+    return None
+
+
+def open_segments(path: Path | str) -> list[tuple[Path, IO[bytes]]]:
+    """Read handles on every file of the log, oldest first, as one consistent snapshot.
+
+    A writer may rotate the log while it is listed (renaming the active file to the next number
+    and starting a new one). The files are listed, opened, and listed again; the snapshot stands
+    when the handles are still the first files of the log, in order. When a busy writer keeps
+    rotating, the writers' file lock is taken for the moment of listing and opening (writers wait
+    that long; the reading itself never holds it). An open handle keeps reading its file after a
+    later rename, so the files can be read lazily. ``AuditLogError`` names a file that cannot be read.
+    """
+    from filelock import Timeout
+
+    path = Path(path)
+    for attempt in range(1000):
+        handles = _snapshot(path)
+        if handles is not None:
+            return handles
+        if attempt % 10 == 2:
+            try:
+                with FileLock(str(path) + ".lock", timeout=10):
+                    handles = _snapshot(path)
+                if handles is not None:
+                    return handles
+            except (OSError, Timeout):
+                pass  # a read-only folder, or a writer holding the lock for long: keep trying without it
+        time.sleep(0.002)
+    raise AuditLogError(f"cannot read audit log {path}: its files kept being renamed or removed while it was listed")
 
 
 def _scan_string(text: str, i: int) -> int | None:
@@ -160,6 +226,15 @@ def is_torn_fragment(raw: bytes) -> bool:
     return bool(stack)
 
 
+def is_crash_residue(raw: bytes) -> bool:
+    """Whether ``raw`` is what a crash can leave of a line: a torn fragment, a run of NUL bytes
+    (a file extended but not written before a power loss), or a torn fragment followed by NULs."""
+    stripped = raw.rstrip(b"\x00")
+    if not stripped:
+        return bool(raw)
+    return is_torn_fragment(stripped)
+
+
 def _last_complete(fh: IO[bytes]) -> tuple[dict[str, Any] | None, bool]:
     """(last line that parses as a JSON object, whether the file does not end in a newline), read backwards.
 
@@ -221,8 +296,8 @@ def _first_line_problem(head: bytes) -> str | None:
     try:
         data = json.loads(first)
     except ValueError:
-        if is_torn_fragment(first):
-            return None  # a genesis line cut short by a crash: the next write recovers
+        if is_crash_residue(first):
+            return None  # a genesis line cut short (or zero-filled) by a crash: the next write recovers
         return "line 1 is not JSON"
     if isinstance(data, dict) and data.get("type") == "genesis":
         return None
@@ -318,7 +393,7 @@ class JsonlSink:
         fh.seek(0)
         content = fh.read(_HEAD_BYTES + 1)
         lines = content.split(b"\n")
-        if len(content) > _HEAD_BYTES or any(line and not is_torn_fragment(line) for line in lines):
+        if len(content) > _HEAD_BYTES or any(line and not is_crash_residue(line) for line in lines):
             raise AuditLogError(
                 f"{self.path} holds no audit record and is not a log cut short by a crash; refusing to append to it"
             )
@@ -326,8 +401,11 @@ class JsonlSink:
     def _rotate(self, last: dict[str, Any]) -> tuple[IO[bytes], bytes]:
         """Rename the full file away; (handle of the new active file, its genesis line)."""
         assert self._fh is not None
-        taken = {int(m.group(1)) for p in segments(self.path) if (m := re.search(r"\.(\d+)\.[^.]+$", p.name))}
-        target = self.path.with_name(f"{self.path.stem}.{max(taken, default=0) + 1}{self.path.suffix}")
+        number = max((n for n, _ in _rotated(self.path)), default=0) + 1
+        target = self.path.with_name(f"{self.path.stem}.{number}{self.path.suffix}")
+        while os.path.lexists(target):  # never overwrite a file (writers rotate under the file lock)
+            number += 1
+            target = self.path.with_name(f"{self.path.stem}.{number}{self.path.suffix}")
         self._fh.close()
         self._fh = None
         os.replace(self.path, target)

@@ -40,7 +40,27 @@ CREATE INDEX IF NOT EXISTS records_ts ON records (ts);
 CREATE INDEX IF NOT EXISTS records_action ON records (action);
 CREATE INDEX IF NOT EXISTS records_deployment ON records (deployment);
 """
-COLUMNS = ("ts", "deployment", "action", "intended_action", "prev_hash", "hash")
+COLUMNS = (
+    "ts",
+    "deployment",
+    "policy_name",
+    "policy_version",
+    "policy_hash",
+    "model_id",
+    "action",
+    "intended_action",
+    "prev_hash",
+    "hash",
+)
+"""Every column that copies a field of the hashed record (besides ``seq``): ``read_rows`` checks them all."""
+
+
+def _field(data: dict[str, Any], column: str) -> Any:
+    """The field of the record that ``column`` copies (``policy_name`` is ``policy.name``)."""
+    if column.startswith("policy_"):
+        policy = data.get("policy")
+        return policy.get(column.removeprefix("policy_")) if isinstance(policy, dict) else None
+    return data.get(column)
 
 
 RECORD_COLUMNS = (
@@ -188,7 +208,7 @@ def read_rows(path: Path) -> Iterator[Any]:
             if not isinstance(genesis, dict):
                 yield LogLine(str(path), 0, None, tampered="the genesis row holds no JSON object")
                 return
-            yield LogLine(str(path), 0, genesis)
+            yield LogLine(str(path), 0, genesis, raw=str(row[0]).encode("utf-8"))
         rows = conn.execute(f"SELECT seq, {', '.join(COLUMNS)}, record FROM records ORDER BY rowid")
         for n, (seq, *cols, text) in enumerate(rows, 1):
             try:
@@ -198,7 +218,7 @@ def read_rows(path: Path) -> Iterator[Any]:
             except (TypeError, ValueError) as exc:
                 yield LogLine(str(path), n, None, tampered=f"row seq {seq} holds no valid JSON record ({exc})")
                 continue
-            mismatch = [c for c, v in zip(COLUMNS, cols, strict=True) if data.get(c) != v]
+            mismatch = [c for c, v in zip(COLUMNS, cols, strict=True) if _field(data, c) != v]
             if data.get("seq") != seq:
                 mismatch.insert(0, "seq")
             if mismatch:
@@ -206,7 +226,7 @@ def read_rows(path: Path) -> Iterator[Any]:
                     str(path), n, data, tampered=f"columns {mismatch} disagree with the hashed record (row edited)"
                 )
                 continue
-            yield LogLine(str(path), n, data)
+            yield LogLine(str(path), n, data, raw=text.encode("utf-8") if isinstance(text, str) else None)
     except sqlite3.DatabaseError as exc:
         raise AuditLogError(f"{path} is not a readable guardrail audit database ({exc})") from None
     finally:
