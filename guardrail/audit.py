@@ -71,8 +71,9 @@ def read_lines(path: Path | str) -> Iterator[LogLine]:
 
     Blank and unparseable lines are yielded too (``data`` None, ``error`` saying why); a file
     with no bytes at all is yielded as one ``empty_file`` line. A live log may be rotated while it
-    is read: the segments are opened as one consistent snapshot first (``sinks.jsonl.open_segments``)
-    and then streamed line by line, so a multi-GB file is never held in memory at once.
+    is read: the active file is opened as one consistent snapshot with the list of rotated segments
+    (``sinks.jsonl.open_active``), then the segments are opened one at a time, in order, and streamed
+    line by line: at most two files are open, and a multi-GB file is never held in memory at once.
     """
     path = Path(path)
     _check_log_path(path)
@@ -81,19 +82,24 @@ def read_lines(path: Path | str) -> Iterator[LogLine]:
 
         yield from read_rows(path)
         return
-    from guardrail.sinks.jsonl import open_segments
+    from guardrail.sinks.jsonl import open_active, open_segment
 
-    handles = open_segments(path)
+    names, active = open_active(path)  # only the active file is open while the segments are read
     try:
-        for i, (segment, fh) in enumerate(handles):
-            live = i == len(handles) - 1 and segment == path  # the active file: a writer may be appending
+        for segment in names:  # rotated segments never move: each is opened by name, read, closed
+            with open_segment(segment) as fh:
+                try:
+                    yield from _segment_lines(str(segment), fh, False)
+                except OSError as exc:
+                    raise AuditLogError(f"cannot read audit log {segment} ({exc.strerror})") from None
+        if active is not None:  # the active file: a writer may be appending
             try:
-                yield from _segment_lines(str(segment), fh, live)
+                yield from _segment_lines(str(path), active, True)
             except OSError as exc:
-                raise AuditLogError(f"cannot read audit log {segment} ({exc.strerror})") from None
+                raise AuditLogError(f"cannot read audit log {path} ({exc.strerror})") from None
     finally:
-        for _, fh in handles:
-            fh.close()
+        if active is not None:
+            active.close()
 
 
 def _segment_lines(name: str, fh: IO[bytes], live: bool) -> Iterator[LogLine]:
@@ -258,6 +264,28 @@ def _duplicate_key(raw: bytes) -> str | None:
     return found[0] if found else None
 
 
+def _gap(path: Path, continues: str) -> str | None:
+    """When ``continues`` names an existing file of segment form outside the log's run of segments
+    (1..k, no gaps), which segment numbers are missing before it (None: not that case)."""
+    if is_sqlite(path):
+        return None
+    from guardrail.sinks.jsonl import rotated_name, segment_number
+
+    number = segment_number(path, continues)
+    if number is None or not (path.parent / continues).exists():
+        return None
+    missing = [rotated_name(path, i).name for i in range(1, number) if not rotated_name(path, i).exists()]
+    if not missing:
+        return None
+    names = missing[0] if len(missing) == 1 else f"{missing[0]}, ... ({len(missing)} files)"
+    plural = "segment" if len(missing) == 1 else "segments"
+    return (
+        f"it continues {continues}, but the {plural} {names} before it {'is' if len(missing) == 1 else 'are'} "
+        f"missing, so {continues} is not read as a segment of this log (segments are numbered from 1 "
+        "without gaps)"
+    )
+
+
 def verify(path: Path | str, *, head: str | None = None, expect_seq: int | None = None) -> VerifyReport:
     """Check every record's hash and its link to the previous one; stop at the first problem.
 
@@ -348,7 +376,7 @@ def verify(path: Path | str, *, head: str | None = None, expect_seq: int | None 
             continues = data.get("continues")
             if prev_hash is None and (first_seq != 1 or continues is not None):
                 missing = (
-                    f"the segment {continues} it continues is missing"
+                    _gap(Path(path), continues) or f"the segment {continues} it continues is missing"
                     if isinstance(continues, str) and continues
                     else "the records before it are missing"
                 )
@@ -359,8 +387,12 @@ def verify(path: Path | str, *, head: str | None = None, expect_seq: int | None 
                     first_seq,
                 )
             if prev_hash is not None and genesis != prev_hash:
+                gap = _gap(Path(path), continues) if isinstance(continues, str) else None
                 return fail(
-                    line, "this file's genesis does not carry the previous file's last hash (files out of order?)"
+                    line,
+                    f"this file's genesis does not carry the previous file's last hash ({gap})"
+                    if gap
+                    else "this file's genesis does not carry the previous file's last hash (files out of order?)",
                 )
             if prev_hash is not None and len(files) > 1 and continues != Path(files[-2]).name:
                 report.notes.append(
@@ -464,22 +496,40 @@ def verify(path: Path | str, *, head: str | None = None, expect_seq: int | None 
 
 def tail(path: Path | str, n: int = 10) -> list[dict[str, Any]]:
     """The last ``n`` decision records."""
+    return tail_and_last_seq(path, n)[0]
+
+
+def tail_and_last_seq(path: Path | str, n: int = 10) -> tuple[list[dict[str, Any]], int]:
+    """(the last ``n`` decision records, the seq of the last record read: 0 when there is none).
+
+    Pass the seq to ``follow(after_seq=...)`` to print what was appended after this scan, with no gap.
+    """
     from collections import deque
 
-    return list(deque(records(path), maxlen=n))
+    last: deque[dict[str, Any]] = deque(maxlen=n)
+    seq = 0
+    for record in records(path):
+        last.append(record)
+        seq = record["seq"]
+    return list(last), seq
 
 
-def follow(path: Path | str, poll_s: float = 0.5, stop_after_s: float | None = None) -> Iterator[dict[str, Any]]:
+def follow(
+    path: Path | str, poll_s: float = 0.5, stop_after_s: float | None = None, *, after_seq: int | None = None
+) -> Iterator[dict[str, Any]]:
     """Yield records as they are appended (like ``tail -f``); ``stop_after_s`` bounds it.
 
-    Reads only what is new: the active file's bytes past what was read (a rotation is followed by
-    finishing the renamed file, then the files after it), or the rows past the last seq for SQLite.
-    A record is yielded only if its seq is past the last one yielded, so none repeats.
+    Without ``after_seq`` it starts at the current end. With it, it yields every record whose seq
+    is past ``after_seq`` first (those already in the log, then new ones): ``tail_and_last_seq``
+    then ``follow(after_seq=...)`` misses nothing appended between the two. Reads only what is
+    new: the active file's bytes past what was read (a rotation is followed by finishing the
+    renamed file, then the segments after it, opened one at a time), or the rows past the last seq
+    for SQLite. A record is yielded only if its seq is past the last one yielded, so none repeats.
     """
     path = Path(path)
     _check_log_path(path)
     deadline = None if stop_after_s is None else time.monotonic() + stop_after_s
-    source = _SqliteFollower(path) if is_sqlite(path) else _JsonlFollower(path)
+    source = _SqliteFollower(path, after_seq) if is_sqlite(path) else _JsonlFollower(path, after_seq)
     try:
         while True:
             yield from source.poll()
@@ -490,22 +540,60 @@ def follow(path: Path | str, poll_s: float = 0.5, stop_after_s: float | None = N
         source.close()
 
 
-class _JsonlFollower:
-    """New records of a JSONL log, by file identity and offset; ``last_seq`` keeps out repeats."""
+def _first_seq(head: bytes) -> int | None:
+    """The ``first_seq`` of a file whose first bytes are ``head``, when it starts with a genesis line."""
+    first, newline, _ = head.partition(b"\n")
+    data = parse_line("", 0, first).data if newline else None
+    if data is None or data.get("type") != "genesis":
+        return None
+    return _whole(data.get("first_seq", 1))
 
-    def __init__(self, path: Path) -> None:
-        from guardrail.sinks.jsonl import open_segments
+
+class _JsonlFollower:
+    """New records of a JSONL log, by file identity and offset; ``last_seq`` keeps out repeats.
+
+    Holds one file open: the one being read (``fh``), which becomes rotated segment ``number``
+    when a writer renames it (rotated segments are numbered 1..k without gaps, see
+    ``sinks.jsonl``). With no file open, ``number`` is the next segment to read.
+    """
+
+    def __init__(self, path: Path, after_seq: int | None = None) -> None:
+        from guardrail.sinks.jsonl import open_active
 
         self.path = path
-        self.last_seq: int | None = None
+        self.last_seq: int | None = after_seq
         self.buffer = b""
-        handles = open_segments(path)
-        for _, fh in handles[:-1]:
-            fh.close()
-        self.name = str(handles[-1][0]) if handles else str(path)
-        self.fh: IO[bytes] | None = handles[-1][1] if handles else None
-        if self.fh is not None:
+        self.name = str(path)
+        names, active = open_active(path)
+        self.number = len(names) + 1
+        self.fh: IO[bytes] | None = active
+        if after_seq is not None:
+            self.number = self._start(names, active, after_seq + 1) + 1
+            self.fh = None  # the first poll reads from segment ``number`` (or the active file) on
+            if active is not None:
+                active.close()
+        elif self.fh is not None:
             self._start_at_end(self.fh)
+
+    @staticmethod
+    def _start(names: list[Path], active: IO[bytes] | None, seq: int) -> int:
+        """Index in ``names`` (``len(names)``: the active file) of the earliest file that can hold ``seq``.
+
+        Scans from the newest file backwards, reading only each file's genesis line: the first
+        whose ``first_seq`` is at most ``seq`` holds it (or ``seq`` is not written yet); a file
+        without a readable genesis says nothing, so the scan goes on (0 when nothing decides).
+        """
+        from guardrail.sinks.jsonl import open_segment
+
+        first = None if active is None else _first_seq(os.pread(active.fileno(), 65536, 0))
+        if first is not None and first <= seq:
+            return len(names)
+        for i in range(len(names) - 1, -1, -1):
+            with open_segment(names[i]) as fh:
+                first = _first_seq(fh.read(65536))
+            if first is not None and first <= seq:
+                return i
+        return 0
 
     def _start_at_end(self, fh: IO[bytes]) -> None:
         """Position after the last complete line (a line being written is read when it is done)."""
@@ -550,36 +638,40 @@ class _JsonlFollower:
                 yield record
 
     def poll(self) -> Iterator[dict[str, Any]]:
-        from guardrail.sinks.jsonl import open_segments
+        from guardrail.sinks.jsonl import open_active, open_segment
 
         if self.fh is not None:
             yield from self._read(self.fh, self.name)
+            try:
+                now = os.stat(self.path)
+                if (now.st_ino, now.st_dev) == self._identity(self.fh):
+                    return  # still the active file: nothing else to read
+            except FileNotFoundError:
+                pass  # renamed away (a rotation in progress), or removed
+        names, active = open_active(self.path)  # lists names; opens only the active file
         try:
-            now = os.stat(self.path)
-        except FileNotFoundError:
-            return  # in the middle of a rotation: the new file is there next time
-        if self.fh is not None and (now.st_ino, now.st_dev) == self._identity(self.fh):
-            return
-        handles = open_segments(self.path)  # rotated: finish this file, then read the ones after it
-        ids = [self._identity(fh) for _, fh in handles]
-        mine = self._identity(self.fh) if self.fh is not None else None
-        if mine is not None and mine in ids:
-            assert self.fh is not None
-            yield from self._read(self.fh, self.name)  # what was written before the rename
-            done, later = handles[: ids.index(mine) + 1], handles[ids.index(mine) + 1 :]
-        else:
-            done, later = [], handles  # the file read so far is gone: seq says what is new
-        for _, fh in done:
-            fh.close()
-        if not later:
-            return
-        if self.fh is not None:
-            self.fh.close()
-        for i, (name, fh) in enumerate(later):
-            self.buffer, self.fh, self.name = b"", fh, str(name)
-            yield from self._read(fh, str(name))
-            if i < len(later) - 1:
-                fh.close()
+            if self.fh is not None:
+                if len(names) >= self.number:  # rotated: finish this file (now segment ``number``)
+                    yield from self._read(self.fh, self.name)
+                    self.number += 1
+                elif active is not None and self._identity(active) == self._identity(self.fh):
+                    return
+                else:  # the file read so far is no longer the log's: seq says what is new
+                    self.number = self._start(names, active, (self.last_seq or 0) + 1) + 1
+                self.fh.close()
+                self.fh = None
+            while self.number <= len(names):  # the segments after it, one at a time
+                segment = names[self.number - 1]
+                self.buffer, self.name = b"", str(segment)
+                with open_segment(segment) as fh:
+                    yield from self._read(fh, self.name)
+                self.number += 1
+            if active is not None:  # then the active file, kept open (it becomes segment ``number``)
+                self.buffer, self.name, self.fh, active = b"", str(self.path), active, None
+                yield from self._read(self.fh, self.name)
+        finally:
+            if active is not None:
+                active.close()
 
     def close(self) -> None:
         if self.fh is not None:
@@ -590,11 +682,14 @@ class _JsonlFollower:
 class _SqliteFollower:
     """New rows of a SQLite log, by seq."""
 
-    def __init__(self, path: Path) -> None:
+    def __init__(self, path: Path, after_seq: int | None = None) -> None:
         import sqlite3
 
         self.path = path
         self.conn = sqlite3.connect(f"{path.resolve().as_uri()}?mode=ro", uri=True)
+        if after_seq is not None:
+            self.last_seq = after_seq
+            return
         row = self.conn.execute("SELECT max(seq) FROM records").fetchone()
         self.last_seq = int(row[0]) if row and row[0] is not None else 0
 

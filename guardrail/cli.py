@@ -507,10 +507,11 @@ def cmd_audit(args: argparse.Namespace) -> int:
             print(report.summary())
             return report.exit_code
         if args.audit_command == "tail":
-            for record in audit.tail(path, args.n):
+            shown, last_seq = audit.tail_and_last_seq(path, args.n)
+            for record in shown:
                 print(audit.one_line(record))
-            if args.follow:
-                for record in audit.follow(path):
+            if args.follow:  # from the last seq the scan read: nothing appended since is skipped
+                for record in audit.follow(path, after_seq=last_seq):
                     print(audit.one_line(record), flush=True)
             return 0
         if args.audit_command == "stats":

@@ -542,8 +542,9 @@ def test_writes_racing_close_never_reopen_the_file(tmp_path: Path) -> None:
 
 _SLOW_WRITER = (
     "import sys, time; sys.path.insert(0, sys.argv[2]); from tests.test_audit import make_decision;"
-    "from guardrail.sinks.jsonl import JsonlSink\n"
-    "with JsonlSink(sys.argv[1], max_bytes=int(sys.argv[3])) as sink:\n"
+    "from guardrail.sinks.jsonl import JsonlSink; from guardrail.sinks.sqlite import SqliteSink\n"
+    "db = sys.argv[1].endswith('.db')\n"
+    "with (SqliteSink(sys.argv[1]) if db else JsonlSink(sys.argv[1], max_bytes=int(sys.argv[3]))) as sink:\n"
     "    for i in range(int(sys.argv[4])):\n"
     "        sink.write(make_decision(i), deployment='live'); time.sleep(float(sys.argv[5]))\n"
 )
@@ -590,15 +591,102 @@ def test_deleting_the_oldest_segments_is_tampering_naming_the_missing_file(
 ) -> None:
     log = tmp_path / "a.jsonl"
     write_log(log, 30, max_bytes=4_000)
-    first, second = segments(log)[:2]
-    first_seq = json.loads(lines(second)[0])["first_seq"]
+    first = segments(log)[0]
+    first_seq = json.loads(lines(log)[0])["first_seq"]  # segments count from 1 without gaps: only a.jsonl is read
     first.unlink()
     for kwargs in ({}, {"expect_seq": 30}):
         report = verify(log, **kwargs)  # type: ignore[arg-type]
-        assert report.exit_code == EXIT_TAMPERED and report.where == f"{second}:1", report.summary()
-        assert f"the log starts at seq {first_seq}; the segment a.1.jsonl it continues is missing" in report.summary()
+        assert report.exit_code == EXIT_TAMPERED and report.where == f"{log}:1", report.summary()
+        assert f"the log starts at seq {first_seq}; it continues a." in report.summary()
+        assert "but the segment a.1.jsonl before it is missing" in report.summary()
     assert cli_main(["audit", "verify", str(log)]) == EXIT_TAMPERED
-    assert "a.1.jsonl it continues is missing" in capsys.readouterr().out
+    assert "the segment a.1.jsonl before it is missing" in capsys.readouterr().out
+
+
+def test_verify_with_more_segments_than_open_files_allowed(tmp_path: Path) -> None:
+    from guardrail.record import canonical_json
+
+    log = tmp_path / "many" / "audit.jsonl"
+    write_log(log, 1, max_bytes=1)
+    genesis_line, template = lines(log)
+    record = json.loads(template)
+    # 1,199 more files of one record each, chained as the sink chains rotated files (the sink's own
+    # rotation is tested elsewhere; building the records by hand keeps this test fast).
+    os.replace(log, log.with_name("audit.1.jsonl"))
+    for seq in range(2, 1_201):
+        target = log if seq == 1_200 else log.with_name(f"audit.{seq}.jsonl")
+        genesis = JsonlSink._genesis_line(record["hash"], f"audit.{seq - 1}.jsonl", seq)
+        body = {k: v for k, v in record.items() if k != "hash"} | {"seq": seq, "prev_hash": record["hash"]}
+        record = body | {"hash": compute_hash(body)}
+        target.write_bytes(genesis + (canonical_json(record) + "\n").encode())
+    assert len(segments(log)) == 1_200 and genesis_line
+    code = (
+        "import sys; from guardrail.audit import verify, stats, tail, follow; r = verify(sys.argv[1]); "
+        "print(r.summary()); assert stats(sys.argv[1])['records'] == 1200; "
+        "assert [x['seq'] for x in tail(sys.argv[1], 2)] == [1199, 1200]; "
+        "assert len(list(follow(sys.argv[1], after_seq=0, stop_after_s=0))) == 1200; sys.exit(r.exit_code)"
+    )
+    script = f'ulimit -n 256; exec {sys.executable} -c "$0" "$1"'
+    done = subprocess.run(["bash", "-c", script, code, str(log)], capture_output=True, text=True, cwd=REPO, timeout=120)
+    assert done.returncode == 0, done.stdout + done.stderr
+    assert "OK: 1200 records verified" in done.stdout
+
+
+@pytest.mark.parametrize("suffix", [".jsonl", ""])
+def test_a_log_named_like_a_segment_is_another_log(tmp_path: Path, suffix: str) -> None:
+    day = tmp_path / f"audit.20240101{suffix}"
+    log = tmp_path / f"audit{suffix}"
+    write_log(day, 4)
+    before = day.read_bytes()
+    write_log(log, 12, max_bytes=1_500)  # rotates: audit.1, audit.2, ... never audit.20240102
+    assert day.read_bytes() == before
+    assert not (tmp_path / f"audit.20240102{suffix}").exists()
+    assert segments(log)[0].name == f"audit.1{suffix}" and day not in segments(log)
+    mine, other = verify(log), verify(day)
+    assert mine.exit_code == EXIT_OK and mine.checked == 12 and mine.first_seq == 1, mine.summary()
+    assert other.exit_code == EXIT_OK and other.checked == 4, other.summary()
+    assert [r["seq"] for r in records(log)] == list(range(1, 13))
+
+
+def test_a_rotation_never_adopts_a_file_outside_the_run_of_segments(tmp_path: Path) -> None:
+    log = tmp_path / "audit.jsonl"
+    foreign = tmp_path / "audit.2.jsonl"
+    write_log(foreign, 2)  # another log that happens to carry the name of segment 2
+    before = foreign.read_bytes()
+    with JsonlSink(log, max_bytes=1) as sink:
+        sink.write(make_decision(0), deployment="tests")
+        with pytest.raises(AuditLogError, match=r"cannot rotate audit log .*audit\.2\.jsonl already exists"):
+            sink.write(make_decision(1), deployment="tests")
+    assert foreign.read_bytes() == before and not (tmp_path / "audit.1.jsonl").exists()
+    assert verify(log).checked == 1 and verify(foreign).checked == 2
+
+
+@pytest.mark.parametrize("kind", ["jsonl", "sqlite"])
+def test_tail_then_follow_from_its_last_seq_misses_nothing(tmp_path: Path, kind: str) -> None:
+    from guardrail.audit import follow, tail_and_last_seq
+
+    log = tmp_path / ("audit.jsonl" if kind == "jsonl" else "audit.db")
+    if kind == "jsonl":
+        write_log(log, 300, max_bytes=2_500)
+    else:
+        with SqliteSink(log) as sink:
+            for i in range(300):
+                sink.write(make_decision(i), deployment="tests")
+    writer = _start_writer(log, 2_500, 200, 0.002)
+    try:
+        time.sleep(0.3)
+        shown, last = tail_and_last_seq(log, 3)
+        seqs = [r["seq"] for r in shown]
+        assert seqs == list(range(last - 2, last + 1))
+        time.sleep(0.3)  # records land between the scan and the follow's start
+        deadline = time.monotonic() + 60
+        while writer.poll() is None and time.monotonic() < deadline:
+            seqs += [r["seq"] for r in follow(log, poll_s=0.05, stop_after_s=0.5, after_seq=seqs[-1])]
+        seqs += [r["seq"] for r in follow(log, poll_s=0.05, stop_after_s=0.3, after_seq=seqs[-1])]
+    finally:
+        writer.wait(timeout=60)
+    assert writer.returncode == 0
+    assert seqs == list(range(seqs[0], 501)), seqs  # every seq exactly once, no gap, up to the end
 
 
 def test_follow_across_rotation_prints_every_record_once(tmp_path: Path) -> None:
@@ -611,7 +699,8 @@ def test_follow_across_rotation_prints_every_record_once(tmp_path: Path) -> None
         seqs = [r["seq"] for r in follow(log, poll_s=0.2, stop_after_s=4)]
         deadline = time.monotonic() + 60
         while writer.poll() is None and time.monotonic() < deadline:
-            seqs += [r["seq"] for r in follow(log, poll_s=0.2, stop_after_s=0.5)]
+            after = seqs[-1] if seqs else None  # a new follow picks up where the last one stopped
+            seqs += [r["seq"] for r in follow(log, poll_s=0.2, stop_after_s=0.5, after_seq=after)]
     finally:
         writer.wait(timeout=60)
     assert seqs and seqs == list(range(seqs[0], seqs[0] + len(seqs))), seqs  # no gap, no repeat

@@ -11,7 +11,9 @@ no complete record is missing from the chain, and reports anything else as tampe
 
 A run of NUL bytes at the end (a file extended but not written before a power loss) is treated
 like a torn line. Rotation by size renames the full file to ``<stem>.<n><suffix>`` (``audit.<n>``
-for a path with no suffix; ``n`` one past the highest taken, never an existing file) and starts a
+for a path with no suffix). Segments are numbered 1, 2, 3, ... without gaps: a file outside that
+run (``audit.20240101.jsonl``: another log) is never read as a segment, never overwritten, and a
+rotation that would make it one raises ``AuditLogError`` naming it. A rotation starts a
 new file whose genesis line names that file and carries its last hash, so the chain is continuous
 across files.
 If the active file is missing or holds only a torn fragment (a crash during rotation or while
@@ -47,80 +49,117 @@ _NUMBER_CHARS = re.compile(r"[-+0-9.eE]*")
 _HEAD_BYTES = 65536
 
 
+def rotated_name(path: Path, number: int) -> Path:
+    """The name segment ``number`` of the log at ``path`` gets: ``<stem>.<number><suffix>``."""
+    return path.with_name(f"{path.stem}.{number}{path.suffix}")
+
+
+def segment_number(path: Path, name: str) -> int | None:
+    """The number ``n`` when ``name`` has the form of a rotated segment of the log at ``path`` (else None)."""
+    m = re.fullmatch(rf"{re.escape(path.stem)}\.([1-9]\d*){re.escape(path.suffix)}", name)
+    return int(m.group(1)) if m else None
+
+
 def _rotated(path: Path) -> list[tuple[int, Path]]:
-    """(number, path) of every rotated segment of the log at ``path`` (``<stem>.<n><suffix>``), by number."""
-    pattern = re.compile(rf"^{re.escape(path.stem)}\.(\d+){re.escape(path.suffix)}$")
-    rotated = []
+    """(number, path) of the rotated segments of the log at ``path``: ``<stem>.1<suffix>`` to ``<stem>.<k><suffix>``.
+
+    Only the contiguous run from 1 counts (it stops at the first missing number): the sink
+    numbers rotations 1, 2, 3, ... without gaps, so a file such as ``audit.20240101.jsonl`` next to
+    ``audit.jsonl`` is another log, not segment 20240101 of this one. Names with a leading zero
+    (``audit.01.jsonl``) are never segments.
+    """
+    taken: set[int] = set()
     if path.parent.is_dir():
         for p in path.parent.iterdir():
-            m = pattern.match(p.name)
-            if m:
-                rotated.append((int(m.group(1)), p))
-    return sorted(rotated)
+            number = segment_number(path, p.name)
+            if number is not None:
+                taken.add(number)
+    run = []
+    number = 1
+    while number in taken:
+        run.append((number, rotated_name(path, number)))
+        number += 1
+    return run
 
 
 def segments(path: Path | str) -> list[Path]:
     """All files of the log at ``path``, oldest first: rotated segments, then the active file.
 
     Rotated segments are ``<stem>.<n><suffix>`` (``audit.3.jsonl``; ``audit.3`` for a path with
-    no suffix), ordered by ``n``.
+    no suffix) for ``n`` = 1, 2, ... up to the first missing number (see ``_rotated``).
     """
     path = Path(path)
     files = [p for _, p in _rotated(path)]
     return [*files, path] if path.exists() else files
 
 
-def _snapshot(path: Path) -> list[tuple[Path, IO[bytes]]] | None:
-    """Handles on the files of the log, if no rotation split the listing from the opening (else None)."""
-    names = segments(path)
-    handles: list[tuple[Path, IO[bytes]]] = []
+def _snapshot(path: Path) -> tuple[list[Path], IO[bytes] | None] | None:
+    """(rotated segments, handle on the active file or None) if no rotation split listing and opening (else None)."""
+    names = [p for _, p in _rotated(path)]
     try:
-        for name in names:
-            handles.append((name, open(name, "rb")))  # noqa: SIM115 - closed by the caller
-        mine = [os.fstat(fh.fileno()) for _, fh in handles]
-        now = [os.stat(name) for name in segments(path)]
-        # A rotation after the opening only appends names (the active file's new name, a new active
-        # file): what was opened is then still the start of the log, in order. One before it is not.
-        if [(s.st_ino, s.st_dev) for s in now[: len(mine)]] == [(s.st_ino, s.st_dev) for s in mine]:
-            return handles
+        active: IO[bytes] | None = open(path, "rb")  # noqa: SIM115 - closed by the caller
     except FileNotFoundError:
-        pass  # renamed between listing and opening: list again
+        active = None  # a crash (or a rotation) between renaming the active file and starting the next one
     except OSError as exc:
-        for _, fh in handles:
-            fh.close()
         raise AuditLogError(f"cannot read audit log {exc.filename or path} ({exc.strerror})") from None
-    for _, fh in handles:
-        fh.close()
+    try:
+        again = [p for _, p in _rotated(path)]
+    except OSError as exc:
+        if active is not None:
+            active.close()
+        raise AuditLogError(f"cannot list the folder of audit log {path} ({exc.strerror})") from None
+    # Rotated segments never move; only the active file is renamed (to the next number). When the
+    # list did not change, what was opened is the file that follows the last listed segment.
+    if again == names:
+        return names, active
+    if active is not None:
+        active.close()
     return None
 
 
-def open_segments(path: Path | str) -> list[tuple[Path, IO[bytes]]]:
-    """Read handles on every file of the log, oldest first, as one consistent snapshot.
+def open_active(path: Path | str) -> tuple[list[Path], IO[bytes] | None]:
+    """The rotated segments of the log (oldest first) and a read handle on its active file, consistent.
 
     A writer may rotate the log while it is listed (renaming the active file to the next number
-    and starting a new one). The files are listed, opened, and listed again; the snapshot stands
-    when the handles are still the first files of the log, in order. When a busy writer keeps
-    rotating, the writers' file lock is taken for the moment of listing and opening (writers wait
-    that long; the reading itself never holds it). An open handle keeps reading its file after a
-    later rename, so the files can be read lazily. ``AuditLogError`` names a file that cannot be read.
+    and starting a new one). The segments are listed, the active file opened, and the segments
+    listed again; the snapshot stands when that list did not change, so the handle is the file
+    that follows the listed segments (None: there is no active file, e.g. after a crash during a
+    rotation). When a busy writer keeps rotating, the writers' file lock is taken for the moment
+    of listing and opening (writers wait that long; the reading itself never holds it).
+
+    Only one file is held open: rotated segments are never renamed again, so the caller opens
+    them one at a time, by name, when it reads them (``open_segment``). ``AuditLogError`` names a
+    file that cannot be read.
     """
     from filelock import Timeout
 
     path = Path(path)
     for attempt in range(1000):
-        handles = _snapshot(path)
-        if handles is not None:
-            return handles
+        snap = _snapshot(path)
+        if snap is not None:
+            return snap
         if attempt % 10 == 2:
             try:
                 with FileLock(str(path) + ".lock", timeout=10):
-                    handles = _snapshot(path)
-                if handles is not None:
-                    return handles
+                    snap = _snapshot(path)
+                if snap is not None:
+                    return snap
             except (OSError, Timeout):
                 pass  # a read-only folder, or a writer holding the lock for long: keep trying without it
         time.sleep(0.002)
     raise AuditLogError(f"cannot read audit log {path}: its files kept being renamed or removed while it was listed")
+
+
+def open_segment(name: Path) -> IO[bytes]:
+    """A read handle on the rotated segment ``name``; ``AuditLogError`` naming it when it cannot be opened."""
+    try:
+        return open(name, "rb")
+    except FileNotFoundError:
+        raise AuditLogError(
+            f"cannot read audit log segment {name}: it was removed while the log was read (segments never move)"
+        ) from None
+    except OSError as exc:
+        raise AuditLogError(f"cannot read audit log segment {name} ({exc.strerror})") from None
 
 
 def _scan_string(text: str, i: int) -> int | None:
@@ -372,7 +411,7 @@ class JsonlSink:
     def _new_file_start(self) -> tuple[bytes, str, int]:
         """(genesis line, prev_hash, seq) for a file with no complete line yet.
 
-        Continues the chain of the newest rotated file when there is one (a crash during rotation
+        Continues the chain of the last rotated segment when there is one (a crash during rotation
         left the active file missing, empty or torn); otherwise starts a new chain.
         """
         rotated = [p for p in segments(self.path) if p != self.path]
@@ -399,13 +438,24 @@ class JsonlSink:
             )
 
     def _rotate(self, last: dict[str, Any]) -> tuple[IO[bytes], bytes]:
-        """Rename the full file away; (handle of the new active file, its genesis line)."""
+        """Rename the full file away; (handle of the new active file, its genesis line).
+
+        The full file becomes segment ``k + 1`` after the run ``1..k`` (see ``_rotated``). When that
+        name, or ``k + 2`` (which the rename would join to the run), already exists, the file there is
+        not a segment of this log: it is neither overwritten nor adopted, and ``AuditLogError`` names
+        it (nothing was renamed; move that file away or give this log another name).
+        """
         assert self._fh is not None
-        number = max((n for n, _ in _rotated(self.path)), default=0) + 1
-        target = self.path.with_name(f"{self.path.stem}.{number}{self.path.suffix}")
-        while os.path.lexists(target):  # never overwrite a file (writers rotate under the file lock)
-            number += 1
-            target = self.path.with_name(f"{self.path.stem}.{number}{self.path.suffix}")
+        number = len(_rotated(self.path)) + 1
+        target = rotated_name(self.path, number)
+        for other in (target, rotated_name(self.path, number + 1)):
+            if os.path.lexists(other):  # never overwrite a file, never make another log's file a segment
+                raise AuditLogError(
+                    f"cannot rotate audit log {self.path} to {target.name}: {other} already exists and is not a "
+                    f"segment of this log (its segments are {self.path.stem}.1{self.path.suffix} to "
+                    f"{self.path.stem}.{number - 1}{self.path.suffix}, numbered without gaps); move {other.name} "
+                    "away or give this log another name"
+                )
         self._fh.close()
         self._fh = None
         os.replace(self.path, target)
