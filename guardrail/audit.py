@@ -36,6 +36,19 @@ class AuditLogError(ValueError):
     """A path that cannot be read (or written) as an audit log; the message names the file and line."""
 
 
+def prepare_log_path(path: Path, what: str, example: str) -> None:
+    """Before a sink writes ``path``: refuse a folder and create the parent folder, naming the path.
+
+    ``what`` says what the path is ("audit log", "audit database"); ``example`` a file name to suggest.
+    """
+    if path.is_dir():
+        raise AuditLogError(f"{what} {path} is a directory; give a file path, e.g. {path / example}")
+    try:
+        path.parent.mkdir(parents=True, exist_ok=True)
+    except OSError as exc:
+        raise AuditLogError(f"cannot create the folder of {what} {path} ({exc.strerror})") from None
+
+
 @dataclass(frozen=True)
 class LogLine:
     """One stored line (or row): where it is, and its parsed JSON or why it could not be parsed."""

@@ -39,7 +39,7 @@ from typing import IO, Any
 
 from filelock import FileLock
 
-from guardrail.audit import AuditLogError
+from guardrail.audit import AuditLogError, prepare_log_path
 from guardrail.decision import Decision
 from guardrail.record import AuditRecord, Genesis, build_record, canonical_json, utc_now
 
@@ -369,12 +369,7 @@ class JsonlSink:
 
     def _check_path(self) -> None:
         path = self.path
-        if path.is_dir():
-            raise AuditLogError(f"audit log {path} is a directory; give a file path, e.g. {path / 'audit.jsonl'}")
-        try:
-            path.parent.mkdir(parents=True, exist_ok=True)
-        except OSError as exc:
-            raise AuditLogError(f"cannot create the folder of audit log {path} ({exc.strerror})") from None
+        prepare_log_path(path, "audit log", "audit.jsonl")
         if not path.exists():
             return
         try:

@@ -16,7 +16,7 @@ from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
-from guardrail.audit import AuditLogError
+from guardrail.audit import AuditLogError, prepare_log_path
 from guardrail.decision import Decision
 from guardrail.record import AuditRecord, Genesis, build_record, canonical_json, utc_now
 
@@ -63,30 +63,13 @@ def _field(data: dict[str, Any], column: str) -> Any:
     return data.get(column)
 
 
-RECORD_COLUMNS = (
-    "seq",
-    "ts",
-    "deployment",
-    "policy_name",
-    "policy_version",
-    "policy_hash",
-    "model_id",
-    "action",
-    "intended_action",
-    "prev_hash",
-    "hash",
-    "record",
-)
+RECORD_COLUMNS = ("seq", *COLUMNS, "record")
+"""The ``records`` table's columns, in order (a table with other columns is not ours)."""
 
 
 def _connect(path: Path) -> sqlite3.Connection:
     """Open (creating if need be) the audit database at ``path``; ``AuditLogError`` naming it if it cannot be."""
-    if path.is_dir():
-        raise AuditLogError(f"audit database {path} is a directory; give a file path, e.g. {path / 'audit.db'}")
-    try:
-        path.parent.mkdir(parents=True, exist_ok=True)
-    except OSError as exc:
-        raise AuditLogError(f"cannot create the folder of audit database {path} ({exc.strerror})") from None
+    prepare_log_path(path, "audit database", "audit.db")
     try:
         conn = sqlite3.connect(str(path), timeout=60.0, isolation_level=None, check_same_thread=False)
     except sqlite3.Error as exc:
