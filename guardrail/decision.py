@@ -28,6 +28,11 @@ class RewriteAttempt(BaseModel):
     error: str | None = None
 
 
+def error_text(exc: BaseException) -> str:
+    """How an exception is named in a decision's ``error``: ``Type: message``."""
+    return f"{type(exc).__name__}: {exc}"
+
+
 class Decision(BaseModel):
     """The outcome of guarding one response.
 

@@ -17,11 +17,12 @@ from pathlib import Path
 from typing import Any, cast
 
 from guardrail.act import Assess, Assessment, Effect, Generate, Outcome, Situation, act, intended_action, refusal_for
-from guardrail.decision import Decision
+from guardrail.decision import Decision, error_text
 from guardrail.evaluate import evaluate
 from guardrail.policy import Policy, PolicyError, load_policy, policy_path
 from guardrail.record import DecisionSink
 from guardrail.score import Scorer, ValueScores
+from guardrail.text import described
 
 SyncLLM = Callable[[str], str]
 AsyncLLM = Callable[[str], Awaitable[str]]
@@ -196,7 +197,7 @@ class Guard:
             t = time.perf_counter()
             produced = yield Generate(prompt)  # an LLM failure propagates to the caller, after recording
             if not isinstance(produced, str):
-                raise TypeError(f"the LLM returned {_described(produced)}, not a string")
+                raise TypeError(f"the LLM returned {described(produced)}, not a string")
             draft = produced
             latency["generate"] = ms(t)
         t = time.perf_counter()
@@ -204,7 +205,7 @@ class Guard:
             assessment: Assessment = yield Assess(draft, prompt)
         except Exception as exc:
             latency["score"] = latency["total"] = ms(t)
-            return self._failed(policy, draft, f"scoring failed: {type(exc).__name__}: {exc}", base, latency)
+            return self._failed(policy, draft, f"scoring failed: {error_text(exc)}", base, latency)
         latency["score"] = ms(t)
         situation = Situation(policy, prompt, draft, assessment.scores, assessment.violations, can_regenerate)
         intended = intended_action(assessment.violations)
@@ -332,7 +333,7 @@ class Guard:
             _require_prompt(prompt)
             decision = self._drive(gen, policy, llm)
         except Exception as exc:
-            self.record_failure(prompt, f"generation failed: {_error_text(exc)}", context=context, policy=policy)
+            self.record_failure(prompt, f"generation failed: {error_text(exc)}", context=context, policy=policy)
             raise
         return self.record(decision, context or {})
 
@@ -371,7 +372,7 @@ class Guard:
             policy=chosen.ref,
             shadow=chosen.settings.shadow,
             model_id=self.scorer.model_id,
-            error=error if isinstance(error, str) else _error_text(error),
+            error=error if isinstance(error, str) else error_text(error),
             note=note,
         )
 
@@ -423,9 +424,9 @@ class Guard:
         """A fail-mode decision for a response or prompt that is not text, or None if both are."""
         problems = []
         if not isinstance(response, str):
-            problems.append(f"response must be a string, got {_described(response)}")
+            problems.append(f"response must be a string, got {described(response)}")
         if prompt is not None and not isinstance(prompt, str):
-            problems.append(f"prompt must be a string or None, got {_described(prompt)}")
+            problems.append(f"prompt must be a string or None, got {described(prompt)}")
         if not problems:
             return None
         base: dict[str, Any] = {
@@ -532,7 +533,7 @@ class Guard:
             await asyncio.shield(cancelled)
             raise
         except Exception as exc:
-            error = f"generation failed: {_error_text(exc)}"
+            error = f"generation failed: {error_text(exc)}"
             await asyncio.shield(self.arecord_failure(prompt, error, context=context, policy=policy))
             raise
         return await asyncio.shield(self.arecord(decision, context or {}))
@@ -559,21 +560,9 @@ class Guard:
         self.close()
 
 
-def _described(value: object) -> str:
-    """A value's type and a short repr, for error messages about bad input."""
-    shown = repr(value)
-    if len(shown) > 80:
-        shown = shown[:77] + "..."
-    return f"{type(value).__name__} {shown}"
-
-
-def _error_text(exc: BaseException) -> str:
-    return f"{type(exc).__name__}: {exc}"
-
-
 def _require_prompt(prompt: object) -> None:
     if not isinstance(prompt, str):
-        raise TypeError(f"prompt must be a string, got {_described(prompt)}")
+        raise TypeError(f"prompt must be a string, got {described(prompt)}")
 
 
 def _is_async_callable(llm: Any) -> bool:

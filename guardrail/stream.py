@@ -29,7 +29,7 @@ import re
 from pathlib import Path
 from typing import Any
 
-from guardrail.decision import Decision
+from guardrail.decision import Decision, error_text
 from guardrail.guard import Guard
 from guardrail.policy import Policy
 
@@ -175,7 +175,7 @@ class StreamGuard:
         return tail, final
 
     def _broken(self, error: str | BaseException) -> Decision:
-        reason = error if isinstance(error, str) else f"{type(error).__name__}: {error}"
+        reason = error if isinstance(error, str) else error_text(error)
         note = f"stream broke after releasing {self.released} of {len(self.text)} characters received"
         if self.stopped is not None:
             note = f"stream stopped by the policy, then broke; released {self.released} of {len(self.text)} characters"

@@ -23,6 +23,14 @@ class InvalidTextError(ValueError):
     """Raised for input that cannot be scored: not a string, or empty after normalization."""
 
 
+def described(value: object) -> str:
+    """A value's type and a short repr, for error messages about input that is not what was expected."""
+    shown = repr(value)
+    if len(shown) > 80:
+        shown = shown[:77] + "..."
+    return f"{type(value).__name__} {shown}"
+
+
 def normalize_text(text: object, *, field: str = "response") -> str:
     """NFKC-normalize ``text``, drop invisible characters and collapse runs of spaces.
 

@@ -49,7 +49,7 @@ from langchain_core.prompt_values import PromptValue
 from langchain_core.runnables import Runnable, RunnableConfig
 from langchain_core.runnables.config import ensure_config
 
-from guardrail.decision import Decision
+from guardrail.decision import Decision, error_text
 from guardrail.guard import NO_TEXT_NOTE, Guard
 from guardrail.stream import StreamGuard, broken_reason
 
@@ -303,7 +303,7 @@ class GuardRunnable(Runnable[Any, Any]):
 
     @staticmethod
     def _failed(exc: BaseException) -> str:
-        return f"the chain failed: {type(exc).__name__}: {exc}"
+        return f"the chain failed: {error_text(exc)}"
 
     @staticmethod
     def _guarded(value: Any, decision: Decision) -> Any:

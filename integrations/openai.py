@@ -46,10 +46,11 @@ from typing import Any, TypeVar
 import anyio
 import httpx
 
-from guardrail.decision import Decision
+from guardrail.decision import Decision, error_text
 from guardrail.guard import NO_TEXT_NOTE, Guard
 from guardrail.policy import Policy
 from guardrail.stream import StreamGuard, broken_reason
+from guardrail.text import described
 
 PolicyChoice = Policy | str | Path | None
 
@@ -88,46 +89,36 @@ def error_body(message: str, kind: str, status: int) -> dict[str, Any]:
     return {"error": {"message": message, "type": kind, "code": status}}
 
 
-def _described(value: object) -> str:
-    shown = repr(value)
-    return f"{type(value).__name__} {shown[:60] + '...' if len(shown) > 60 else shown}"
-
-
-def error_text(exc: BaseException) -> str:
-    """``Type: message``, how failures are named in decisions."""
-    return f"{type(exc).__name__}: {exc}"
-
-
 # ---------------------------------------------------------------------- requests
 
 
 def validate_request(request: object) -> None:
     """Raise ``ValueError`` naming the first problem of a chat request (checked before it is sent)."""
     if not isinstance(request, dict):
-        raise ValueError(f"the body must be a JSON object, got {_described(request)}")
+        raise ValueError(f"the body must be a JSON object, got {described(request)}")
     messages = request.get("messages")
     if not isinstance(messages, list) or not messages:
-        raise ValueError(f"'messages' must be a non-empty list of message objects, got {_described(messages)}")
+        raise ValueError(f"'messages' must be a non-empty list of message objects, got {described(messages)}")
     for i, message in enumerate(messages):
         if not isinstance(message, dict):
-            raise ValueError(f"messages[{i}] must be an object with 'role' and 'content', got {_described(message)}")
+            raise ValueError(f"messages[{i}] must be an object with 'role' and 'content', got {described(message)}")
         if not isinstance(message.get("role"), str):
-            raise ValueError(f"messages[{i}].role must be a string, got {_described(message.get('role'))}")
+            raise ValueError(f"messages[{i}].role must be a string, got {described(message.get('role'))}")
         content = message.get("content")
         if content is not None and not isinstance(content, str | list):
             raise ValueError(
-                f"messages[{i}].content must be a string, a list of content parts or null, got {_described(content)}"
+                f"messages[{i}].content must be a string, a list of content parts or null, got {described(content)}"
             )
         if isinstance(content, list):
             for j, part in enumerate(content):
                 if not isinstance(part, dict):
-                    raise ValueError(f"messages[{i}].content[{j}] must be a content part, got {_described(part)}")
+                    raise ValueError(f"messages[{i}].content[{j}] must be a content part, got {described(part)}")
     n = request.get("n")
     if n is not None and (not isinstance(n, int) or isinstance(n, bool) or n < 1):
-        raise ValueError(f"'n' must be a positive integer, got {_described(n)}")
+        raise ValueError(f"'n' must be a positive integer, got {described(n)}")
     stream = request.get("stream")
     if stream is not None and not isinstance(stream, bool):
-        raise ValueError(f"'stream' must be true or false, got {_described(stream)}")
+        raise ValueError(f"'stream' must be true or false, got {described(stream)}")
 
 
 def prompt_of(request: dict[str, Any]) -> str | None:
@@ -216,7 +207,7 @@ def choice_texts(response: object) -> list[ChoiceText]:
     """What to guard in each choice of a chat completion; ``UpstreamError`` (502) if it has none."""
     choices = response.get("choices") if isinstance(response, dict) else None
     if not isinstance(choices, list) or not choices:
-        raise UpstreamError(f"upstream response has no choices (got {_described(choices)})", 502)
+        raise UpstreamError(f"upstream response has no choices (got {described(choices)})", 502)
     out = []
     for position, choice in enumerate(choices):
         message = choice.get("message") if isinstance(choice, dict) else None
@@ -238,7 +229,7 @@ def reply_text(response: dict[str, Any]) -> str:
     """The text of choice 0 of a rewrite's answer; ``UpstreamError`` if it has none."""
     first = choice_texts(response)[0].text
     if not isinstance(first, str) or not first.strip():
-        raise UpstreamError(f"the rewrite answer has no text content (got {_described(first)})", 502)
+        raise UpstreamError(f"the rewrite answer has no text content (got {described(first)})", 502)
     return first
 
 
@@ -278,7 +269,7 @@ def parse_reply(response: httpx.Response) -> dict[str, Any]:
             f"upstream answered {response.status_code} with a body that is not JSON: {shown!r}", 502
         ) from None
     if not isinstance(body, dict):
-        raise UpstreamError(f"upstream answered with JSON that is not an object: {_described(body)}", 502)
+        raise UpstreamError(f"upstream answered with JSON that is not an object: {described(body)}", 502)
     return body
 
 
@@ -315,7 +306,7 @@ def parse_chunk(data: str) -> dict[str, Any]:
     except ValueError:
         raise UpstreamError(f"upstream sent a stream event that is not JSON: {data[:120]!r}", 502) from None
     if not isinstance(chunk, dict):
-        raise UpstreamError(f"upstream sent a stream event that is not an object: {_described(chunk)}", 502)
+        raise UpstreamError(f"upstream sent a stream event that is not an object: {described(chunk)}", 502)
     if "error" in chunk and not chunk.get("choices"):
         error = chunk["error"]
         detail = error.get("message") if isinstance(error, dict) else error
@@ -429,7 +420,7 @@ class StreamRelay:
         out = []
         for position, raw in enumerate(choices):
             if not isinstance(raw, dict):
-                raise UpstreamError(f"upstream sent a stream choice that is not an object: {_described(raw)}", 502)
+                raise UpstreamError(f"upstream sent a stream choice that is not an object: {described(raw)}", 502)
             index = raw.get("index")
             index = index if isinstance(index, int) and not isinstance(index, bool) else position
             state = self._choice(index, chunk)

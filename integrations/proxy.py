@@ -36,7 +36,7 @@ from starlette.responses import JSONResponse, Response, StreamingResponse
 from starlette.routing import Route
 from starlette.types import Receive, Scope, Send
 
-from guardrail.decision import Decision
+from guardrail.decision import Decision, error_text
 from guardrail.guard import Guard
 from guardrail.integrations.openai import (
     StreamRelay,
@@ -45,7 +45,6 @@ from guardrail.integrations.openai import (
     apply_decisions,
     choice_texts,
     error_body,
-    error_text,
     guard_headers,
     guardrail_info,
     parse_chunk,

@@ -12,7 +12,7 @@ from collections.abc import Generator
 from typing import Any, ClassVar
 
 from guardrail.act import Assess, Assessment, Effect, Generate, Outcome, Situation, refusal_for
-from guardrail.decision import RewriteAttempt
+from guardrail.decision import RewriteAttempt, error_text
 from guardrail.evaluate import Violation
 from guardrail.values import DEFINITIONS
 
@@ -92,7 +92,7 @@ class Rewrite:
                         violations=[],
                         passed=False,
                         latency_ms=round((time.perf_counter() - started) * 1e3, 3),
-                        error=f"{type(exc).__name__}: {exc}",
+                        error=error_text(exc),
                     )
                 )
                 return _fallback(situation, attempts, f"rewrite attempt {n} failed ({type(exc).__name__})")
