@@ -36,9 +36,10 @@ block ends the choice with a chunk carrying the refusal and ``finish_reason: "co
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import copy
 import json
-from collections.abc import AsyncIterator, Awaitable, Callable, Iterable, Iterator
+from collections.abc import AsyncGenerator, AsyncIterable, AsyncIterator, Awaitable, Callable, Iterable, Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, TypeVar
@@ -314,18 +315,6 @@ def parse_chunk(data: str) -> dict[str, Any]:
     return chunk
 
 
-def sse_events(lines: Iterable[str]) -> Iterator[dict[str, Any] | None]:
-    """Parse SSE ``data:`` lines into chunk objects; ``None`` marks ``[DONE]``."""
-    for line in lines:
-        data = sse_data(line)
-        if not data:
-            continue
-        if data == "[DONE]":
-            yield None
-            return
-        yield parse_chunk(data)
-
-
 def chunk_with(template: dict[str, Any] | None, text: str, finish: str | None = None) -> dict[str, Any]:
     """A streaming chunk like ``template`` (one choice) whose delta content is ``text``."""
     base: dict[str, Any] = (
@@ -471,6 +460,18 @@ class StreamRelay:
         tail, decision = state.sg.finish()
         return self._closing(state, tail, decision)
 
+    def guarded(self, lines: Iterable[str]) -> Iterator[dict[str, Any]]:
+        """The guarded chunks of an upstream SSE stream's lines, up to ``[DONE]`` or until every choice ended."""
+        for line in lines:
+            data = sse_data(line)
+            if not data:
+                continue
+            if data == "[DONE]":
+                return
+            yield from self.feed(parse_chunk(data))
+            if self.done:
+                return
+
     def feed(self, chunk: dict[str, Any]) -> list[dict[str, Any]]:
         out: list[dict[str, Any]] = []
         for state, text, passing in self._split(chunk):
@@ -502,6 +503,19 @@ class StreamRelay:
             return closing
         tail, decision = await state.sg.afinish()
         return self._closing(state, tail, decision)
+
+    async def aguarded(self, lines: AsyncIterable[str]) -> AsyncGenerator[dict[str, Any], None]:
+        """Async twin of ``guarded``."""
+        async for line in lines:
+            data = sse_data(line)
+            if not data:
+                continue
+            if data == "[DONE]":
+                return
+            for out in await self.afeed(parse_chunk(data)):
+                yield out
+            if self.done:
+                return
 
     async def afeed(self, chunk: dict[str, Any]) -> list[dict[str, Any]]:
         out: list[dict[str, Any]] = []
@@ -654,12 +668,7 @@ class GuardedChatClient:
                 if response.status_code >= 400:
                     response.read()
                     raise_for(response)
-                for chunk in sse_events(response.iter_lines()):
-                    if chunk is None:
-                        break
-                    yield from relay.feed(chunk)
-                    if relay.done:
-                        break
+                yield from relay.guarded(response.iter_lines())
             closing = relay.finish()
         except BaseException as exc:  # GeneratorExit too: the consumer closed the stream early
             relay.abort(broken_reason(exc))
@@ -730,16 +739,9 @@ class AsyncGuardedChatClient:
                 if response.status_code >= 400:
                     await response.aread()
                     raise_for(response)
-                async for line in response.aiter_lines():
-                    data = sse_data(line)
-                    if not data:
-                        continue
-                    if data == "[DONE]":
-                        break
-                    for out in await relay.afeed(parse_chunk(data)):
+                async with contextlib.aclosing(relay.aguarded(response.aiter_lines())) as chunks:
+                    async for out in chunks:
                         yield out
-                    if relay.done:
-                        break
             closing = await relay.afinish()
         except BaseException as exc:  # GeneratorExit (aclose) and cancellation too
             await relay.aabort(broken_reason(exc))

@@ -47,14 +47,12 @@ from guardrail.integrations.openai import (
     error_body,
     guard_headers,
     guardrail_info,
-    parse_chunk,
     parse_reply,
     prompt_of,
     raise_for,
     reply_text,
     rewrite_request,
     shielded,
-    sse_data,
     strictest,
     validate_request,
 )
@@ -196,16 +194,9 @@ def create_app(
             decisions: list[Decision] = []
             try:
                 try:
-                    async for line in upstream_response.aiter_lines():
-                        data = sse_data(line)
-                        if not data:
-                            continue
-                        if data == "[DONE]":
-                            break
-                        for chunk in await relay.afeed(parse_chunk(data)):
+                    async with contextlib.aclosing(relay.aguarded(upstream_response.aiter_lines())) as chunks:
+                        async for chunk in chunks:
                             yield _event(chunk)
-                        if relay.done:
-                            break
                 finally:
                     with anyio.CancelScope(shield=True):
                         await upstream_response.aclose()
