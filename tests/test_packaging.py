@@ -42,6 +42,7 @@ def test_wheel_carries_presets_adapters_weights_and_model_card(tmp_path: Path) -
         assert f"guardrail/policies/{preset}.yaml" in names
     expected = {
         "guardrail/policies/schema.json",
+        "guardrail/policy/__init__.py",
         "guardrail/integrations/__init__.py",
         "guardrail/model/value_heads.safetensors",
         "guardrail/model/value_heads.json",
