@@ -40,10 +40,11 @@ import numpy as np
 import torch
 from sklearn.metrics import average_precision_score, precision_recall_curve
 
+from guardrail.model.build import build_classifier
 from guardrail.model.inference import predict_proba
 from guardrail.model.network import ValueClassifier
 from guardrail.model.tokenizer import load_tokenizer
-from guardrail.model.weights import WEIGHTS_DIR, Thresholds, build_classifier, load_weights
+from guardrail.model.weights import WEIGHTS_DIR, Thresholds, load_weights
 from guardrail.text import WindowPlan
 from guardrail.training.baselines import tfidf_proba
 from guardrail.training.data import Example, gold_labels, read_fulcra, read_toxigen, split_of
