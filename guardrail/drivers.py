@@ -53,26 +53,13 @@ def drive(
 ) -> Decision:
     """Run ``gen`` to its decision with plain calls: ``llm`` for ``Generate``, ``assess`` for ``Assess``."""
     result: Any = None
-    error: BaseException | None = None
-    while True:
+    error: Exception | None = None
+    while not isinstance(effect := _resume(gen, result, error), Decision):
         try:
-            effect = gen.throw(error) if error is not None else gen.send(result)
-        except StopIteration as stop:
-            return cast(Decision, stop.value)
-        result, error = None, None
-        try:
-            if isinstance(effect, Generate):
-                if llm is None:
-                    raise RuntimeError("no LLM to generate with")
-                result = llm(effect.prompt)
-                if inspect.isawaitable(result):
-                    if inspect.iscoroutine(result):
-                        result.close()  # never awaited: close it so Python does not warn later
-                    raise TypeError("the LLM returned an awaitable: use acheck(), agenerate() or awrap() for it")
-            else:
-                result = assess(effect)
+            result, error = (_generate(llm, effect.prompt) if isinstance(effect, Generate) else assess(effect)), None
         except Exception as exc:
-            error = exc
+            result, error = None, exc
+    return effect
 
 
 async def adrive(
@@ -80,26 +67,45 @@ async def adrive(
 ) -> Decision:
     """Async twin of ``drive``: ``llm`` may be sync (it then runs on a worker thread) or async."""
     result: Any = None
-    error: BaseException | None = None
-    while True:
-        try:
-            effect = gen.throw(error) if error is not None else gen.send(result)
-        except StopIteration as stop:
-            return cast(Decision, stop.value)
-        result, error = None, None
+    error: Exception | None = None
+    while not isinstance(effect := _resume(gen, result, error), Decision):
         try:
             if isinstance(effect, Generate):
-                if llm is None:
-                    raise RuntimeError("no LLM to generate with")
-                if is_async_callable(llm):
-                    produced = llm(effect.prompt)
-                else:  # a sync LLM runs on a worker thread so that it never blocks the event loop
-                    produced = await asyncio.to_thread(llm, effect.prompt)
-                result = await produced if inspect.isawaitable(produced) else produced
+                result, error = await _agenerate(llm, effect.prompt), None
             else:
-                result = await assess(effect)
+                result, error = await assess(effect), None
         except Exception as exc:
-            error = exc
+            result, error = None, exc
+    return effect
+
+
+def _resume(gen: Generator[Effect, Any, Decision], result: Any, error: Exception | None) -> Effect | Decision:
+    """Send ``result`` into ``gen`` (or throw ``error``): its next effect, or its decision once it returns."""
+    try:
+        return gen.throw(error) if error is not None else gen.send(result)
+    except StopIteration as stop:
+        return cast(Decision, stop.value)
+
+
+def _generate(llm: SyncLLM | None, prompt: str) -> Any:
+    if llm is None:
+        raise RuntimeError("no LLM to generate with")
+    result = llm(prompt)
+    if inspect.isawaitable(result):
+        if inspect.iscoroutine(result):
+            result.close()  # never awaited: close it so Python does not warn later
+        raise TypeError("the LLM returned an awaitable: use acheck(), agenerate() or awrap() for it")
+    return result
+
+
+async def _agenerate(llm: Any, prompt: str) -> Any:
+    if llm is None:
+        raise RuntimeError("no LLM to generate with")
+    if is_async_callable(llm):
+        produced = llm(prompt)
+    else:  # a sync LLM runs on a worker thread so that it never blocks the event loop
+        produced = await asyncio.to_thread(llm, prompt)
+    return await produced if inspect.isawaitable(produced) else produced
 
 
 def is_async_callable(llm: Any) -> bool:
