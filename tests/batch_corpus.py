@@ -3,8 +3,10 @@ worker classes that misbehave the way real workers do (a process that dies mid-j
 
 from __future__ import annotations
 
+import contextlib
 import json
 import os
+from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
@@ -126,8 +128,17 @@ def required(module: str) -> Any:
 REPO = Path(__file__).resolve().parent.parent
 
 
-def ray_env() -> dict[str, str]:
-    """The environment Ray's processes start with: this checkout first on the path, so that workers
-    import the code under test (and ``tests.batch_corpus``'s worker classes) as the driver does."""
-    path = os.environ.get("PYTHONPATH")
-    return {"PYTHONPATH": str(REPO) + (os.pathsep + path if path else "")}
+@contextlib.contextmanager
+def ray_env() -> Iterator[None]:
+    """For the block, the environment Ray's processes start with puts this checkout first on the
+    path, so that workers import the code under test (and this module's worker classes) as the
+    driver does."""
+    saved = os.environ.get("PYTHONPATH")
+    os.environ["PYTHONPATH"] = str(REPO) + (os.pathsep + saved if saved else "")
+    try:
+        yield
+    finally:
+        if saved is None:
+            os.environ.pop("PYTHONPATH", None)
+        else:
+            os.environ["PYTHONPATH"] = saved

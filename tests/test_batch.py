@@ -275,6 +275,15 @@ def test_batch_commands(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> N
         _cli(["batch", "score", str(tmp_path / "missing.jsonl"), "--out", str(tmp_path / "m"), "--quiet"])
 
 
+def test_an_address_where_no_cluster_listens_is_refused_at_once(tmp_path: Path) -> None:
+    required("ray")
+    src = tmp_path / "in.jsonl"
+    src.write_text(json.dumps({"response": "fine"}) + "\n")
+    with pytest.raises(BatchError, match="nothing answers at 127.0.0.1:1"):
+        batch_score([str(src)], tmp_path / "out", ray="127.0.0.1:1", progress=False)
+    assert not (tmp_path / "out").exists()
+
+
 WITHOUT_RAY = """
 import sys
 class NoRay:

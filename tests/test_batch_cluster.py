@@ -3,7 +3,6 @@ a head and a second node, one CPU each, so that two actors must run on two nodes
 
 from __future__ import annotations
 
-import os
 from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
@@ -21,22 +20,16 @@ NODE = {"num_cpus": 1, "object_store_memory": 100 * 1024**2}
 
 @pytest.fixture(scope="module", autouse=True)
 def two_nodes() -> Iterator[Any]:
-    saved = {k: os.environ.get(k) for k in ray_env()}
-    os.environ.update(ray_env())
-    cluster = cluster_utils.Cluster(initialize_head=True, head_node_args={**NODE, "include_dashboard": False})
-    cluster.add_node(**NODE)
-    cluster.wait_for_nodes()
-    ray.init(address=cluster.address, log_to_driver=False)
-    try:
-        yield cluster
-    finally:
-        ray.shutdown()
-        cluster.shutdown()
-        for key, value in saved.items():
-            if value is None:
-                os.environ.pop(key, None)
-            else:
-                os.environ[key] = value
+    with ray_env():
+        cluster = cluster_utils.Cluster(initialize_head=True, head_node_args={**NODE, "include_dashboard": False})
+        try:
+            cluster.add_node(**NODE)
+            cluster.wait_for_nodes()
+            ray.init(address=cluster.address, log_to_driver=False)
+            yield cluster
+        finally:
+            ray.shutdown()
+            cluster.shutdown()
 
 
 def test_two_nodes_write_exactly_what_the_local_path_writes(tmp_path: Path) -> None:

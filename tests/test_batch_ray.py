@@ -5,7 +5,6 @@ object store)."""
 from __future__ import annotations
 
 import json
-import os
 import shutil
 from collections.abc import Iterator
 from pathlib import Path
@@ -26,18 +25,12 @@ ray = required("ray")
 
 @pytest.fixture(scope="module", autouse=True)
 def ray_instance() -> Iterator[Any]:
-    saved = {k: os.environ.get(k) for k in ray_env()}
-    os.environ.update(ray_env())
-    ray.init(num_cpus=2, object_store_memory=150 * 1024**2, include_dashboard=False, log_to_driver=False)
-    try:
-        yield ray
-    finally:
-        ray.shutdown()
-        for key, value in saved.items():
-            if value is None:
-                os.environ.pop(key, None)
-            else:
-                os.environ[key] = value
+    with ray_env():
+        ray.init(num_cpus=2, object_store_memory=150 * 1024**2, include_dashboard=False, log_to_driver=False)
+        try:
+            yield ray
+        finally:
+            ray.shutdown()
 
 
 @pytest.fixture(scope="module")

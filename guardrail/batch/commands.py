@@ -36,10 +36,9 @@ def _as_cli_errors() -> Iterator[None]:
 
 def _positive(text: str) -> int:
     """argparse type of a size: a whole number, 1 or more."""
-    try:
-        value = int(text)
-    except ValueError:
-        raise argparse.ArgumentTypeError(f"not a whole number: {text!r}") from None
+    from guardrail.cli import _count
+
+    value = _count(text)
     if value < 1:
         raise argparse.ArgumentTypeError(f"must be 1 or more, got {value}")
     return value

@@ -13,6 +13,7 @@ from __future__ import annotations
 
 import contextlib
 import inspect
+import socket
 import sys
 import warnings
 from collections.abc import Iterator, Sequence
@@ -32,6 +33,20 @@ def _ray() -> Any:
     return ray
 
 
+def _check_reachable(address: str) -> None:
+    """Refuse an address nothing listens on at once: Ray itself would keep retrying for minutes."""
+    host, _, port = address.removeprefix("ray://").rpartition(":")
+    if not host or not port.isdigit():
+        host, port = address.removeprefix("ray://"), "6379"  # Ray's default port
+    try:
+        socket.create_connection((host, int(port)), timeout=5).close()
+    except OSError as exc:
+        raise BatchError(
+            f"--ray {address}: nothing answers at {host}:{port} ({exc.strerror or exc}); start the cluster "
+            "(`ray start --head`) or give its address"
+        ) from None
+
+
 @contextlib.contextmanager
 def ray_session(address: str = "auto") -> Iterator[None]:
     """Connected to the Ray cluster at ``address`` ("auto": the one running on this machine, else a new
@@ -40,6 +55,8 @@ def ray_session(address: str = "auto") -> Iterator[None]:
     if ray.is_initialized():
         yield
         return
+    if address != "auto":
+        _check_reachable(address)
     try:
         ray.init(address=address, log_to_driver=False)
     except ConnectionError as exc:
