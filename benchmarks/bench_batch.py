@@ -163,7 +163,9 @@ def main() -> None:
             "ray_init_s": round(ray_init_s, 2),
             "small_input_lines": 8,
             "small_input_wall_s": {k: stats(v) for k, v in small_wall.items()},
-            "ray_minus_local_p50_s": round(statistics.median(small_wall["ray"]) - statistics.median(small_wall["local"]), 2),
+            "ray_minus_local_p50_s": round(
+                statistics.median(small_wall["ray"]) - statistics.median(small_wall["local"]), 2
+            ),
         },
         "row_costs_besides_the_model": io,
         "per_actor_texts_per_s_steady": round(statistics.median(steady["ray_1_actor"]), 1),

@@ -279,7 +279,7 @@ def test_an_address_where_no_cluster_listens_is_refused_at_once(tmp_path: Path) 
     required("ray")
     src = tmp_path / "in.jsonl"
     src.write_text(json.dumps({"response": "fine"}) + "\n")
-    with pytest.raises(BatchError, match="nothing answers at 127.0.0.1:1"):
+    with pytest.raises(BatchError, match=r"nothing answers at 127\.0\.0\.1:1"):
         batch_score([str(src)], tmp_path / "out", ray="127.0.0.1:1", progress=False)
     assert not (tmp_path / "out").exists()
 
