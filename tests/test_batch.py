@@ -5,7 +5,6 @@ The Ray path is tested against this one in test_batch_ray.py and test_batch_clus
 
 from __future__ import annotations
 
-import argparse
 import json
 import os
 import shutil
@@ -19,11 +18,10 @@ import pytest
 
 from guardrail.act import intended_action
 from guardrail.batch import BatchError, batch_score
-from guardrail.batch.commands import register
 from guardrail.batch.profile import profile
 from guardrail.batch.profile_report import build_profile_report
 from guardrail.batch.rescore import rescore
-from guardrail.cli import CliError, main
+from guardrail.cli import main
 from guardrail.evaluate import evaluate
 from guardrail.guard import Guard
 from guardrail.policy import policy_from_dict
@@ -252,27 +250,20 @@ def test_rescore_finds_the_decisions_a_stricter_policy_changes(scorer: LocalScor
     assert summary["policy"]["name"] == "stricter" and summary["model_id"] == scorer.model_id
 
 
-def _cli(argv: list[str]) -> int:
-    parser = argparse.ArgumentParser(prog="guardrail")
-    register(parser.add_subparsers(dest="command", required=True))
-    args = parser.parse_args(argv)
-    return int(args.func(args))
-
-
 def test_batch_commands(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
     src = tmp_path / "in.jsonl"
     write_corpus(src, 30, bad_every=10)
     out = tmp_path / "profile"
-    assert _cli(["batch", "profile", str(src), "--by", "model", "--out", str(out), "--workers", "1", "--quiet"]) == 0
+    assert main(["batch", "profile", str(src), "--by", "model", "--out", str(out), "--workers", "1", "--quiet"]) == 0
     assert "profiled 30 line(s) (a: 20, b: 10)" in capsys.readouterr().out
     assert json.loads((out / "profile.json").read_text())["groups"]["b"]["n"] == 10
     assert (out / "profile.html").read_text().startswith("<!doctype html>")
     assert (out / "scores" / "manifest.json").exists()
-    assert _cli(["batch", "score", str(src), "--out", str(tmp_path / "s"), "--workers", "1", "--quiet"]) == 0
+    assert main(["batch", "score", str(src), "--out", str(tmp_path / "s"), "--workers", "1", "--quiet"]) == 0
     printed = capsys.readouterr().out
     assert "scored 30 line(s)" in printed and "3 unreadable line(s)" in printed
-    with pytest.raises(CliError, match="no such file or folder"):
-        _cli(["batch", "score", str(tmp_path / "missing.jsonl"), "--out", str(tmp_path / "m"), "--quiet"])
+    assert main(["batch", "score", str(tmp_path / "missing.jsonl"), "--out", str(tmp_path / "m"), "--quiet"]) == 2
+    assert f"guardrail batch: error: {tmp_path / 'missing.jsonl'}: no such file or folder" in capsys.readouterr().err
 
 
 def test_an_address_where_no_cluster_listens_is_refused_at_once(tmp_path: Path) -> None:

@@ -5,7 +5,7 @@
 extra ``value-guardrail[ray]``; nothing here imports Ray unless asked to use it).
 ``profile`` reads that output and computes each group's value profile with bootstrap confidence
 intervals; ``rescore`` re-scores the texts of an audit log and evaluates a policy on them.
-The commands are ``guardrail batch score|profile|rescore`` (``guardrail.batch.commands``).
+The commands are ``guardrail batch score|profile|rescore`` (``guardrail.cli.batch``).
 """
 
 from __future__ import annotations

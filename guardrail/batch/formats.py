@@ -3,8 +3,9 @@
 An input line is a ``ScoreRequest`` (``{"id"?, "prompt"?, "response"}``); an output line is what
 ``guardrail score --input ... --output ...`` writes for it (``score_line``), and a line that cannot
 be read becomes the same ``{"id", "line", "error"}`` error line, here with its ``source`` file too.
-These belong in a module outside the CLI; until they move, this module is the one place that
-names them.
+These belong in a module outside the CLI (importing them loads the whole ``guardrail.cli``
+package, and ``guardrail.cli.batch`` imports this package back); until they move, this module is
+the one place that names them.
 """
 
 from __future__ import annotations
@@ -12,7 +13,8 @@ from __future__ import annotations
 import json
 from typing import Any
 
-from guardrail.cli import ScoreRequest, _error_line, _scores_json
+from guardrail.cli.io import ScoreRequest, _error_line
+from guardrail.cli.score import _scores_json
 
 __all__ = ["ScoreRequest", "error_line", "json_line", "score_line"]
 

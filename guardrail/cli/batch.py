@@ -1,8 +1,8 @@
-"""`guardrail batch score|profile|rescore`: the command group and its argparse registration.
+"""`guardrail batch score|profile|rescore`: large corpora on a local process pool or on Ray.
 
-``register(subparsers)`` adds the ``batch`` command to the `guardrail` parser. Each command calls
-``guardrail.batch``'s functions; a ``BatchError`` (bad input, a folder that holds another run)
-becomes the CLI's one-line error with exit status 2.
+Each command calls ``guardrail.batch``'s functions (imported when a command runs: that package
+imports the CLI's line formats); a ``BatchError`` (bad input, a folder that holds another run, a
+Ray address nothing answers at) becomes a ``CliError``, one line and exit status 2.
 """
 
 from __future__ import annotations
@@ -15,8 +15,8 @@ from contextlib import contextmanager
 from pathlib import Path
 from typing import Any
 
-from guardrail.batch.inputs import BatchError
-from guardrail.batch.shards import ERRORS, MANIFEST
+from guardrail.cli.audit import _count
+from guardrail.cli.io import CliError, load_policy_or_fail
 
 SCORE_LINES_HELP = (
     "JSONL / Parquet rows of {id?, prompt?, response, ...}: files, folders (searched for *.jsonl and *.parquet) "
@@ -26,7 +26,7 @@ SCORE_LINES_HELP = (
 
 @contextmanager
 def _as_cli_errors() -> Iterator[None]:
-    from guardrail.cli import CliError
+    from guardrail.batch import BatchError
 
     try:
         yield
@@ -36,8 +36,6 @@ def _as_cli_errors() -> Iterator[None]:
 
 def _positive(text: str) -> int:
     """argparse type of a size: a whole number, 1 or more."""
-    from guardrail.cli import _count
-
     value = _count(text)
     if value < 1:
         raise argparse.ArgumentTypeError(f"must be 1 or more, got {value}")
@@ -55,16 +53,11 @@ def _run_options(args: argparse.Namespace) -> dict[str, Any]:
     }
 
 
-def _policy(ref: str | None) -> Any:
-    from guardrail.cli import _load_policy_or_fail
-
-    return _load_policy_or_fail(ref)
-
-
 def cmd_batch_score(args: argparse.Namespace) -> int:
-    from guardrail.batch.job import batch_score
+    from guardrail.batch import batch_score
+    from guardrail.batch.shards import ERRORS
 
-    policy = _policy(args.policy) if args.policy else None
+    policy = load_policy_or_fail(args.policy) if args.policy else None
     with _as_cli_errors():
         manifest = batch_score(args.inputs, args.out, keep=args.keep, policy=policy, **_run_options(args))
     totals = manifest.totals
@@ -77,6 +70,8 @@ def cmd_batch_score(args: argparse.Namespace) -> int:
 
 def _is_score_output(source: str) -> bool:
     """Whether ``source`` is `batch score` output (a folder with a manifest) or a file of score lines."""
+    from guardrail.batch.shards import MANIFEST
+
     path = Path(source)
     if path.is_dir():
         return (path / MANIFEST).exists()
@@ -93,7 +88,7 @@ def _is_score_output(source: str) -> bool:
 
 
 def cmd_batch_profile(args: argparse.Namespace) -> int:
-    from guardrail.batch.profile import profile
+    from guardrail.batch import BatchError, batch_score, profile
     from guardrail.batch.profile_report import build_profile_report
 
     out = Path(args.out)
@@ -103,8 +98,6 @@ def cmd_batch_profile(args: argparse.Namespace) -> int:
         if kinds == {True, False}:
             raise BatchError("give either score output (to profile) or input rows (to score first), not both")
         if kinds == {False}:  # rows to score first: their scores go to OUT/scores (a rerun resumes)
-            from guardrail.batch.job import batch_score
-
             keep = [args.by] if args.by else []
             batch_score(sources, out / "scores", keep=keep, **_run_options(args))
             sources = [str(out / "scores")]
@@ -118,9 +111,9 @@ def cmd_batch_profile(args: argparse.Namespace) -> int:
 
 
 def cmd_batch_rescore(args: argparse.Namespace) -> int:
-    from guardrail.batch.rescore import rescore
+    from guardrail.batch import rescore
 
-    policy = _policy(args.policy)
+    policy = load_policy_or_fail(args.policy)
     with _as_cli_errors():
         summary = rescore(args.log, policy, args.out, examples=args.examples, **_run_options(args))
     print(json.dumps(summary, indent=2))
@@ -150,9 +143,9 @@ def _add_run_options(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--quiet", action="store_true", help="no progress bars")
 
 
-def register(subparsers: Any) -> None:
-    """Add ``batch score|profile|rescore`` to the `guardrail` command's subparsers."""
-    batch = subparsers.add_parser(
+def register(commands: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
+    """Add `guardrail batch` and its subcommands."""
+    batch = commands.add_parser(
         "batch", help="score, value-profile and re-score large corpora (a local process pool, or Ray)"
     )
     sub = batch.add_subparsers(dest="batch_command", required=True)
