@@ -7,6 +7,7 @@
 - Ray's fixed overhead: ``ray.init`` once, and a small input (8 lines) on Ray and locally;
 - what else a row costs, to see what limits a larger cluster: the driver's planning pass over the
   input, a worker reading and validating rows, and writing output lines;
+- the machine's load average before and after (it is shared: a busy neighbour slows every figure);
 - from those, an estimate of texts/s and of the time for a million responses on N such nodes.
 
 Prints a table and writes benchmarks/results/batch.json.
@@ -18,6 +19,7 @@ from __future__ import annotations
 
 import argparse
 import json
+import os
 import statistics
 import tempfile
 import time
@@ -123,6 +125,7 @@ def main() -> None:
 
     import ray
 
+    load_before = os.getloadavg()[0]
     started = time.perf_counter()
     ray.init(num_cpus=2, object_store_memory=200 * 1024**2, include_dashboard=False, log_to_driver=False)
     ray_init_s = time.perf_counter() - started
@@ -153,6 +156,7 @@ def main() -> None:
 
     node_rate = statistics.median(steady["ray_2_actors"])
     results: dict[str, Any] = {
+        "load_average_1min": {"before": round(load_before, 2), "after": round(os.getloadavg()[0], 2)},
         "texts": args.texts,
         "shard_size": args.shard_size,
         "repeat": args.repeat,
