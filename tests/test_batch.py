@@ -115,6 +115,8 @@ def test_a_folder_of_another_run_or_changed_input_is_refused(corpus: tuple[Path,
         batch_score([str(path)], scored, shard_size=50, keep=["model"], progress=False)
     with pytest.raises(BatchError, match="not an empty folder"):
         batch_score([str(path)], path.parent, progress=False)
+    with pytest.raises(BatchError, match="is inside the input folder"):
+        batch_score([str(path.parent)], path.parent / "scores", progress=False)
     with pytest.raises(BatchError, match="no such file or folder"):
         batch_score([str(path) + ".missing"], scored.parent / "other", progress=False)
     changed = scored.parent / "changed.jsonl"

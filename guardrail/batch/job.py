@@ -58,6 +58,7 @@ def batch_score(
 
         session = ray_session(ray)
     with session:  # entered before any work: a bad address or a missing Ray is said at once
+        _check_not_inside(out_dir, inputs)
         files = resolve_inputs([str(i) for i in inputs]) if inputs and isinstance(inputs[0], str) else inputs
         out = Path(out_dir)
         options = Options(
@@ -90,6 +91,14 @@ def batch_score(
         save(out, manifest)
         _follow(manifest, todo, results, progress)
         return finish(out, manifest)
+
+
+def _check_not_inside(out_dir: Path | str, inputs: Sequence[str] | Sequence[InputFile]) -> None:
+    """Refuse an output folder inside an input folder: a rerun would read its shards as input."""
+    out = Path(out_dir).resolve()
+    for spec in inputs:
+        if isinstance(spec, str) and Path(spec).is_dir() and out.is_relative_to(Path(spec).resolve()):
+            raise BatchError(f"the output folder {out_dir} is inside the input folder {spec}; give another --out")
 
 
 def _follow(manifest: Manifest, todo: Sequence[Shard], results: Iterator[ShardResult], progress: bool) -> None:

@@ -176,6 +176,7 @@ def finish(out_dir: Path, manifest: Manifest) -> Manifest:
     manifest = manifest.model_copy(
         update={
             "complete": True,
+            "done": dict(sorted(manifest.done.items())),
             "engine": ", ".join(engines) or None,
             "totals": {
                 "shards": len(manifest.shards),

@@ -13,7 +13,7 @@ from __future__ import annotations
 import time
 from collections.abc import Iterator
 from pathlib import Path
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING, Any, Literal
 
 import numpy as np
 from pydantic import BaseModel, ConfigDict, Field
@@ -35,7 +35,7 @@ class JobSpec(BaseModel):
 
     out_dir: str
     model_id: str = Field(description="the weights the job was planned with: every worker must load the same")
-    precision: str = "int8"
+    precision: Literal["int8", "fp32"] = "int8"
     batch_size: int = Field(64, gt=0, description="texts per scorer call")
     keep: tuple[str, ...] = ()
     policy: dict[str, Any] | None = None
@@ -64,7 +64,7 @@ class ShardScorer:
         self.job = job if isinstance(job, JobSpec) else JobSpec.model_validate_json(job)
         self.out_dir = Path(self.job.out_dir)
         # No cache: a corpus is read once, and a cache would hold thousands of results for nothing.
-        self.scorer: LocalScorer = LocalScorer(precision=self.job.precision, cache_size=0)  # type: ignore[arg-type]
+        self.scorer: LocalScorer = LocalScorer(precision=self.job.precision, cache_size=0)
         if self.scorer.model_id != self.job.model_id:  # e.g. a node with another version of the package
             raise BatchError(f"this worker's model is {self.scorer.model_id}, the job's {self.job.model_id}")
         self.policy: Policy | None = None
