@@ -1,7 +1,8 @@
 """The Ray runner: shards scored by a pool of Ray actors with Ray Data's ``map_batches``.
 
 The shards become a Ray Data dataset (one block each) mapped by ``ShardScorer`` as a callable
-class: Ray Data keeps ``actors`` actors alive (``concurrency``), each loading the model once, and
+class: Ray Data keeps ``actors`` actors alive (``ActorPoolStrategy(size=actors)``, what
+``concurrency=actors`` said before Ray 2.51), each loading the model once, and
 hands every actor one shard per call (``batch_size=1``). An actor that dies is restarted and its
 shard retried (``max_restarts`` / ``max_task_retries``); a shard is written only whole, so a retry
 neither loses nor duplicates rows. Workers read inputs and write shards at the same paths as the
