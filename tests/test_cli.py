@@ -342,7 +342,7 @@ def test_every_command_module_is_on_the_command_line(capsys: pytest.CaptureFixtu
     assert modules == {group.__name__.rpartition(".")[2] for group in COMMANDS}  # type: ignore[attr-defined]
     with pytest.raises(SystemExit):
         main(["--help"])
-    assert "{score,train,cv,eval,check,policy,audit,serve,demo}" in capsys.readouterr().out
+    assert "{score,train,cv,eval,check,policy,audit,serve,demo,batch}" in capsys.readouterr().out
 
 
 def test_serve_refuses_a_bad_upstream_and_a_busy_port_before_loading_anything(
