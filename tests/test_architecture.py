@@ -189,6 +189,19 @@ def test_the_core_never_imports_the_adapters(graph: Graph) -> None:
     assert not wrong, "the core imports an adapter:\n" + "\n".join(wrong)
 
 
+def test_nothing_below_the_command_line_imports_it(graph: Graph) -> None:
+    """The CLI is the top layer: the core and the adapters never import it (batch workers and the
+    proxy would otherwise load every command)."""
+    wrong = [
+        f"{_shown(graph.files[module])}:{line} imports {target}"
+        for module, targets in sorted(graph.imports.items())
+        if not _within(module, ABOVE_THE_ADAPTERS)
+        for target, line in targets.items()
+        if _within(target, ABOVE_THE_ADAPTERS)
+    ]
+    assert not wrong, "imports the CLI from below it:\n" + "\n".join(wrong)
+
+
 def test_no_module_is_over_450_lines(graph: Graph) -> None:
     over = long_files(list(graph.files.values()))
     new = {name: lines for name, lines in over.items() if name not in TEMPORARILY_LONG}

@@ -11,7 +11,6 @@ options that several commands share live here too, so that they read alike every
 from __future__ import annotations
 
 import codecs
-import json
 import os
 import sqlite3
 import sys
@@ -19,45 +18,13 @@ from collections.abc import Iterator
 from pathlib import Path
 from typing import IO, Any
 
-from pydantic import BaseModel, ConfigDict, ValidationError, field_validator
+from pydantic import ValidationError
 
-from guardrail.text import normalize_text
+from guardrail.score_lines import ErrorLine, ScoreRequest, error_line
 
 
 class CliError(Exception):
     """A problem with the user's input: printed as one line, exit status 2."""
-
-
-class ScoreRequest(BaseModel):
-    """One line of a `guardrail score --input` file."""
-
-    model_config = ConfigDict(extra="ignore")
-
-    id: str | int | None = None
-    prompt: str | None = None
-    response: str
-
-    @field_validator("id", mode="before")
-    @classmethod
-    def _string_or_integer(cls, value: object) -> object:
-        # Lax validation would read true as 1 and 2.0 as 2: an id is copied to the output as given, or refused.
-        if value is None or _usable_id(value):
-            return value
-        raise ValueError(f"must be a string or an integer, got {json.dumps(value)}")
-
-    @field_validator("response")
-    @classmethod
-    def _scorable(cls, value: str) -> str:
-        normalize_text(value)  # empty or invisible-only text is refused here, before any scoring
-        return value
-
-
-def _usable_id(value: object) -> bool:
-    return isinstance(value, str) or (isinstance(value, int) and not isinstance(value, bool))
-
-
-ErrorLine = dict[str, object]
-"""The output line of an input line that could not be read: ``{"id", "line", "error"}``."""
 
 
 def input_lines(path: Path) -> Iterator[tuple[int, str, str | None]]:
@@ -84,18 +51,6 @@ def input_lines(path: Path) -> Iterator[tuple[int, str, str | None]]:
                 yield lineno, line, None
 
 
-def _error_line(lineno: int, line: str, message: str) -> ErrorLine:
-    """The error line for an unreadable input line: its own id when that can be read, else its number."""
-    item_id: object = lineno
-    try:
-        data = json.loads(line)
-    except ValueError:
-        data = None
-    if isinstance(data, dict) and _usable_id(data.get("id")):
-        item_id = data["id"]
-    return {"id": item_id, "line": lineno, "error": message}
-
-
 def read_requests(path: Path, skip_invalid: bool) -> Iterator[tuple[int, ScoreRequest | ErrorLine]]:
     """Yield (line number, request) or (line number, error line) for each non-blank line."""
     for lineno, line, unreadable in input_lines(path):
@@ -112,7 +67,7 @@ def read_requests(path: Path, skip_invalid: bool) -> Iterator[tuple[int, ScoreRe
                     message = f"{path}:{lineno}: not valid JSON ({first['msg']})"
         if not skip_invalid:
             raise CliError(message + " (use --skip-invalid to record it and go on)")
-        yield lineno, _error_line(lineno, line, message)
+        yield lineno, error_line(lineno, line, message)
 
 
 def _same_file(a: str | Path, b: str | Path) -> bool:
