@@ -17,6 +17,7 @@ from pathlib import Path
 from typing import Any, cast
 
 from guardrail.act import Assess, Assessment, Effect, Generate, Outcome, Situation, act, intended_action, refusal_for
+from guardrail.audit.store import AuditWriteError
 from guardrail.decision import Decision, error_text
 from guardrail.evaluate import evaluate
 from guardrail.policy import Policy, PolicyError, load_policy, policy_path
@@ -283,11 +284,34 @@ class Guard:
                 error = exc
 
     def record(self, decision: Decision, context: dict[str, Any] | None = None) -> Decision:
-        """Append ``decision`` to the audit sink (if any) and return it."""
+        """Append ``decision`` to the audit sink (if any) and return it.
+
+        When the store cannot take it (``AuditWriteError``: its database is down), the policy's
+        ``fail_mode`` decides what the caller gets (``_unrecorded``) and that decision goes to the
+        store's fallback log; with no fallback the error is raised, never swallowed.
+        """
         self.ensure_open()
         if self.audit is not None:
-            self.audit.write(decision, deployment=self.deployment, context=context or {})
+            try:
+                self.audit.write(decision, deployment=self.deployment, context=context or {})
+            except AuditWriteError as exc:
+                decision = self._unrecorded(decision, exc)
+                if exc.fallback is None:
+                    raise
+                exc.fallback.write(decision, deployment=self.deployment, context=context or {})
         return decision
+
+    def _unrecorded(self, decision: Decision, exc: AuditWriteError) -> Decision:
+        """``decision`` when the audit store could not take it: a block under ``fail_mode: closed``
+        (unless in shadow mode), as it was under ``open``; ``error`` says so either way."""
+        policy = next((p for p in (self.policy, *self._overrides.values()) if p.ref == decision.policy), self.policy)
+        mode = policy.settings.fail_mode
+        note = f"not recorded in the audit store: {exc} (fail_mode={mode})"
+        error = note if decision.error is None else f"{decision.error}; {note}"
+        if mode == "closed" and not decision.shadow and decision.action != "block":
+            text = refusal_for(policy, decision.violations)
+            return decision.model_copy(update={"action": "block", "text": text, "error": error})
+        return decision.model_copy(update={"error": error})
 
     def check(
         self,
@@ -483,7 +507,13 @@ class Guard:
         """Async twin of ``record``: the write happens off the event loop."""
         self.ensure_open()
         if self.audit is not None:
-            await self.audit.awrite(decision, deployment=self.deployment, context=context or {})
+            try:
+                await self.audit.awrite(decision, deployment=self.deployment, context=context or {})
+            except AuditWriteError as exc:
+                decision = self._unrecorded(decision, exc)
+                if exc.fallback is None:
+                    raise
+                await exc.fallback.awrite(decision, deployment=self.deployment, context=context or {})
         return decision
 
     async def acheck(
