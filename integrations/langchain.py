@@ -27,6 +27,9 @@ refused with an error naming its fields (and recorded), never guarded on the wro
 One limit: in the pipe form, ``astream`` closed early by the consumer is not closed by LangChain's
 sequence; its decision is recorded when Python finalizes the generator (soon after, on the event
 loop), so close the guard only after that. The wrapping form and ``stream`` record at once.
+
+This module holds the Runnable; reading and shaping chain values (the text of outputs and
+messages, dict answers, tool calls, the rewrite input) lives in ``langchain_io``, re-exported here.
 """
 
 from __future__ import annotations
@@ -37,124 +40,43 @@ from typing import Any
 
 import anyio
 from langchain_core.callbacks import AsyncCallbackManagerForChainRun, CallbackManagerForChainRun
-from langchain_core.messages import (
-    AIMessage,
-    AIMessageChunk,
-    BaseMessage,
-    HumanMessage,
-    SystemMessage,
-    convert_to_messages,
-)
-from langchain_core.prompt_values import PromptValue
 from langchain_core.runnables import Runnable, RunnableConfig
 from langchain_core.runnables.config import ensure_config
 
 from guardrail.decision import Decision, error_text
 from guardrail.guard import NO_TEXT_NOTE, Guard
+from guardrail.integrations.langchain_io import (
+    ANSWER_KEYS,
+    PROMPT_KEYS,
+    OutputShapeError,
+    RewriteInputError,
+    answer_key,
+    has_tool_calls,
+    input_for_rewrite,
+    like,
+    output_text,
+    request_text,
+    text_of,
+    tool_part,
+)
 from guardrail.stream import StreamGuard, broken_reason
 
+__all__ = [
+    "ANSWER_KEYS",
+    "POLICY_KEY",
+    "PROMPT_KEYS",
+    "GuardRunnable",
+    "OutputShapeError",
+    "RewriteInputError",
+    "answer_key",
+    "has_tool_calls",
+    "like",
+    "output_text",
+    "text_of",
+    "wrap_runnable",
+]
+
 POLICY_KEY = "guardrail_policy"
-PROMPT_KEYS = ("input", "question", "query", "prompt", "text")
-"""Input variables taken to hold the user's request, in this order (unless ``rewrite_key`` names one)."""
-
-
-ANSWER_KEYS = ("output", "answer", "result", "response", "text", "content")
-"""Fields of a dict output taken to hold the answer (as agents and QA chains return), in this order."""
-
-
-class OutputShapeError(ValueError):
-    """A chain output whose answer cannot be told apart (a dict with several fields, none an answer key)."""
-
-
-def answer_key(value: dict[Any, Any]) -> Any:
-    """The field of a dict output that holds the answer: the first of ``ANSWER_KEYS``, or its only field."""
-    for key in ANSWER_KEYS:
-        if key in value:
-            return key
-    if len(value) == 1:
-        return next(iter(value))
-    raise OutputShapeError(
-        f"cannot tell which field of the chain's output ({', '.join(repr(k) for k in value)}) is the answer: "
-        f"guard a chain whose output is text, a message, or a dict with one of {', '.join(ANSWER_KEYS)}"
-    )
-
-
-def output_text(value: Any) -> str:
-    """The text to guard in a chain output (a dict output's answer field, never its echoed input)."""
-    if isinstance(value, dict):
-        return output_text(value[answer_key(value)])
-    return text_of(value)
-
-
-def text_of(value: Any) -> str:
-    """The text of a prompt or message: str, message, message list, prompt value or dict of variables."""
-    if isinstance(value, str):
-        return value
-    if isinstance(value, BaseMessage):
-        content = value.content
-        if isinstance(content, str):
-            return content
-        return "".join(part if isinstance(part, str) else str(part.get("text", "")) for part in content)
-    if isinstance(value, PromptValue):
-        return value.to_string()
-    if isinstance(value, list | tuple):
-        return "\n".join(text_of(v) for v in value)
-    if isinstance(value, dict):
-        for key in PROMPT_KEYS:
-            if key in value:
-                return text_of(value[key])
-        return "\n".join(f"{k}: {text_of(v)}" for k, v in value.items())
-    return str(value)
-
-
-def has_tool_calls(value: Any) -> bool:
-    """Whether a chain output (message or chunk) carries tool calls."""
-    if isinstance(value, AIMessageChunk) and value.tool_call_chunks:
-        return True
-    if isinstance(value, AIMessage):
-        return bool(value.tool_calls or value.invalid_tool_calls or value.additional_kwargs.get("function_call"))
-    return False
-
-
-def _without_tools(message: BaseMessage) -> dict[str, Any]:
-    """The updates that drop a message's tool calls."""
-    update: dict[str, Any] = {
-        "additional_kwargs": {
-            k: v for k, v in message.additional_kwargs.items() if k not in ("tool_calls", "function_call")
-        }
-    }
-    if isinstance(message, AIMessage):
-        update |= {"tool_calls": [], "invalid_tool_calls": []}
-    if isinstance(message, AIMessageChunk):
-        update["tool_call_chunks"] = []
-    return update
-
-
-def like(original: Any, text: str, *, drop_tools: bool = False) -> Any:
-    """``text`` in the type of ``original`` (keeping message metadata; without tool calls if ``drop_tools``).
-
-    In a dict output only the answer field changes.
-    """
-    if isinstance(original, dict):
-        key = answer_key(original)
-        return {**original, key: like(original[key], text, drop_tools=drop_tools)}
-    if isinstance(original, AIMessageChunk):
-        return AIMessageChunk(content=text, id=original.id, response_metadata=original.response_metadata)
-    if isinstance(original, BaseMessage):
-        update: dict[str, Any] = {"content": text}
-        if drop_tools:
-            update |= _without_tools(original)
-        return original.model_copy(update=update)
-    return text
-
-
-def _tool_part(chunk: AIMessageChunk) -> AIMessageChunk:
-    """A streamed chunk's tool-call part, without its text (which is guarded)."""
-    content = chunk.content
-    kept: str | list[Any] = (
-        "" if isinstance(content, str) else [p for p in content if isinstance(p, dict) and p.get("type") != "text"]
-    )
-    return chunk.model_copy(update={"content": kept})
 
 
 def _context(config: RunnableConfig, run_id: Any) -> dict[str, Any]:
@@ -164,31 +86,6 @@ def _context(config: RunnableConfig, run_id: Any) -> dict[str, Any]:
     if config.get("metadata"):
         context["metadata"] = {k: v for k, v in config["metadata"].items() if isinstance(v, str | int | float | bool)}
     return context
-
-
-def _last_human(messages: list[BaseMessage]) -> str | None:
-    for message in reversed(messages):
-        if isinstance(message, HumanMessage):
-            return text_of(message)
-    return None
-
-
-def _as_messages(value: Any) -> list[BaseMessage] | None:
-    """``value`` as a message list if it is one (messages, tuples, a prompt value), else None."""
-    if isinstance(value, PromptValue):
-        value = value.to_messages()
-    if isinstance(value, BaseMessage):
-        return [value]
-    if isinstance(value, list | tuple) and value:
-        try:
-            return convert_to_messages(value)
-        except (ValueError, TypeError, NotImplementedError):
-            return None
-    return None
-
-
-class RewriteInputError(ValueError):
-    """The wrapped chain's input has no variable the rewrite instruction can take the place of."""
 
 
 class GuardRunnable(Runnable[Any, Any]):
@@ -231,51 +128,19 @@ class GuardRunnable(Runnable[Any, Any]):
     def _policy(self, config: RunnableConfig) -> Any:
         return (config.get("configurable") or {}).get(POLICY_KEY)
 
-    def _request_key(self, value: dict[Any, Any]) -> Any:
-        """The input variable that holds the user's request, or None if it cannot be told."""
-        if self.rewrite_key is not None:
-            return self.rewrite_key if self.rewrite_key in value else None
-        for key in PROMPT_KEYS:
-            if key in value:
-                return key
-        return next(iter(value)) if len(value) == 1 else None
-
     def prompt_text(self, value: Any) -> str:
         """The user's request in a chain input (what the guard records as the prompt)."""
-        if isinstance(value, dict):
-            key = self._request_key(value)
-            return self.prompt_text(value[key]) if key is not None else text_of(value)
-        messages = _as_messages(value) if not isinstance(value, str) else None
-        if messages is not None:
-            last = _last_human(messages)
-            return last if last is not None else text_of(messages)
-        return text_of(value)
+        return request_text(value, self.rewrite_key)
 
     def rewrite_input(self, original: Any, instruction: str) -> Any:
         """The chain input that asks for a rewrite: ``original`` with the instruction in place of the request."""
-        if isinstance(original, dict):
-            key = self._request_key(original)
-            if key is None:
-                names = ", ".join(repr(k) for k in original)
-                if self.rewrite_key is not None:
-                    problem = f"rewrite_key {self.rewrite_key!r} is not one of the chain's input variables ({names})"
-                else:
-                    problem = (
-                        f"the chain's input has several variables ({names}) and none is named {', '.join(PROMPT_KEYS)}"
-                    )
-                message = (
-                    f"cannot rewrite: {problem}; pass GuardRunnable(..., rewrite_key=NAME) naming the variable "
-                    "that holds the user's request"
-                )
-                if not self._warned:
-                    self._warned = True
-                    warnings.warn(message, RuntimeWarning, stacklevel=2)
-                raise RewriteInputError(message)
-            return {**original, key: self.rewrite_input(original[key], instruction)}
-        messages = _as_messages(original) if not isinstance(original, str) else None
-        if messages is not None:
-            return [*(m for m in messages if isinstance(m, SystemMessage)), HumanMessage(instruction)]
-        return instruction
+        try:
+            return input_for_rewrite(original, instruction, self.rewrite_key)
+        except RewriteInputError as exc:
+            if not self._warned:
+                self._warned = True
+                warnings.warn(str(exc), RuntimeWarning, stacklevel=2)
+            raise
 
     def _regenerate(self, config: RunnableConfig, original: Any) -> Callable[[str], str] | None:
         if self.llm is None:
@@ -401,7 +266,7 @@ class GuardRunnable(Runnable[Any, Any]):
                 template = chunk if template is None else template
                 if has_tool_calls(chunk):
                     tools = True
-                    yield _tool_part(chunk)
+                    yield tool_part(chunk)
                 released = sg.feed(output_text(chunk))
                 if released:
                     yield like(chunk, released)
@@ -464,7 +329,7 @@ class GuardRunnable(Runnable[Any, Any]):
                 template = chunk if template is None else template
                 if has_tool_calls(chunk):
                     tools = True
-                    yield _tool_part(chunk)
+                    yield tool_part(chunk)
                 released = await sg.afeed(output_text(chunk))
                 if released:
                     yield like(chunk, released)

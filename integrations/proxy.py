@@ -38,10 +38,10 @@ from starlette.types import Receive, Scope, Send
 
 from guardrail.decision import Decision, error_text
 from guardrail.guard import Guard
-from guardrail.integrations.openai import (
-    StreamRelay,
+from guardrail.integrations.openai_reply import aguard_reply, shielded
+from guardrail.integrations.openai_stream import StreamRelay
+from guardrail.integrations.openai_wire import (
     UpstreamError,
-    aguard_reply,
     apply_decisions,
     choice_texts,
     error_body,
@@ -52,7 +52,6 @@ from guardrail.integrations.openai import (
     raise_for,
     reply_text,
     rewrite_request,
-    shielded,
     strictest,
     validate_request,
 )
