@@ -112,6 +112,10 @@ class AuditStore(DecisionSink, Protocol):
         """Where the chain ends now; None when nothing was ever written."""
         ...
 
+    def __enter__(self) -> Self: ...
+
+    def __exit__(self, *exc: object) -> None: ...
+
 
 class StoreWriter:
     """``DecisionSink`` on top of ``append``: what every store shares to be the guard's sink."""
