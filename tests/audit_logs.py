@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import functools
 import json
 import subprocess
 import sys
@@ -15,6 +16,12 @@ from guardrail.record import compute_hash
 REPO = Path(__file__).resolve().parent.parent
 
 
+@functools.cache
+def default_ref() -> PolicyRef:
+    """The default preset's reference, read once (writers in the concurrency tests make thousands of decisions)."""
+    return load_policy("default").ref
+
+
 def make_decision(i: int, action: str = "allow", policy: PolicyRef | None = None) -> Decision:
     """A decision as the guard makes them, without a model (the sink only stores it)."""
     return Decision(
@@ -23,7 +30,7 @@ def make_decision(i: int, action: str = "allow", policy: PolicyRef | None = None
         text=f"answer {i}",
         prompt=f"question {i}",
         draft=f"answer {i}",
-        policy=policy or load_policy("default").ref,
+        policy=policy or default_ref(),
         model_id="test-model",
     )
 

@@ -66,7 +66,8 @@ def split_url(url: str, log_name: str | None = None) -> tuple[str, str, str]:
     try:
         conninfo_to_dict(libpq)
     except psycopg.ProgrammingError as exc:
-        raise AuditLogError(f"{redacted(url, log=name)}: not a PostgreSQL URL libpq accepts ({exc})") from None
+        problem = f"not a PostgreSQL URL libpq accepts ({_first_line(exc)})"
+        raise AuditLogError(f"{redacted(url, log=name)}: {problem}") from None
     return libpq, name, redacted(url, log=name)
 
 
@@ -167,6 +168,8 @@ class PostgresStore(StoreWriter):
 
     def _append(self, conn: psycopg.Connection[Any], build: RecordBuilder, sent: list[bool]) -> AuditRecord:
         lock = "SELECT seq, hash FROM guardrail_audit_logs WHERE log = %s FOR UPDATE"
+        # Not pipelined: a writer stuck between statements is then "idle in transaction", which the
+        # session's idle_in_transaction_session_timeout ends, so it cannot hold the head row forever.
         with conn.transaction():
             row = conn.execute(lock, (self.log,)).fetchone()
             if row is None:  # the log's first record: start its chain
