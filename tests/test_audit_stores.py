@@ -23,7 +23,7 @@ def test_paths_and_urls_name_their_store(tmp_path: Path) -> None:
         store = open_store(url, readonly=True)  # a reader connects only when it reads
         assert isinstance(store, PostgresStore) and "s3cret" not in store.name
     assert open_store("postgresql://db.internal/audit", readonly=True, log="us").name.endswith("?log=us")
-    assert open_store("postgresql://db.internal/audit", readonly=True).log == "default"
+    assert PostgresStore("postgresql://db.internal/audit", readonly=True).log == "default"
 
 
 @pytest.mark.parametrize(
