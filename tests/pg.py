@@ -48,9 +48,14 @@ def require_binaries() -> None:
 
 
 class PgServer:
-    """One PostgreSQL cluster in a temporary folder; ``start``/``stop`` may be called again (a restart)."""
+    """One PostgreSQL cluster in a temporary folder; ``start``/``stop`` may be called again (a restart).
 
-    def __init__(self) -> None:
+    Tests run it with ``fsync`` off (they kill clients, never the machine); ``durable=True`` keeps
+    the server's defaults (fsync and synchronous commit on), for benchmarks.
+    """
+
+    def __init__(self, durable: bool = False) -> None:
+        self.durable = durable
         self.root = Path(tempfile.mkdtemp(prefix="guardrail-pg-"))
         self.data = self.root / "data"
         self.port = free_port()
@@ -91,7 +96,7 @@ class PgServer:
             "port": str(self.port),
             "listen_addresses": "127.0.0.1",
             "unix_socket_directories": str(self.root),
-            "fsync": "off",  # the tests kill clients, never this server's machine
+            "fsync": "on" if self.durable else "off",
             "max_connections": "200",
             "shared_buffers": "32MB",
         }
