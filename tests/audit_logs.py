@@ -73,15 +73,15 @@ def writer_process(path: str, n: int, tag: str) -> None:
 
 _SLOW_WRITER = (
     "import sys, time; sys.path.insert(0, sys.argv[2]); from tests.audit_logs import make_decision;"
-    "from guardrail.audit import JsonlSink, SqliteSink\n"
-    "db = sys.argv[1].endswith('.db')\n"
-    "with (SqliteSink(sys.argv[1]) if db else JsonlSink(sys.argv[1], max_bytes=int(sys.argv[3]))) as sink:\n"
+    "from guardrail.audit import is_sqlite, is_url, open_store\n"
+    "target = sys.argv[1]; rotate = not (is_sqlite(target) or is_url(target))\n"
+    "with open_store(target, max_bytes=int(sys.argv[3]) if rotate else None) as sink:\n"
     "    for i in range(int(sys.argv[4])):\n"
     "        sink.write(make_decision(i), deployment='live'); time.sleep(float(sys.argv[5]))\n"
 )
 
 
-def start_writer(log: Path, max_bytes: int, n: int, pause_s: float) -> subprocess.Popen[bytes]:
+def start_writer(log: Path | str, max_bytes: int, n: int, pause_s: float) -> subprocess.Popen[bytes]:
     args = [str(log), str(REPO), str(max_bytes), str(n), str(pause_s)]
     return subprocess.Popen([sys.executable, "-c", _SLOW_WRITER, *args])
 

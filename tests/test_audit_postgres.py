@@ -25,7 +25,6 @@ from guardrail.audit import (
     EXIT_TAMPERED,
     AuditLogError,
     AuditWriteError,
-    follow,
     open_store,
     records,
     stats,
@@ -260,33 +259,6 @@ def test_verify_while_writers_append_always_verifies(pg_url: str) -> None:
     assert all(proc.exitcode == 0 for proc in procs)
     assert seen == sorted(seen) and len(set(seen)) > 1, seen  # verified mid-write, more each time
     assert verify(pg_url).checked == 2101
-
-
-_SLOW = (
-    "import sys, time; sys.path.insert(0, sys.argv[2]); from guardrail.audit import open_store\n"
-    "from tests.audit_logs import make_decision\n"
-    "with open_store(sys.argv[1]) as store:\n"
-    "    for i in range(200):\n"
-    "        store.write(make_decision(i), deployment='live'); time.sleep(0.002)\n"
-)
-
-
-def test_tail_then_follow_from_its_last_seq_misses_nothing(pg_url: str) -> None:
-    write(pg_url, 300)
-    writer = subprocess.Popen([sys.executable, "-c", _SLOW, pg_url, str(REPO)])
-    try:
-        time.sleep(0.3)
-        shown, last = tail_and_last_seq(pg_url, 3)
-        seqs = [r["seq"] for r in shown]
-        assert seqs == list(range(last - 2, last + 1))
-        deadline = time.monotonic() + 60
-        while writer.poll() is None and time.monotonic() < deadline:
-            seqs += [r["seq"] for r in follow(pg_url, poll_s=0.05, stop_after_s=0.5, after_seq=seqs[-1])]
-        seqs += [r["seq"] for r in follow(pg_url, poll_s=0.05, stop_after_s=0.3, after_seq=seqs[-1])]
-    finally:
-        writer.wait(timeout=60)
-    assert writer.returncode == 0
-    assert seqs == list(range(seqs[0], 501)), seqs
 
 
 def test_a_password_stays_off_the_command_line_and_out_of_messages(

@@ -14,7 +14,6 @@ import pytest
 from guardrail.audit import EXIT_OK, EXIT_TAMPERED, EXIT_TORN_TAIL, AuditLogError, records, stats, verify
 from guardrail.audit.jsonl import JsonlSink
 from guardrail.audit.segments import segments
-from guardrail.audit.sqlite import SqliteSink
 from guardrail.cli import main as cli_main
 from guardrail.record import compute_hash
 from tests.audit_logs import REPO, lines, make_decision, start_writer, write_log
@@ -137,15 +136,18 @@ def test_a_rotation_never_adopts_a_file_outside_the_run_of_segments(tmp_path: Pa
     assert verify(log).checked == 1 and verify(foreign).checked == 2
 
 
-@pytest.mark.parametrize("kind", ["jsonl", "sqlite"])
-def test_tail_then_follow_from_its_last_seq_misses_nothing(tmp_path: Path, kind: str) -> None:
-    from guardrail.audit import follow, tail_and_last_seq
+@pytest.mark.parametrize("kind", ["jsonl", "sqlite", "postgresql"])
+def test_tail_then_follow_from_its_last_seq_misses_nothing(
+    tmp_path: Path, kind: str, request: pytest.FixtureRequest
+) -> None:
+    from guardrail.audit import follow, open_store, tail_and_last_seq
 
-    log = tmp_path / ("audit.jsonl" if kind == "jsonl" else "audit.db")
+    log: Path | str = tmp_path / "audit.jsonl"
     if kind == "jsonl":
-        write_log(log, 300, max_bytes=2_500)
-    else:
-        with SqliteSink(log) as sink:
+        write_log(tmp_path / "audit.jsonl", 300, max_bytes=2_500)
+    else:  # a SQLite file, or a database of the real server (tests/pg.py)
+        log = request.getfixturevalue("pg_url") if kind == "postgresql" else tmp_path / "audit.db"
+        with open_store(log) as sink:
             for i in range(300):
                 sink.write(make_decision(i), deployment="tests")
     writer = start_writer(log, 2_500, 200, 0.002)
