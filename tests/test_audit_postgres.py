@@ -36,6 +36,7 @@ from guardrail.guard import Guard
 from guardrail.record import AuditRecord
 from guardrail.report import build_report
 from guardrail.scorers.local import LocalScorer
+from guardrail.stream import StreamGuard
 from tests.audit_logs import REPO, make_decision
 from tests.pg import PASSWORD, PgServer
 
@@ -324,6 +325,10 @@ def test_a_database_that_goes_down_follows_fail_mode_and_loses_no_decision(
         assert passed.action == "allow" and passed.text == HARMLESS and "fail_mode=open" in str(passed.error)
         late = asyncio.run(closed.acheck(HARMLESS))
         assert late.action == "block"
+        stream = StreamGuard(closed, "Tell me a fact.")
+        assert stream.feed(HARMLESS) == ""  # held back: one short sentence is checked at the end
+        tail, streamed = stream.finish()
+        assert tail == "" and streamed.action == "block" and stream.refusal == blocked.text
         with pytest.raises(AuditWriteError, match="is a directory"):  # nowhere to put it: raised, never dropped
             nowhere.check(HARMLESS)
         with pytest.raises(AuditLogError, match="cannot use audit database postgresql://guardrail@/ops"):
@@ -331,20 +336,21 @@ def test_a_database_that_goes_down_follows_fail_mode_and_loses_no_decision(
         assert cli_main(["audit", "verify", url]) == 2
         assert "cannot read audit database" in capsys.readouterr().err
         spilled = verify(fallback)  # the fallback is an audit log of its own
-        assert spilled.exit_code == EXIT_OK and spilled.checked == 3, spilled.summary()
+        assert spilled.exit_code == EXIT_OK and spilled.checked == 4, spilled.summary()
         assert [(r["deployment"], r["action"]) for r in records(fallback)] == [
             ("closed", "block"),
             ("open", "allow"),
+            ("closed", "block"),
             ("closed", "block"),
         ]
         server.start()
         assert closed.check(HARMLESS).action == "allow"  # a new connection, as soon as it is back
         assert cli_main(["audit", "import", str(fallback), "--into", url]) == 0
-        assert "imported 3 record(s)" in capsys.readouterr().out
+        assert "imported 4 record(s)" in capsys.readouterr().out
         report = verify(url)
-        assert report.exit_code == EXIT_OK and report.checked == 5, report.summary()
+        assert report.exit_code == EXIT_OK and report.checked == 6, report.summary()
         imported = [r["context"].get("imported_from") for r in records(url)]
-        assert [o["seq"] if o else None for o in imported] == [None, None, 1, 2, 3]
+        assert [o["seq"] if o else None for o in imported] == [None, None, 1, 2, 3, 4]
         for guard in (closed, opened, nowhere):
             guard.close()
     finally:
@@ -380,3 +386,23 @@ def test_cli_check_audits_into_postgres(pg_url: str, capsys: pytest.CaptureFixtu
     capsys.readouterr()
     (record,) = records(pg_url + "&log=cli")
     assert record["deployment"] == "cli" and record["response"] == HARMLESS
+
+
+def _write_with(store: Any, n: int, tag: str) -> None:
+    for i in range(n):
+        store.write(make_decision(i), deployment=tag)
+
+
+def test_a_store_carried_across_fork_connects_anew_in_the_child(pg_url: str) -> None:
+    store = open_store(pg_url)  # connected, as a pre-forking server's workers would inherit it
+    store.write(make_decision(0), deployment="parent")
+    child = multiprocessing.get_context("fork").Process(target=_write_with, args=(store, 50, "child"))
+    child.start()
+    _write_with(store, 50, "parent")
+    child.join()
+    assert child.exitcode == 0
+    _write_with(store, 1, "parent")  # the parent's session survived the child
+    store.close()
+    report = verify(pg_url)
+    assert report.exit_code == EXIT_OK and report.checked == 102, report.summary()
+    assert Counter(r["deployment"] for r in records(pg_url)) == {"parent": 52, "child": 50}

@@ -113,6 +113,8 @@ class PostgresStore(StoreWriter):
         self._lock = threading.Lock()
         self._closed = False
         self._conn: psycopg.Connection[Any] | None = None
+        self._pid = os.getpid()
+        self._inherited: list[psycopg.Connection[Any]] = []
         if not readonly:
             self._conn = self._connect_or_explain()
 
@@ -152,12 +154,17 @@ class PostgresStore(StoreWriter):
                 raise RuntimeError(f"audit sink {self.name} is closed")
             if self.readonly:
                 raise RuntimeError(f"audit database {self.name} was opened read-only")
+            if self._conn is not None and self._pid != os.getpid():
+                # Forked with the store (a pre-forking server): that socket is the parent's session.
+                # Kept unclosed, since closing it would end the parent's session too; this process connects anew.
+                self._inherited.append(self._conn)
+                self._conn = None
             for attempt in (1, 2):
                 fresh = self._conn is None
                 sent = [False]
                 try:
                     if self._conn is None:
-                        self._conn = self._connect()
+                        self._conn, self._pid = self._connect(), os.getpid()
                     return self._append(self._conn, build, sent)
                 except (psycopg.Error, SchemaTooNew) as exc:
                     self._drop()
