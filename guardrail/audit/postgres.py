@@ -5,11 +5,15 @@ defaults to "default"). The password is best left out of the URL: libpq takes it
 ``PGPASSWORD`` or ``~/.pgpass``, and every other connection setting from the ``PG*`` variables
 (``postgresql://`` alone means "all from the environment").
 
-Appends are serialized per log inside the inserting transaction: it locks the log's head row
-(``SELECT ... FOR UPDATE``), takes the next seq and the previous hash from it, inserts the record
-and moves the head, then commits. Writers in other threads, processes or machines wait for the
-lock, so the chain never forks and seqs never repeat or skip; ``UNIQUE (log, seq)`` backs that
-up. A writer killed mid-transaction leaves nothing: the server rolls the transaction back.
+Appends are serialized per log inside the inserting transaction: one statement
+(``guardrail_audit_append``, see ``postgres_schema``) locks the log's head row, takes the next seq
+and the previous hash from it, fills them into the record (built here with stand-ins for them),
+hashes and inserts it and moves the head, then commits. Writers in other threads, processes or
+machines wait for the lock, so the chain never forks and seqs never repeat or skip;
+``UNIQUE (log, seq)`` backs that up. The lock is never held across a round trip to a client. A
+writer killed mid-transaction leaves nothing: the server rolls it back (a dead client's waiting
+append is cancelled within a second). An append whose connection broke is sent again once on a
+new connection, and stored at most once (its ``append_id``).
 
 When the database cannot take a record (down, unreachable, lock timeout), ``append`` raises
 ``AuditWriteError`` carrying a local JSONL *fallback* log (``fallback=``, else
@@ -27,6 +31,7 @@ import os
 import re
 import secrets
 import threading
+import uuid
 from collections.abc import Generator, Iterator
 from pathlib import Path
 from typing import Any
@@ -45,9 +50,7 @@ from guardrail.record import AuditRecord, Genesis, canonical_json, utc_now
 SCHEMES = ("postgresql", "postgres")
 log = logging.getLogger("guardrail.audit")
 _LOG_NAME = re.compile(r"[\w.@:/-]{1,200}")
-_SESSION = (
-    "SELECT set_config('lock_timeout', '30s', false), set_config('idle_in_transaction_session_timeout', '60s', false)"
-)
+_APPEND = "SELECT r_seq, r_prev_hash, r_hash FROM guardrail_audit_append(" + ", ".join(["%s"] * 17) + ")"
 
 
 def split_url(url: str, log_name: str | None = None) -> tuple[str, str, str]:
@@ -78,6 +81,54 @@ def default_fallback(log_name: str) -> Path:
         return Path(os.environ["GUARDRAIL_AUDIT_FALLBACK"])
     state = Path(os.environ.get("XDG_STATE_HOME") or Path.home() / ".local" / "state")
     return state / "guardrail" / f"audit-fallback-{re.sub(r'[^A-Za-z0-9._-]', '_', log_name)}.jsonl"
+
+
+def _prepare_session(conn: psycopg.Connection[Any]) -> None:
+    """A writer's session: UTF-8 (hashes are over UTF-8 bytes), no endless wait for the head row, and
+    a dead client's waiting append cancelled instead of stored after it died (PostgreSQL 14+)."""
+    encoding = conn.info.parameter_status("server_encoding")
+    if encoding != "UTF8":
+        raise psycopg.NotSupportedError(f"the database's encoding is {encoding}; an audit database needs UTF8")
+    conn.execute("SELECT set_config('lock_timeout', '30s', false)")
+    if conn.info.server_version >= 140000:
+        conn.execute("SELECT set_config('client_connection_check_interval', '1s', false)")
+
+
+class _Append:
+    """One append's record with stand-ins for its seq, prev_hash and hash, and the call that stores it."""
+
+    def __init__(self, build: RecordBuilder, log_name: str) -> None:
+        for _ in range(8):  # stand-ins found nowhere else in the record (random: almost always the first)
+            seq, prev, digest = 10**17 + secrets.randbelow(9 * 10**17), secrets.token_hex(32), secrets.token_hex(32)
+            record = build(seq, prev)
+            body = canonical_json(record.model_dump(mode="json", exclude={"hash"}))
+            text = canonical_json(record.model_copy(update={"hash": digest}).model_dump(mode="json"))
+            once = [text.count(str(seq)), text.count(prev), text.count(digest), body.count(str(seq)), body.count(prev)]
+            if once == [1, 1, 1, 1, 1]:
+                break
+        else:
+            raise RuntimeError("no stand-ins for seq and hashes occur only once in the record")
+        genesis = Genesis(genesis=secrets.token_hex(32), created=utc_now())
+        columns = list(column_values(record))[: COLUMNS.index("prev_hash")]
+        columns[0] = as_time(record.ts)
+        self.record = record
+        self.params = (
+            log_name, uuid.uuid4(), canonical_json(genesis.model_dump()), genesis.genesis,
+            body, text, str(seq), prev, digest, *columns,
+        )  # fmt: skip
+
+    def result(self, seq: int, prev_hash: str, digest: str) -> AuditRecord:
+        """The record as stored, checked against the hash the database computed."""
+        record = self.record.model_copy(update={"seq": int(seq), "prev_hash": prev_hash, "hash": digest})
+        if record.expected_hash() != digest:
+            raise RuntimeError(f"the database hashed seq {seq} differently from guardrail: `guardrail audit verify`")
+        return record
+
+
+def _connection_lost(exc: BaseException) -> bool:
+    """Whether ``exc`` says the connection is gone (no answer, or the server ending sessions: a restart)."""
+    state = getattr(exc, "sqlstate", None)
+    return isinstance(exc, psycopg.OperationalError) and (state is None or state[:2] in ("08", "57"))
 
 
 def _first_line(exc: BaseException) -> str:
@@ -126,7 +177,7 @@ class PostgresStore(StoreWriter):
         conn = psycopg.connect(self.conninfo, autocommit=True, **extra)
         try:
             if not self.readonly:
-                conn.execute(_SESSION)  # a writer stuck holding the head lock cannot stall the others for long
+                _prepare_session(conn)
                 ensure_schema(conn)
         except BaseException:
             conn.close()
@@ -144,10 +195,11 @@ class PostgresStore(StoreWriter):
     # ------------------------------------------------------------------ writing
 
     def append(self, build: RecordBuilder) -> AuditRecord:
-        """Append ``build(seq, prev_hash)`` in one transaction holding the log's head row; returns the record.
+        """Append ``build(seq, prev_hash)`` in one statement holding the log's head row; returns the record.
 
-        A connection found broken before anything was sent (a server restart) is replaced once;
-        any other failure raises ``AuditWriteError`` with the fallback log.
+        ``build`` is called once, before, with stand-ins that the database replaces (see the module
+        docstring). A connection found broken (a server restart) is replaced once and the append
+        sent again; any other failure raises ``AuditWriteError`` with the fallback log.
         """
         with self._lock:
             if self._closed:
@@ -159,50 +211,24 @@ class PostgresStore(StoreWriter):
                 # Kept unclosed, since closing it would end the parent's session too; this process connects anew.
                 self._inherited.append(self._conn)
                 self._conn = None
+            call = _Append(build, self.log)
+            unsure = False  # an attempt was sent, and its answer lost
             for attempt in (1, 2):
-                fresh = self._conn is None
-                sent = [False]
+                reused, sent = self._conn is not None, False
                 try:
                     if self._conn is None:
                         self._conn, self._pid = self._connect(), os.getpid()
-                    return self._append(self._conn, build, sent)
+                    sent = True
+                    row = self._conn.execute(_APPEND, call.params).fetchone()
+                    assert row is not None
+                    return call.result(*row)
                 except (psycopg.Error, SchemaTooNew) as exc:
                     self._drop()
-                    if attempt == 1 and not fresh and not sent[0] and isinstance(exc, psycopg.OperationalError):
-                        continue
-                    raise self._unavailable(exc, sent[0]) from exc
+                    unsure = unsure or (sent and getattr(exc, "sqlstate", None) is None)  # no answer came
+                    if attempt == 1 and reused and _connection_lost(exc):
+                        continue  # sent again on a new connection: stored at most once (its append_id)
+                    raise self._unavailable(exc, unsure) from exc
         raise AssertionError("unreachable")
-
-    def _append(self, conn: psycopg.Connection[Any], build: RecordBuilder, sent: list[bool]) -> AuditRecord:
-        lock = "SELECT seq, hash FROM guardrail_audit_logs WHERE log = %s FOR UPDATE"
-        # Not pipelined: a writer stuck between statements is then "idle in transaction", which the
-        # session's idle_in_transaction_session_timeout ends, so it cannot hold the head row forever.
-        with conn.transaction():
-            row = conn.execute(lock, (self.log,)).fetchone()
-            if row is None:  # the log's first record: start its chain
-                genesis = Genesis(genesis=secrets.token_hex(32), created=utc_now())
-                conn.execute(
-                    "INSERT INTO guardrail_audit_logs (log, genesis, seq, hash) VALUES (%s, %s, 0, %s) "
-                    "ON CONFLICT (log) DO NOTHING",
-                    (self.log, canonical_json(genesis.model_dump()), genesis.genesis),
-                )
-                row = conn.execute(lock, (self.log,)).fetchone()
-                assert row is not None  # inserted, or inserted by another writer: it is there now
-            seq, prev_hash = int(row[0]) + 1, str(row[1])
-            record = build(seq, prev_hash)
-            values = list(column_values(record))
-            values[0] = as_time(record.ts)
-            sent[0] = True
-            conn.execute(
-                f"INSERT INTO guardrail_audit_records (log, seq, {', '.join(COLUMNS)}, record) "
-                f"VALUES ({', '.join(['%s'] * (len(COLUMNS) + 3))})",
-                (self.log, seq, *values, canonical_json(record.model_dump(mode="json"))),
-            )
-            conn.execute(
-                "UPDATE guardrail_audit_logs SET seq = %s, hash = %s, updated = now() WHERE log = %s",
-                (seq, record.hash, self.log),
-            )
-        return record
 
     def _drop(self) -> None:
         if self._conn is not None:
@@ -213,7 +239,7 @@ class PostgresStore(StoreWriter):
     def _unavailable(self, exc: BaseException, sent: bool) -> AuditWriteError:
         """The error for a record the database did not take, with the fallback log (when it can be opened)."""
         why = _first_line(exc)
-        unsure = " (the connection broke while committing: the record may be in the database too)" if sent else ""
+        unsure = " (the connection broke before the answer: the record may be in the database too)" if sent else ""
         try:
             if self._fallback is None:
                 self._fallback = JsonlStore(self.fallback_path, redact=self.redact)
