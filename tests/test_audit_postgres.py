@@ -4,10 +4,12 @@ tampering, verify while writing, and a database that goes down and comes back.""
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import logging
 import multiprocessing
 import os
 import signal
+import socket
 import subprocess
 import sys
 import threading
@@ -349,6 +351,10 @@ def test_a_database_that_goes_down_follows_fail_mode_and_loses_no_decision(
         assert report.exit_code == EXIT_OK and report.checked == 6, report.summary()
         imported = [r["context"].get("imported_from") for r in records(url)]
         assert [o["seq"] if o else None for o in imported] == [None, None, 1, 2, 3, 4]
+        server.stop()  # a restart between two decisions: the broken connection is replaced, nothing spilled
+        server.start()
+        assert closed.check(HARMLESS).error is None
+        assert verify(url).checked == 7 and verify(fallback).checked == 4
         for guard in (closed, opened, nowhere):
             guard.close()
     finally:
@@ -404,3 +410,65 @@ def test_a_store_carried_across_fork_connects_anew_in_the_child(pg_url: str) -> 
     report = verify(pg_url)
     assert report.exit_code == EXIT_OK and report.checked == 102, report.summary()
     assert Counter(r["deployment"] for r in records(pg_url)) == {"parent": 52, "child": 50}
+
+
+class _LosingProxy:
+    """A TCP relay to the server that, when told, drops the next answer and both connections: a
+    network failure after the server committed an append but before the writer heard of it."""
+
+    def __init__(self, port: int) -> None:
+        self.upstream = port
+        self.listener = socket.create_server(("127.0.0.1", 0))
+        self.port = self.listener.getsockname()[1]
+        self.lose_next_answer = threading.Event()
+        self.lost = 0
+        threading.Thread(target=self._accept, daemon=True).start()
+
+    def _accept(self) -> None:
+        while True:
+            try:
+                client, _ = self.listener.accept()
+            except OSError:
+                return
+            server = socket.create_connection(("127.0.0.1", self.upstream))
+            threading.Thread(target=self._pump, args=(client, server, False), daemon=True).start()
+            threading.Thread(target=self._pump, args=(server, client, True), daemon=True).start()
+
+    def _pump(self, source: socket.socket, sink: socket.socket, answers: bool) -> None:
+        try:
+            while data := source.recv(65536):
+                if answers and self.lose_next_answer.is_set():
+                    self.lose_next_answer.clear()
+                    self.lost += 1
+                    break
+                sink.sendall(data)
+        except OSError:
+            pass
+        for end in (source, sink):
+            with contextlib.suppress(OSError):
+                end.shutdown(socket.SHUT_RDWR)
+            end.close()
+
+    def close(self) -> None:
+        self.listener.close()
+
+
+def test_an_append_whose_answer_is_lost_is_sent_again_and_stored_once(
+    postgres: PgServer, pg_url: str, tmp_path: Path
+) -> None:
+    proxy = _LosingProxy(postgres.port)
+    db = urlsplit(pg_url).path.strip("/")
+    url = f"postgresql://guardrail:{PASSWORD}@127.0.0.1:{proxy.port}/{db}"
+    try:
+        with open_store(url, fallback=tmp_path / "fallback.jsonl") as store:
+            store.write(make_decision(0), deployment="tests")
+            proxy.lose_next_answer.set()
+            second = store.write(make_decision(1), deployment="tests")  # committed, unheard, sent again
+            store.write(make_decision(2), deployment="tests")
+    finally:
+        proxy.close()
+    assert proxy.lost == 1 and second.seq == 2
+    report = verify(pg_url)
+    assert report.exit_code == EXIT_OK and report.checked == 3, report.summary()
+    assert [r["prompt"] for r in records(pg_url)] == ["question 0", "question 1", "question 2"]
+    assert not (tmp_path / "fallback.jsonl").exists()
