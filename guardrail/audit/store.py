@@ -3,7 +3,7 @@
 A store keeps one hash chain of ``AuditRecord``s (see ``guardrail.record``). It can
 
 - ``append`` a record: the store assigns the next seq and the previous hash inside its own lock
-  or transaction, calls the builder with them, stores the result and returns it;
+  or transaction, has the builder make the record with them, stores it and returns it;
 - give back what it holds, in seq order, as located ``LogLine``s (``lines``), from the start or
   from past a seq; and ``follow`` what is appended later;
 - say where its chain ends (``head``).
@@ -27,7 +27,9 @@ from guardrail.decision import Decision
 from guardrail.record import AuditRecord, DecisionSink, build_record
 
 RecordBuilder = Callable[[int, str], AuditRecord]
-"""Builds the record to append from the (seq, prev_hash) the store assigned."""
+"""Builds the record to append from the (seq, prev_hash) the store assigned. It must put them only
+into the record's ``seq`` and ``prev_hash``: a store may call it with stand-ins and put the real
+values in where they stand (the PostgreSQL store does, inside the database's transaction)."""
 
 
 class AuditLogError(ValueError):
@@ -95,7 +97,7 @@ class AuditStore(DecisionSink, Protocol):
     """What ``LogLine.file`` names: "file", or "log" for a database log."""
 
     def append(self, build: RecordBuilder) -> AuditRecord:
-        """Store ``build(seq, prev_hash)`` as the next record, atomically; returns it."""
+        """Store ``build(seq, prev_hash)`` as the next record, atomically; returns it as stored."""
         ...
 
     def lines(self, after_seq: int = 0) -> Iterator[LogLine]:
