@@ -22,6 +22,7 @@ from __future__ import annotations
 
 import argparse
 import multiprocessing
+import os
 import statistics
 import tempfile
 import time
@@ -141,6 +142,7 @@ def main() -> None:
         "repeats": args.repeat,
         "record_bytes": len(decision.model_dump_json()),
         "durability": DURABILITY,
+        "load_average_before": [round(x, 2) for x in os.getloadavg()],  # the machine may be shared
         "stores": {},
     }
     print(f"{'store':<11}{'writers':>8}{'appends/s p50':>15}{'p95':>9}{'append ms p50':>15}{'p95':>8}")
@@ -182,6 +184,7 @@ def main() -> None:
         writers.close()
         if server is not None:
             server.close()
+    results["load_average_after"] = [round(x, 2) for x in os.getloadavg()]
     print(f"wrote {write_result('audit', results)}")
 
 
