@@ -6,12 +6,14 @@ One protocol, ``AuditStore`` (``store``), implemented once per store:
   crash leaves told apart from tampering (``jsonl_lines``) and ``tail -f`` (``jsonl_follow``);
 - ``sqlite.SqliteStore``: a SQLite database;
 - ``postgres.PostgresStore``: a named log in a PostgreSQL database, many writers at once
-  (tables: ``postgres_schema``).
+  (tables and the append function: ``postgres_schema``).
 
-``open_store`` (``targets``) maps a path or URL to its store; the guard writes decisions through
-it (stores are the guard's sinks). ``verify`` (``verify``), ``records``, ``tail``, ``follow``,
-``stats`` and ``replay`` (``questions``) take a store, a path or a URL and work the same on
-every store; ``import_records`` (``transfer``) moves a fallback log into its database.
+The database stores share their copied-column checks (``columns``). ``open_store`` (``targets``)
+maps a path or URL to its store (``urls`` names a URL without its password); the guard writes
+decisions through it (stores are the guard's sinks). ``verify`` (``verify``), ``records``,
+``tail``, ``follow``, ``stats`` and ``replay`` (``questions``) take a store, a path or a URL and
+work the same on every store; ``import_records`` (``transfer``) moves a fallback log into its
+database.
 """
 
 from __future__ import annotations
