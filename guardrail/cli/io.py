@@ -224,13 +224,12 @@ def audit_sink(target: str | None, redact: bool) -> Any:
     if target is None:
         return None
     from guardrail.audit import AuditLogError, is_url, open_store
-    from guardrail.audit.urls import redacted
 
     check_target("--audit", target)
     try:
         return open_store(target, redact=redact)
     except AuditLogError as exc:  # a folder, an unwritable path, a file that is not an audit log, a bad URL
-        raise CliError(f"--audit {redacted(target) if is_url(target) else target}: {exc}") from None
+        raise CliError(f"--audit: {exc}" if is_url(target) else f"--audit {target}: {exc}") from None  # URL: named
     except sqlite3.Error as exc:
         raise CliError(
             f"--audit {target}: cannot open it as a SQLite database ({exc}); a .db/.sqlite/.sqlite3 name "
