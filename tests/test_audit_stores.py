@@ -63,3 +63,15 @@ def test_postgres_tests_fail_under_ci_when_the_server_is_missing(tmp_path: Path)
         done = subprocess.run(run, cwd=REPO, env=env, capture_output=True, text=True, timeout=600)
         assert done.returncode == code, done.stdout + done.stderr
         assert said in done.stdout and "apt-get install postgresql-15" in done.stdout, done.stdout
+
+
+def test_libpq_settings_in_a_url_reach_libpq_unchanged() -> None:
+    from guardrail.audit.postgres import split_url
+
+    url = "postgresql://auditor:s3cret@/audit?host=/run/postgresql&options=-c%20synchronous_commit%3Doff&log=eu"
+    libpq, log, shown = split_url(url)
+    assert libpq == "postgresql://auditor:s3cret@/audit?host=/run/postgresql&options=-c%20synchronous_commit%3Doff"
+    assert (
+        log == "eu"
+        and shown == "postgresql://auditor@/audit?host=/run/postgresql&options=-c%20synchronous_commit%3Doff&log=eu"
+    )

@@ -35,7 +35,7 @@ import uuid
 from collections.abc import Generator, Iterator
 from pathlib import Path
 from typing import Any
-from urllib.parse import parse_qsl, urlencode, urlsplit, urlunsplit
+from urllib.parse import parse_qsl, urlsplit
 
 import psycopg
 from psycopg.conninfo import conninfo_to_dict
@@ -44,7 +44,7 @@ from guardrail.audit.columns import COLUMNS, as_time, column_values, mismatched,
 from guardrail.audit.jsonl import JsonlStore
 from guardrail.audit.postgres_schema import LATEST, SchemaTooNew, current_version, ensure_schema
 from guardrail.audit.store import AuditLogError, AuditWriteError, Head, LogLine, RecordBuilder, StoreWriter, whole
-from guardrail.audit.urls import redacted
+from guardrail.audit.urls import redacted, with_query
 from guardrail.record import AuditRecord, Genesis, canonical_json, utc_now
 
 SCHEMES = ("postgresql", "postgres")
@@ -65,7 +65,7 @@ def split_url(url: str, log_name: str | None = None) -> tuple[str, str, str]:
     name = log_name or (from_url[-1] if from_url else "default")
     if not _LOG_NAME.fullmatch(name):
         raise AuditLogError(f"audit log name {name!r}: use 1 to 200 letters, digits and . _ - @ : /")
-    libpq = urlunsplit(parts._replace(query=urlencode([(k, v) for k, v in query if k != "log"], safe="/:@")))
+    libpq = with_query(url, [(k, v) for k, v in query if k != "log"])
     try:
         conninfo_to_dict(libpq)
     except psycopg.ProgrammingError as exc:

@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 import re
-from urllib.parse import parse_qsl, urlencode, urlsplit, urlunsplit
+from urllib.parse import parse_qsl, quote, urlencode, urlsplit, urlunsplit
 
 _SCHEME = re.compile(r"([A-Za-z][A-Za-z0-9+.-]*)://")
 
@@ -20,4 +20,9 @@ def redacted(url: str, **query: str) -> str:
     user, at, host = parts.netloc.rpartition("@")
     netloc = f"{user.partition(':')[0]}@{host}" if at else host
     kept = [(k, v) for k, v in parse_qsl(parts.query, keep_blank_values=True) if k != "password" and k not in query]
-    return urlunsplit(parts._replace(netloc=netloc, query=urlencode(kept + list(query.items()), safe="/:@")))
+    return with_query(urlunsplit(parts._replace(netloc=netloc)), kept + list(query.items()))
+
+
+def with_query(url: str, pairs: list[tuple[str, str]]) -> str:
+    """``url`` with its query replaced by ``pairs``, percent-encoded as libpq decodes it (a space is %20, not +)."""
+    return urlunsplit(urlsplit(url)._replace(query=urlencode(pairs, safe="/:@", quote_via=quote)))
