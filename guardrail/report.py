@@ -1,4 +1,4 @@
-"""`guardrail audit report`: a self-contained HTML page about one audit log.
+"""`guardrail audit report`: a self-contained HTML page about one audit log, on any store.
 
 The deployment's value profile as a radar chart (the ten values around the Schwartz circle),
 violations per value over time, and action counts. Charts are matplotlib PNGs embedded as
@@ -17,7 +17,9 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-from guardrail.audit import records, stats, verify
+from guardrail.audit import AuditStore, records, stats, verify
+from guardrail.audit.questions import bucket
+from guardrail.audit.targets import opened
 from guardrail.values import CIRCUMPLEX_ANGLE, VALUE_NAMES
 
 # Circle order for the radar: SD ST HE AC PO SE CO TR BE UN (conformity and tradition share a wedge).
@@ -147,24 +149,27 @@ def _score_vector(scores: Any) -> dict[str, tuple[float, Any]] | None:
     return vector
 
 
-def build_report(path: Path | str, window: str = "day") -> str:
-    """The HTML page for the log at ``path``."""
+def build_report(target: AuditStore | Path | str, window: str = "day") -> str:
+    """The HTML page for the log ``target`` names (a store, a path or a URL)."""
+    with opened(target) as store:
+        return _page(store, window)
+
+
+def _page(store: AuditStore, window: str) -> str:
     import matplotlib
 
     matplotlib.use("Agg")
-    summary = stats(path, window)
-    check = verify(path)
+    summary = stats(store, window)
+    check = verify(store)
     sums: dict[str, float] = dict.fromkeys(VALUE_NAMES, 0.0)
     opposed: Counter[str] = Counter()
     scored = 0
     malformed: list[int] = []  # seqs of records whose scores lack a value or are not numbers
     by_window: dict[str, Counter[str]] = {}
-    from guardrail.audit import _bucket
-
-    for r in records(path):
-        bucket = by_window.setdefault(_bucket(r["ts"], window), Counter())
+    for r in records(store):
+        counts = by_window.setdefault(bucket(r["ts"], window), Counter())
         for dim in {v["dimension"] for v in r.get("violations", [])}:
-            bucket[dim] += 1
+            counts[dim] += 1
         if r.get("scores"):
             vector = _score_vector(r["scores"])
             if vector is None:
@@ -194,7 +199,7 @@ def build_report(path: Path | str, window: str = "day") -> str:
     over_time, shown = _violations_over_time(by_window)
     over_time_alt = "violations over time: " + (", ".join(shown) if shown else "none recorded")
     return f"""<!doctype html>
-<html lang="en"><head><meta charset="utf-8"><title>guardrail audit report: {html.escape(str(path))}</title>
+<html lang="en"><head><meta charset="utf-8"><title>guardrail audit report: {html.escape(store.name)}</title>
 <style>
 body {{ font-family: system-ui, sans-serif; margin: 2rem auto; max-width: 1000px; color: #222; }}
 .grid {{ display: flex; flex-wrap: wrap; gap: 1.5rem; align-items: flex-start; }}
@@ -203,7 +208,7 @@ td, th {{ padding: 0.2rem 0.8rem; border-bottom: 1px solid #ddd; }}
 .ok {{ color: #2c7a4b; }} .bad {{ color: #b3261e; }} img {{ max-width: 100%; }}
 </style></head><body>
 <h1>Audit report</h1>
-<p><b>Log:</b> {html.escape(str(path))}<br><b>Records:</b> {summary["records"]} ({summary["errors"]} with errors)<br>
+<p><b>Log:</b> {html.escape(store.name)}<br><b>Records:</b> {summary["records"]} ({summary["errors"]} with errors)<br>
 <b>Integrity:</b> <span class="{status_class}">{html.escape(check.summary())}</span>{skipped}</p>
 <div class="grid">
 <img alt="radar chart of the mean value scores" src="data:image/png;base64,{profile_chart}">

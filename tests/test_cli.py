@@ -404,9 +404,10 @@ def test_serve_stops_cleanly_on_sigterm_and_its_audit_verifies(tmp_path: Path) -
 def test_outputs_never_overwrite_a_rotated_segment_of_the_audit_log(
     tmp_path: Path, capsys: pytest.CaptureFixture[str]
 ) -> None:
+    from guardrail.audit import JsonlSink
+    from guardrail.audit.segments import segments
     from guardrail.decision import Decision
     from guardrail.policy import load_policy
-    from guardrail.sinks.jsonl import JsonlSink, segments
 
     audit = tmp_path / "a.jsonl"
     decision = Decision(action="allow", intended_action="allow", text="t", policy=load_policy("default").ref)

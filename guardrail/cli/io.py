@@ -4,8 +4,9 @@
 input file is read line by line into ``ScoreRequest``s, or error lines ``{"id", "line", "error"}``
 with ``--skip-invalid``; ``check_target`` refuses an output path that would overwrite an input,
 the audit log or one of its files; ``load_policy_or_fail`` and ``audit_sink`` turn ``--policy``
-and ``--audit`` into a policy and a sink, with their errors as ``CliError``s. The help texts of
-options that several commands share live here too, so that they read alike everywhere.
+and ``--audit`` into a policy and a store (``guardrail.audit.open_store``), with their errors as
+``CliError``s. The help texts of options that several commands share live here too, so that they
+read alike everywhere.
 """
 
 from __future__ import annotations
@@ -88,6 +89,10 @@ def check_target(option: str, target: str | None, *others: tuple[str, str | None
     if target in (None, "-"):
         return
     assert target is not None
+    from guardrail.audit import is_url
+
+    if is_url(target):  # a database log: no file of it can be overwritten
+        return
     if Path(target).is_dir():
         raise CliError(f"{option} {target} is a folder; give a file path")
     for other_option, other in others:
@@ -99,7 +104,7 @@ def check_target(option: str, target: str | None, *others: tuple[str, str | None
             )
         pairs = ((option, target, other_option, other), (other_option, other, option, target))
         for log_option, log, out_option, out in pairs:
-            if log_option in _AUDIT_OPTIONS and log not in (None, "-") and out not in (None, "-"):
+            if log_option in _AUDIT_OPTIONS and log not in (None, "-") and out not in (None, "-") and not is_url(log):
                 assert log is not None and out is not None
                 clash = _log_file_named(log, out)
                 if clash is not None:
@@ -118,7 +123,7 @@ def _log_file_named(log: str, other: str) -> str | None:
     import re
 
     from guardrail.audit import is_sqlite
-    from guardrail.sinks.jsonl import segments
+    from guardrail.audit.segments import segments
 
     log_path, other_path = Path(log), Path(other)
     if any(_same_file(other_path, segment) for segment in segments(log_path)):
@@ -156,26 +161,33 @@ def load_policy_or_fail(ref: str | None) -> Any:
         raise CliError(str(exc)) from None
 
 
-def audit_sink(path: str | None, redact: bool) -> Any:
-    """The sink for ``--audit PATH``: SQLite for a .db/.sqlite/.sqlite3 name, a JSONL log otherwise.
+def audit_target(target: str | None) -> str | None:
+    """What ``--audit`` (or an audit command's log argument) names: the option, else ``$GUARDRAIL_AUDIT_URL``."""
+    from guardrail.audit import target_from_env
 
-    The rule is ``guardrail.audit.is_sqlite``, the one `guardrail audit` reads logs by, so a log is
-    always read back the way it was written.
+    return target if target is not None else target_from_env()
+
+
+def audit_sink(target: str | None, redact: bool) -> Any:
+    """The store for ``--audit TARGET`` (else ``$GUARDRAIL_AUDIT_URL``; neither: None), by ``open_store``.
+
+    A path is a SQLite database if it ends in .db/.sqlite/.sqlite3, else a JSONL log; a
+    ``postgresql://`` URL a log in that database; any other URL is refused. The rule is the one
+    `guardrail audit` reads logs by, so a log is always read back the way it was written.
     """
-    if path is None:
+    target = audit_target(target)
+    if target is None:
         return None
-    from guardrail.audit import AuditLogError, is_sqlite
-    from guardrail.sinks.jsonl import JsonlSink
-    from guardrail.sinks.sqlite import SqliteSink
+    from guardrail.audit import AuditLogError, is_url, open_store
 
-    check_target("--audit", path)
+    check_target("--audit", target)
     try:
-        return SqliteSink(path, redact=redact) if is_sqlite(path) else JsonlSink(path, redact=redact)
-    except AuditLogError as exc:  # a folder, an unwritable path, or a file that is not an audit log
-        raise CliError(f"--audit {path}: {exc}") from None
+        return open_store(target, redact=redact)
+    except AuditLogError as exc:  # a folder, an unwritable path, a file that is not an audit log, a bad URL
+        raise CliError(f"--audit: {exc}" if is_url(target) else f"--audit {target}: {exc}") from None  # URL: named
     except sqlite3.Error as exc:
         raise CliError(
-            f"--audit {path}: cannot open it as a SQLite database ({exc}); a .db/.sqlite/.sqlite3 name "
+            f"--audit {target}: cannot open it as a SQLite database ({exc}); a .db/.sqlite/.sqlite3 name "
             "means a SQLite audit log, name a JSONL log .jsonl"
         ) from None
 
@@ -190,5 +202,6 @@ SKIP_INVALID_HELP = (
 )
 AUDIT_HELP = (
     "append every decision to this audit log: a SQLite database if the name ends in .db, .sqlite or "
-    ".sqlite3 (as `guardrail audit` reads it), else JSONL"
+    ".sqlite3 (as `guardrail audit` reads it), a log in PostgreSQL for postgresql://USER@HOST/DB?log=NAME "
+    "(password from PGPASSWORD or ~/.pgpass), else JSONL (default: $GUARDRAIL_AUDIT_URL)"
 )
