@@ -12,12 +12,12 @@ from typing import Any
 
 import pytest
 
+from guardrail.audit import JsonlSink
 from guardrail.batch import batch_score
 from guardrail.batch.rescore import rescore
 from guardrail.guard import Guard
 from guardrail.policy import policy_from_dict
 from guardrail.scorers.local import LocalScorer
-from guardrail.audit import JsonlSink
 from tests.batch_corpus import DiesOnce, error_lines, output_lines, ray_env, required, rows, shard_bytes, write_corpus
 
 ray = required("ray")
