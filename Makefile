@@ -47,10 +47,12 @@ typecheck: $(STAMP)
 unit: $(STAMP) postgres
 	$(BIN)/pytest -q
 
-bench: $(STAMP)
+bench: $(STAMP) postgres
 	$(BIN)/python -m benchmarks.bench_scorer
 	$(BIN)/python -m benchmarks.bench_guard
 	$(BIN)/python -m benchmarks.bench_proxy
+	$(BIN)/python -m benchmarks.bench_audit
+	$(BIN)/python -m benchmarks.bench_batch
 
 train: $(STAMP)
 	$(BIN)/guardrail train
