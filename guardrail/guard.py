@@ -16,9 +16,11 @@ from collections.abc import Awaitable, Callable, Generator
 from pathlib import Path
 from typing import Any, cast
 
+from guardrail import tracing
 from guardrail.act import Assess, Assessment, Effect, Generate, Outcome, Situation, act, intended_action, refusal_for
 from guardrail.decision import Decision, error_text
 from guardrail.evaluate import evaluate
+from guardrail.metrics import record_step
 from guardrail.policy import Policy, PolicyError, load_policy, policy_path
 from guardrail.record import DecisionSink
 from guardrail.score import Scorer, ValueScores
@@ -180,7 +182,8 @@ class Guard:
 
     def _assess(self, scores: ValueScores, policy: Policy) -> Assessment:
         thresholds = getattr(self.scorer, "oppose_thresholds", None)
-        return Assessment(scores, evaluate(scores, policy, thresholds))
+        with tracing.span("evaluate"):
+            return Assessment(scores, evaluate(scores, policy, thresholds))
 
     def _pipeline(
         self, policy: Policy, prompt: str | None, draft: str | None, can_regenerate: bool
@@ -213,7 +216,8 @@ class Guard:
         if policy.settings.shadow:
             outcome = Outcome("log" if assessment.violations else "allow", draft)
         else:
-            outcome = yield from act(situation)
+            with tracing.child("act"):
+                outcome = yield from act(situation)
         latency["act"] = ms(t)
         latency["total"] = ms(started)
         return Decision(
@@ -250,6 +254,10 @@ class Guard:
     # ------------------------------------------------------------------ sync driver
 
     def _score_sync(self, text: str, prompt: str | None, policy: Policy) -> ValueScores:
+        with tracing.span("score"):
+            return self._score_in_pool(text, prompt, policy)
+
+    def _score_in_pool(self, text: str, prompt: str | None, policy: Policy) -> ValueScores:
         future = self._pool.submit(self.scorer.score, text, prompt)
         try:
             return future.result(timeout=policy.settings.scoring_timeout_s)
@@ -285,10 +293,12 @@ class Guard:
     def record(self, decision: Decision, context: dict[str, Any] | None = None) -> Decision:
         """Append ``decision`` to the audit sink (if any) and return it."""
         self.ensure_open()
-        if self.audit is not None:
-            self.audit.write(decision, deployment=self.deployment, context=context or {})
+        with record_step(decision, self.deployment):
+            if self.audit is not None:
+                self.audit.write(decision, deployment=self.deployment, context=context or {})
         return decision
 
+    @tracing.guarded_call
     def check(
         self,
         response: str,
@@ -313,6 +323,7 @@ class Guard:
             decision = self._drive(self._pipeline(chosen, prompt, response, llm is not None), chosen, llm)
         return self.record(decision, context or {}) if record else decision
 
+    @tracing.guarded_call
     def generate(
         self,
         prompt: str,
@@ -475,17 +486,20 @@ class Guard:
     async def _ascore(self, text: str, prompt: str | None, policy: Policy) -> ValueScores:
         timeout = policy.settings.scoring_timeout_s
         try:
-            return await asyncio.wait_for(self.scorer.ascore(text, prompt), timeout=timeout)
+            with tracing.span("score"):
+                return await asyncio.wait_for(self.scorer.ascore(text, prompt), timeout=timeout)
         except TimeoutError:
             raise ScoringTimeoutError(f"scoring took longer than {timeout}s") from None
 
     async def arecord(self, decision: Decision, context: dict[str, Any] | None = None) -> Decision:
         """Async twin of ``record``: the write happens off the event loop."""
         self.ensure_open()
-        if self.audit is not None:
-            await self.audit.awrite(decision, deployment=self.deployment, context=context or {})
+        with record_step(decision, self.deployment):
+            if self.audit is not None:
+                await self.audit.awrite(decision, deployment=self.deployment, context=context or {})
         return decision
 
+    @tracing.guarded_call
     async def acheck(
         self,
         response: str,
@@ -513,6 +527,7 @@ class Guard:
         # Shielded: a cancel arriving during the write still leaves exactly one record.
         return await asyncio.shield(self.arecord(decision, context or {})) if record else decision
 
+    @tracing.guarded_call
     async def agenerate(
         self,
         prompt: str,
