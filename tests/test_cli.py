@@ -7,8 +7,9 @@ from pathlib import Path
 
 import pytest
 
+import guardrail.cli
 from guardrail.audit import verify
-from guardrail.cli import main
+from guardrail.cli import COMMANDS, main
 from tests.samples import HARMFUL, HARMFUL_PROMPT, REFUSAL
 
 
@@ -332,6 +333,16 @@ def test_help_explains_options_and_exit_statuses(capsys: pytest.CaptureFixture[s
     assert "preset name" in help_of("policy", "validate")
     check = help_of("check")
     assert "nothing is recorded" in check and ".db, .sqlite or .sqlite3" in check
+
+
+def test_every_command_module_is_on_the_command_line(capsys: pytest.CaptureFixture[str]) -> None:
+    # A module of guardrail/cli/ missing from COMMANDS would hold commands that no one can run.
+    package = Path(guardrail.cli.__file__).parent
+    modules = {path.stem for path in package.glob("*.py")} - {"__init__", "__main__", "io"}
+    assert modules == {group.__name__.rpartition(".")[2] for group in COMMANDS}  # type: ignore[attr-defined]
+    with pytest.raises(SystemExit):
+        main(["--help"])
+    assert "{score,train,cv,eval,check,policy,audit,serve,demo}" in capsys.readouterr().out
 
 
 def test_serve_refuses_a_bad_upstream_and_a_busy_port_before_loading_anything(

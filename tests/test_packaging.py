@@ -42,13 +42,16 @@ def test_wheel_carries_presets_adapters_weights_and_model_card(tmp_path: Path) -
         assert f"guardrail/policies/{preset}.yaml" in names
     expected = {
         "guardrail/policies/schema.json",
+        "guardrail/policy/__init__.py",
         "guardrail/integrations/__init__.py",
         "guardrail/model/value_heads.safetensors",
         "guardrail/model/value_heads.json",
         "guardrail/model/MODEL_CARD.md",
         "guardrail/py.typed",
-        "guardrail/cli.py",
+        "guardrail/cli/__init__.py",
+        "guardrail/cli/__main__.py",
     }
+    expected |= {f"guardrail/cli/{module.name}" for module in (REPO / "guardrail" / "cli").glob("*.py")}
     assert expected <= names, expected - names
     assert not any(n.startswith(("integrations/", "policies/", "tests/")) for n in names)
     weights = zipfile.ZipFile(wheel).getinfo("guardrail/model/value_heads.safetensors")
