@@ -115,7 +115,7 @@ def observe(decision: Decision, deployment: str) -> None:
 @contextlib.contextmanager
 def record_step(decision: Decision, deployment: str) -> Iterator[None]:
     """Around the record step's audit write: its span, then the decision's metrics (and a failed write's)."""
-    with tracing.span("record"):
+    with tracing.span("record", root=True):
         try:
             yield
         except Exception:

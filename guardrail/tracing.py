@@ -5,12 +5,15 @@ Each guarded call (``Guard.check``, ``acheck``, ``generate``, ``agenerate``) is 
 ``guardrail.evaluate``, ``guardrail.act`` and ``guardrail.record``. A rewrite's re-asks and
 re-scores appear as further ``score``/``evaluate`` children of the call. The call span carries the
 decision: ``guardrail.action``, ``guardrail.policy``, ``guardrail.policy_version`` and
-``guardrail.violations`` (how many rules fired).
+``guardrail.violations`` (how many rules fired). A decision recorded outside a guarded call (a
+stream's final decision, a failed upstream call) gets a ``guardrail.record`` span of its own,
+under the application's current span if there is one. A guarded call inside an application's span
+(an instrumented web request, say) is a child of that span.
 
 Spans are only made when the application has installed the OpenTelemetry SDK and set a tracer
 provider (``opentelemetry.trace.set_tracer_provider``, or ``OTEL_PYTHON_TRACER_PROVIDER``);
-otherwise every hook here returns at once and nothing is allocated (see benchmarks/bench_observability.py).
-guardrail never configures exporters: that is the application's choice.
+otherwise each hook returns after a lookup or two and allocates nothing (its cost is measured by
+benchmarks/bench_observability.py). guardrail never configures exporters: that is the application's.
 """
 
 from __future__ import annotations
@@ -48,14 +51,24 @@ def active() -> bool:
     return _tracer() is not None
 
 
+def _step_tracer() -> trace.Tracer | None:
+    """The tracer for a step's span: only under a recording span (a guarded call's, or the app's).
+
+    Asking the current span first keeps a step's hook to a context lookup when nothing is traced.
+    """
+    return _tracer() if trace.get_current_span().is_recording() else None
+
+
 @contextlib.contextmanager
-def span(step: str) -> Iterator[None]:
+def span(step: str, *, root: bool = False) -> Iterator[None]:
     """A child span ``guardrail.<step>`` of the current span, made current while the block runs.
 
-    Only use it around code that does not yield or await across other tasks' work with the span
-    current (a generator suspended inside it would detach its context elsewhere): see ``child``.
+    ``root`` makes the span even without a current one (the record step: decisions recorded
+    outside a guarded call, such as a stream's final one). Only use it around code that does not
+    yield with the span current (a generator suspended inside it would detach its context
+    elsewhere): see ``child``.
     """
-    tracer = _tracer()
+    tracer = _tracer() if root else _step_tracer()
     if tracer is None:
         yield
         return
@@ -70,7 +83,7 @@ def child(step: str) -> Iterator[None]:
     For a step that yields (the pipeline's ``act``, a generator): spans started while it runs are
     siblings, not its children, but no context is attached in one frame and detached in another.
     """
-    tracer = _tracer()
+    tracer = _step_tracer()
     if tracer is None:
         yield
         return
