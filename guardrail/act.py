@@ -1,74 +1,42 @@
 """Step 3 of the pipeline, act: violations -> block, rewrite, log or allow.
 
-Actions are written "sans I/O": each is a generator that *yields* the effects it needs
-(``Generate`` a new draft from the LLM, ``Assess`` a text: score + evaluate) and receives their
-results. The guard drives the same generator synchronously or asynchronously, so every action
-has sync and async twins without being written twice. One file per action in ``actions/``.
+The strongest action any violation asks for wins (``intended_action``); ``act`` runs it. Actions
+are generators of effects (``actions/protocol.py``) that the guard drives sync or async; one file
+per action in ``actions/``, registered in ``actions.ACTIONS``.
 """
 
 from __future__ import annotations
 
 from collections.abc import Generator
-from dataclasses import dataclass, field
-from typing import Any, ClassVar, Protocol
+from typing import Any
 
-from guardrail.decision import ActionTaken, RewriteAttempt
+from guardrail.actions import ACTIONS
+from guardrail.actions.protocol import (
+    Action,
+    Assess,
+    Assessment,
+    Effect,
+    Generate,
+    Outcome,
+    Situation,
+    refusal_for,
+)
+from guardrail.decision import ActionTaken
 from guardrail.evaluate import Violation
-from guardrail.policy import Policy
-from guardrail.score import ValueScores
 
-
-@dataclass(frozen=True)
-class Generate:
-    """Effect: ask the LLM for text. The driver sends back the text (or throws its error)."""
-
-    prompt: str
-
-
-@dataclass(frozen=True)
-class Assess:
-    """Effect: score and evaluate ``text``. The driver sends back an ``Assessment``."""
-
-    text: str
-    prompt: str | None
-
-
-@dataclass(frozen=True)
-class Assessment:
-    scores: ValueScores
-    violations: list[Violation]
-
-
-Effect = Generate | Assess
-
-
-@dataclass
-class Situation:
-    """What an action decides about: the draft, its assessment, the policy, whether an LLM can be re-asked."""
-
-    policy: Policy
-    prompt: str | None
-    draft: str
-    scores: ValueScores
-    violations: list[Violation]
-    can_regenerate: bool
-
-
-@dataclass
-class Outcome:
-    action: ActionTaken
-    text: str
-    attempts: list[RewriteAttempt] = field(default_factory=list)
-    note: str | None = None
-
-
-class Action(Protocol):
-    """One way of handling violations. ``steps`` is a generator of effects returning an Outcome."""
-
-    name: ClassVar[str]
-
-    def steps(self, situation: Situation) -> Generator[Effect, Any, Outcome]: ...
-
+__all__ = [
+    "PRECEDENCE",
+    "Action",
+    "Assess",
+    "Assessment",
+    "Effect",
+    "Generate",
+    "Outcome",
+    "Situation",
+    "act",
+    "intended_action",
+    "refusal_for",
+]
 
 PRECEDENCE: dict[str, int] = {"log": 1, "rewrite": 2, "block": 3}
 
@@ -81,22 +49,8 @@ def intended_action(violations: list[Violation]) -> ActionTaken:
     return strongest
 
 
-def refusal_for(policy: Policy, violations: list[Violation], actions: tuple[str, ...] = ("block",)) -> str:
-    """The refusal text: the message of the first firing rule whose action is in ``actions``, else the policy's.
-
-    A block names its block rules; a rewrite that falls back to a block names its rewrite rules.
-    """
-    messages = {r.id: r.message for r in policy.rules if r.message}
-    for v in violations:
-        if v.action in actions and v.rule_id in messages:
-            return str(messages[v.rule_id])
-    return policy.settings.refusal_message
-
-
 def act(situation: Situation) -> Generator[Effect, Any, Outcome]:
     """Apply the policy's intended action to the situation."""
-    from guardrail.actions import ACTIONS
-
     name = intended_action(situation.violations)
     if name == "allow":
         return Outcome("allow", situation.draft)

@@ -2,7 +2,9 @@
 
 ``Guard`` only composes the four pipeline steps (``score``, ``evaluate``, ``act``, ``record``).
 The pipeline itself is one generator (``_pipeline``) that yields effects (generate, assess); the
-sync methods drive it with plain calls and the async ones with awaits, so both behave alike.
+sync methods drive it with plain calls and the async ones with awaits (``drivers.py``), so both
+behave alike. The policy in force comes from ``policy_source.py``; calls that cannot be decided by
+scoring (failures, cancellations, replies without text) get the decisions of ``failures.py``.
 """
 
 from __future__ import annotations
@@ -10,113 +12,42 @@ from __future__ import annotations
 import asyncio
 import concurrent.futures
 import inspect
-import threading
 import time
 from collections.abc import Awaitable, Callable, Generator
 from pathlib import Path
-from typing import Any, cast
+from typing import Any
 
 from guardrail import tracing
-from guardrail.act import Assess, Assessment, Effect, Generate, Outcome, Situation, act, intended_action, refusal_for
+from guardrail.act import act, intended_action
+from guardrail.actions.protocol import Assess, Assessment, Effect, Generate, Outcome, Situation
 from guardrail.decision import Decision, error_text
+from guardrail.drivers import AsyncLLM, ScoringTimeoutError, SyncLLM, adrive, ascore_in_time, drive, score_in_time
 from guardrail.evaluate import evaluate
+from guardrail.failures import (
+    CANCELLED_BEFORE_DECISION,
+    NO_TEXT_NOTE,
+    fail_mode_decision,
+    failure_decision,
+    invalid_input,
+    require_prompt,
+    unscored_decision,
+)
 from guardrail.metrics import record_step
-from guardrail.policy import Policy, PolicyError, load_policy, policy_path
+from guardrail.policy import Policy, PolicyError, load_policy
+from guardrail.policy_source import PolicySource
 from guardrail.record import DecisionSink
 from guardrail.score import Scorer, ValueScores
 from guardrail.text import described
 
-SyncLLM = Callable[[str], str]
-AsyncLLM = Callable[[str], Awaitable[str]]
-
-
-NO_TEXT_NOTE = "no text content to score (tool calls): passed through unchanged"
-"""The note of an ``unscored`` decision on a reply that holds only tool calls."""
-
-
-CANCELLED_BEFORE_DECISION = "cancelled before the guard decided"
-"""The error of the block recorded for an async call cancelled before its decision."""
-
-
-class ScoringTimeoutError(TimeoutError):
-    """Scoring took longer than the policy's ``scoring_timeout_s``."""
-
-
-class PolicySource:
-    """The policy in force, optionally hot-reloaded from its files when one of them changes.
-
-    The files are the policy's own and every file of its ``extends`` chain (shipped presets do not
-    change at run time). A broken edit keeps the last good policy in force; the error is kept in
-    ``last_error``, and fixing it (in whichever file) reloads.
-    """
-
-    def __init__(self, policy: Policy | str | Path | None, hot_reload: bool = False, check_every_s: float = 1.0):
-        self._lock = threading.Lock()
-        self.last_error: PolicyError | None = None
-        self._path: Path | None = None
-        self._watched: dict[Path, tuple[int, int, int] | None] = {}  # file -> its stamp when last read
-        if isinstance(policy, Policy):
-            self._policy = policy
-        else:
-            self._policy, files = self._load(policy)
-            candidate = policy_path(policy)  # None for a preset: presets do not change at run time
-            if hot_reload and candidate is not None and candidate.is_file():
-                self._path = candidate
-                self._watched = {file: self._stamp(file) for file in files}
-        self._check_every = check_every_s
-        self._next_check = time.monotonic() + check_every_s
-
-    @staticmethod
-    def _load(ref: str | Path | None, files: list[Path] | None = None) -> tuple[Policy, tuple[Path, ...]]:
-        from guardrail.policy import load_policy_and_files
-
-        return load_policy_and_files(ref, files)
-
-    @staticmethod
-    def _stamp(path: Path) -> tuple[int, int, int] | None:
-        """What changes when the file is edited (or replaced, as editors and ConfigMaps do); None if absent."""
-        try:
-            st = path.stat()
-        except OSError:
-            return None
-        return (st.st_mtime_ns, st.st_size, st.st_ino)
-
-    @property
-    def current(self) -> Policy:
-        if self._path is not None and time.monotonic() >= self._next_check:
-            self._maybe_reload()
-        return self._policy
-
-    def _maybe_reload(self) -> None:
-        assert self._path is not None
-        with self._lock:
-            self._next_check = time.monotonic() + self._check_every
-            now = {file: self._stamp(file) for file in self._watched}
-            if self._stamp(self._path) is None or now == self._watched:
-                return  # unchanged, or the policy file itself is gone (deleted, or mid-save): look again later
-            tried: list[Path] = []
-            try:
-                self._policy, files = self._load(self._path, tried)
-                # The chain may have changed: watch the files this policy was read from.
-                self._watched = {file: now[file] if file in now else self._stamp(file) for file in files}
-                self.last_error = None
-            except PolicyError as exc:
-                # Also watch what the failed attempt read (a new parent, perhaps), so that fixing it reloads.
-                self._watched = now | {file: self._stamp(file) for file in tried if file not in now}
-                self.last_error = exc
-                import warnings
-
-                warnings.warn(
-                    f"policy reload failed, keeping {self._policy.name} v{self._policy.version}: {exc}",
-                    RuntimeWarning,
-                    stacklevel=3,
-                )
-
-    def reload_now(self) -> None:
-        """Check the files immediately (tests, admin endpoints)."""
-        if self._path is not None:
-            self._next_check = 0.0
-            self._maybe_reload()
+__all__ = [
+    "CANCELLED_BEFORE_DECISION",
+    "NO_TEXT_NOTE",
+    "AsyncLLM",
+    "Guard",
+    "PolicySource",
+    "ScoringTimeoutError",
+    "SyncLLM",
+]
 
 
 class Guard:
@@ -208,7 +139,8 @@ class Guard:
             assessment: Assessment = yield Assess(draft, prompt)
         except Exception as exc:
             latency["score"] = latency["total"] = ms(t)
-            return self._failed(policy, draft, f"scoring failed: {error_text(exc)}", base, latency)
+            error = f"scoring failed: {error_text(exc)}"
+            return fail_mode_decision(policy, draft, error, base, latency, self.scorer.model_id)
         latency["score"] = ms(t)
         situation = Situation(policy, prompt, draft, assessment.scores, assessment.violations, can_regenerate)
         intended = intended_action(assessment.violations)
@@ -234,61 +166,16 @@ class Guard:
             **base,
         )
 
-    def _failed(
-        self, policy: Policy, draft: str | None, error: str, base: dict[str, Any], latency: dict[str, float]
-    ) -> Decision:
-        closed = policy.settings.fail_mode == "closed"
-        intended = "block" if closed else "allow"
-        enforce = closed and not policy.settings.shadow
-        return Decision(
-            action="block" if enforce else "allow",
-            intended_action=intended,
-            text=refusal_for(policy, []) if enforce else (draft or ""),
-            draft=draft,
-            model_id=self.scorer.model_id,
-            latency_ms=latency,
-            error=error + f" (fail_mode={policy.settings.fail_mode})",
-            **base,
-        )
-
     # ------------------------------------------------------------------ sync driver
 
-    def _score_sync(self, text: str, prompt: str | None, policy: Policy) -> ValueScores:
-        with tracing.span("score"):
-            return self._score_in_pool(text, prompt, policy)
-
-    def _score_in_pool(self, text: str, prompt: str | None, policy: Policy) -> ValueScores:
-        future = self._pool.submit(self.scorer.score, text, prompt)
-        try:
-            return future.result(timeout=policy.settings.scoring_timeout_s)
-        except concurrent.futures.TimeoutError:
-            # Drop the job if it is still queued; one already running cannot be interrupted and
-            # finishes in the background, so later calls may wait behind it.
-            future.cancel()
-            raise ScoringTimeoutError(f"scoring took longer than {policy.settings.scoring_timeout_s}s") from None
-
     def _drive(self, gen: Generator[Effect, Any, Decision], policy: Policy, llm: SyncLLM | None) -> Decision:
-        result: Any = None
-        error: BaseException | None = None
-        while True:
-            try:
-                effect = gen.throw(error) if error is not None else gen.send(result)
-            except StopIteration as stop:
-                return cast(Decision, stop.value)
-            result, error = None, None
-            try:
-                if isinstance(effect, Generate):
-                    if llm is None:
-                        raise RuntimeError("no LLM to generate with")
-                    result = llm(effect.prompt)
-                    if inspect.isawaitable(result):
-                        if inspect.iscoroutine(result):
-                            result.close()  # never awaited: close it so Python does not warn later
-                        raise TypeError("the LLM returned an awaitable: use acheck(), agenerate() or awrap() for it")
-                else:
-                    result = self._assess(self._score_sync(effect.text, effect.prompt, policy), policy)
-            except Exception as exc:
-                error = exc
+        def assess(effect: Assess) -> Assessment:
+            timeout = policy.settings.scoring_timeout_s
+            with tracing.span("score"):
+                scores = score_in_time(self._pool, self.scorer, effect.text, effect.prompt, timeout)
+            return self._assess(scores, policy)
+
+        return drive(gen, llm, assess)
 
     def record(self, decision: Decision, context: dict[str, Any] | None = None) -> Decision:
         """Append ``decision`` to the audit sink (if any) and return it."""
@@ -316,7 +203,7 @@ class Guard:
         """
         self.ensure_open()
         chosen = self.resolve_policy(policy)
-        invalid = self._invalid_input(chosen, response, prompt)
+        invalid = invalid_input(chosen, response, prompt, self.scorer)
         if invalid is not None:
             decision = invalid
         else:
@@ -341,7 +228,7 @@ class Guard:
         policy = self.resolve_policy(policy)
         gen = self._pipeline(policy, prompt, None, True)
         try:
-            _require_prompt(prompt)
+            require_prompt(prompt)
             decision = self._drive(gen, policy, llm)
         except Exception as exc:
             self.record_failure(prompt, f"generation failed: {error_text(exc)}", context=context, policy=policy)
@@ -374,34 +261,14 @@ class Guard:
         text. ``draft`` is what arrived before the failure, if anything.
         """
         chosen = self.resolve_policy(policy)
-        return Decision(
-            action="block",
-            intended_action="block",
-            text="",
-            prompt=prompt if isinstance(prompt, str) else None,
-            draft=draft,
-            policy=chosen.ref,
-            shadow=chosen.settings.shadow,
-            model_id=self.scorer.model_id,
-            error=error if isinstance(error, str) else error_text(error),
-            note=note,
-        )
+        return failure_decision(chosen, prompt, error, draft=draft, note=note, model_id=self.scorer.model_id)
 
     def unscored(self, prompt: str | None, note: str, *, policy: Policy | str | Path | None = None) -> Decision:
         """An allow decision for a reply with no text to score (e.g. only tool calls); not recorded.
 
         Nothing was scored, so it carries no scores and no model id; ``note`` says why.
         """
-        chosen = self.resolve_policy(policy)
-        return Decision(
-            action="allow",
-            intended_action="allow",
-            text="",
-            prompt=prompt,
-            policy=chosen.ref,
-            shadow=chosen.settings.shadow,
-            note=note,
-        )
+        return unscored_decision(self.resolve_policy(policy), prompt, note)
 
     def record_failure(
         self,
@@ -431,23 +298,6 @@ class Guard:
         decision = self.failure(prompt, error, draft=draft, note=note, policy=policy)
         return await self.arecord(decision, context or {})
 
-    def _invalid_input(self, policy: Policy, response: object, prompt: object) -> Decision | None:
-        """A fail-mode decision for a response or prompt that is not text, or None if both are."""
-        problems = []
-        if not isinstance(response, str):
-            problems.append(f"response must be a string, got {described(response)}")
-        if prompt is not None and not isinstance(prompt, str):
-            problems.append(f"prompt must be a string or None, got {described(prompt)}")
-        if not problems:
-            return None
-        base: dict[str, Any] = {
-            "prompt": prompt if isinstance(prompt, str) else None,
-            "policy": policy.ref,
-            "shadow": policy.settings.shadow,
-        }
-        draft = response if isinstance(response, str) else None
-        return self._failed(policy, draft, "invalid input: " + "; ".join(problems), base, {})
-
     @property
     def closed(self) -> bool:
         """Whether ``close`` has run."""
@@ -461,35 +311,13 @@ class Guard:
     # ------------------------------------------------------------------ async driver
 
     async def _adrive(self, gen: Generator[Effect, Any, Decision], policy: Policy, llm: Any) -> Decision:
-        result: Any = None
-        error: BaseException | None = None
-        while True:
-            try:
-                effect = gen.throw(error) if error is not None else gen.send(result)
-            except StopIteration as stop:
-                return cast(Decision, stop.value)
-            result, error = None, None
-            try:
-                if isinstance(effect, Generate):
-                    if llm is None:
-                        raise RuntimeError("no LLM to generate with")
-                    if _is_async_callable(llm):
-                        produced = llm(effect.prompt)
-                    else:  # a sync LLM runs on a worker thread so that it never blocks the event loop
-                        produced = await asyncio.to_thread(llm, effect.prompt)
-                    result = await produced if inspect.isawaitable(produced) else produced
-                else:
-                    result = self._assess(await self._ascore(effect.text, effect.prompt, policy), policy)
-            except Exception as exc:
-                error = exc
-
-    async def _ascore(self, text: str, prompt: str | None, policy: Policy) -> ValueScores:
-        timeout = policy.settings.scoring_timeout_s
-        try:
+        async def assess(effect: Assess) -> Assessment:
+            timeout = policy.settings.scoring_timeout_s
             with tracing.span("score"):
-                return await asyncio.wait_for(self.scorer.ascore(text, prompt), timeout=timeout)
-        except TimeoutError:
-            raise ScoringTimeoutError(f"scoring took longer than {timeout}s") from None
+                scores = await ascore_in_time(self.scorer, effect.text, effect.prompt, timeout)
+            return self._assess(scores, policy)
+
+        return await adrive(gen, llm, assess)
 
     async def arecord(self, decision: Decision, context: dict[str, Any] | None = None) -> Decision:
         """Async twin of ``record``: the write happens off the event loop."""
@@ -513,7 +341,7 @@ class Guard:
         """Async twin of ``check``: never blocks the event loop."""
         self.ensure_open()
         chosen = self.resolve_policy(policy)
-        invalid = self._invalid_input(chosen, response, prompt)
+        invalid = invalid_input(chosen, response, prompt, self.scorer)
         try:
             if invalid is not None:
                 decision = invalid
@@ -541,7 +369,7 @@ class Guard:
         policy = self.resolve_policy(policy)
         gen = self._pipeline(policy, prompt, None, True)
         try:
-            _require_prompt(prompt)
+            require_prompt(prompt)
             decision = await self._adrive(gen, policy, llm)
         except asyncio.CancelledError:
             cancelled = self.arecord_failure(prompt, CANCELLED_BEFORE_DECISION, context=context, policy=policy)
@@ -573,14 +401,3 @@ class Guard:
 
     def __exit__(self, *exc_info: object) -> None:
         self.close()
-
-
-def _require_prompt(prompt: object) -> None:
-    if not isinstance(prompt, str):
-        raise TypeError(f"prompt must be a string, got {described(prompt)}")
-
-
-def _is_async_callable(llm: Any) -> bool:
-    """Whether calling ``llm`` starts a coroutine (an async function, or an object with an async ``__call__``)."""
-    call = type(llm).__call__ if not inspect.isfunction(llm) else llm
-    return inspect.iscoroutinefunction(llm) or inspect.iscoroutinefunction(call)

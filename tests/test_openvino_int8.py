@@ -10,11 +10,12 @@ import numpy as np
 import pytest
 import torch
 
+from guardrail.model.build import build_classifier
 from guardrail.model.inference import pad_windows
 from guardrail.model.openvino_int8 import build_graph, compile_int8
 from guardrail.model.openvino_runtime import OpenVinoClassifier
 from guardrail.model.tokenizer import load_tokenizer
-from guardrail.model.weights import Pooling, build_classifier, load_weights
+from guardrail.model.weights import Pooling, load_weights
 from guardrail.text import WindowPlan, make_windows
 from tests.samples import HARMFUL, HARMFUL_PROMPT, REFUSAL
 

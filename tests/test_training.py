@@ -39,18 +39,12 @@ from guardrail.training.data import (
     refusal_counterfactuals,
     split_of,
 )
+from guardrail.training.export import shippable_tensors, trained_state
+from guardrail.training.loop import _PRESENCE_CACHE, fit
+from guardrail.training.losses import admitted_log_likelihood, item_task, row_log_probs
 from guardrail.training.metrics import quality_metrics
-from guardrail.training.train import (
-    _PRESENCE_CACHE,
-    TrainConfig,
-    admitted_log_likelihood,
-    fit,
-    item_task,
-    row_log_probs,
-    shippable_tensors,
-    train,
-    trained_state,
-)
+from guardrail.training.recipe import TrainConfig
+from guardrail.training.train import train
 from guardrail.values import VALUE_NAMES
 
 TOPICS = ("saving money", "learning guitar", "a job interview", "a bike repair", "a garden", "a camping trip")

@@ -2,9 +2,9 @@
 
 from __future__ import annotations
 
-from guardrail.act import Action
 from guardrail.actions.block import Block
 from guardrail.actions.log import Log
+from guardrail.actions.protocol import Action
 from guardrail.actions.rewrite import Rewrite
 
 ACTIONS: dict[str, Action] = {"block": Block(), "rewrite": Rewrite(), "log": Log()}

@@ -5,7 +5,7 @@ from __future__ import annotations
 from collections.abc import Generator
 from typing import Any, ClassVar
 
-from guardrail.act import Effect, Outcome, Situation
+from guardrail.actions.protocol import Effect, Outcome, Situation
 
 
 class Log:

@@ -11,7 +11,7 @@ import time
 from collections.abc import Generator
 from typing import Any, ClassVar
 
-from guardrail.act import Assess, Assessment, Effect, Generate, Outcome, Situation, refusal_for
+from guardrail.actions.protocol import Assess, Assessment, Effect, Generate, Outcome, Situation, refusal_for
 from guardrail.decision import RewriteAttempt, error_text
 from guardrail.evaluate import Violation
 from guardrail.values import DEFINITIONS

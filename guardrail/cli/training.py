@@ -121,7 +121,7 @@ def _add_recipe_settings(parser: argparse.ArgumentParser) -> None:
         dest="settings",
         action="append",
         metavar="KEY=VALUE",
-        help="any other setting of the recipe (TrainConfig in guardrail/training/train.py), "
+        help="any other setting of the recipe (TrainConfig in guardrail/training/recipe.py), "
         "e.g. --set touche_epochs=2; repeatable",
     )
 

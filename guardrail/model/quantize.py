@@ -1,7 +1,7 @@
 """int8 quantization of the classifier, in one place so that the method can change.
 
 Method: int8 weights per output channel (symmetric) for every linear layer of the encoder, on one
-of two engines (``weights.build_classifier``'s ``engine`` chooses):
+of two engines (``build.build_classifier``'s ``engine`` chooses):
 
 - OpenVINO (the default): activations quantized with *static* scales, from the input range of
   each layer that ``guardrail train`` measures on its training windows and ships (``calib.*``
@@ -196,7 +196,7 @@ def quantize_int8(
     encoder linear layer to int8 (activation scales measured per pass). ``model`` is converted in
     place: its only caller discards the fp32 model, and quantizing a copy held both in memory at
     start-up. int8 on OpenVINO, the default, builds its own graph instead (``openvino_int8.py``);
-    ``weights.build_classifier`` chooses between the two.
+    ``build.build_classifier`` chooses between the two.
     """
     absmax = input_absmax(stats or {})
     if absmax:

@@ -13,10 +13,11 @@ from typing import TYPE_CHECKING, Literal
 import numpy as np
 from cachetools import LRUCache
 
+from guardrail.model.build import load_classifier
 from guardrail.model.inference import CLASSES, Classifier, predict_proba
 from guardrail.model.openvino_runtime import OpenVinoClassifier
 from guardrail.model.tokenizer import load_tokenizer
-from guardrail.model.weights import WEIGHTS_DIR, load_classifier, read_config
+from guardrail.model.weights import WEIGHTS_DIR, read_config
 from guardrail.score import ValueScores
 from guardrail.text import InvalidTextError, normalize_text
 from guardrail.values import VALUE_NAMES

@@ -40,15 +40,18 @@ import numpy as np
 import torch
 from sklearn.metrics import average_precision_score, precision_recall_curve
 
+from guardrail.model.build import build_classifier
 from guardrail.model.inference import predict_proba
 from guardrail.model.network import ValueClassifier
 from guardrail.model.tokenizer import load_tokenizer
-from guardrail.model.weights import WEIGHTS_DIR, Thresholds, build_classifier, load_weights
+from guardrail.model.weights import WEIGHTS_DIR, Thresholds, load_weights
 from guardrail.text import WindowPlan
 from guardrail.training.baselines import tfidf_proba
-from guardrail.training.data import Example, read_fulcra, read_toxigen, split_of
+from guardrail.training.data import Example, gold_labels, read_fulcra, read_toxigen, split_of
+from guardrail.training.export import exported_tensors
+from guardrail.training.loop import fit
 from guardrail.training.metrics import quality_metrics, tune_thresholds
-from guardrail.training.train import TrainConfig, exported_tensors, fit, gold_labels
+from guardrail.training.recipe import TrainConfig
 
 
 def _bucket(purpose: str, key: str, buckets: int) -> int:

@@ -1,4 +1,4 @@
-"""Reading the training and evaluation data in ../shared/data, defensively.
+"""Reading the training and evaluation data in ../shared/data, defensively, and preparing it for training.
 
 FULCRA annotations are real and noisy ("security: -1", "benevolence: 1", "conformity: 1+",
 "achievement: =1", an 11th type "humility"). Everything that cannot be read is counted in a
@@ -7,6 +7,9 @@ FULCRA annotations are real and noisy ("security: -1", "benevolence: 1", "confor
 Targets are *allowed-class masks*: for each value, which of (oppose, unrelated, support) the
 example admits. An exact label admits one class; an unknown value admits all three (no loss);
 a weak label such as "does not oppose" admits two. One loss formula covers all data sources.
+
+What training sees of a row is an ``Item``: its windows (``text.make_windows``), the example and a
+sample weight (``training_items``).
 """
 
 from __future__ import annotations
@@ -18,8 +21,12 @@ import re
 from collections import Counter
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Literal
+from typing import Any, Literal
 
+import numpy as np
+
+from guardrail.text import WindowPlan, make_windows
+from guardrail.training.recipe import TrainConfig
 from guardrail.values import VALUE_NAMES
 
 Split = Literal["train", "dev", "test"]
@@ -306,3 +313,36 @@ def read_touche(
             examples.append(Example(prompt, premise, targets, source="touche23", key=f"touche23:{arg_id}"))
             report.kept += 1
     return examples, report
+
+
+def gold_labels(examples: list[Example]) -> np.ndarray:
+    return np.array([[ex.label(i) or 0 for i in range(len(VALUE_NAMES))] for ex in examples])
+
+
+Window = dict[str, list[int]]
+Item = tuple[list[Window], Example, float]  # windows trained on, example, sample weight
+
+
+def training_items(
+    cfg: TrainConfig, rows: list[Example], aux: list[Example], tokenizer: Any, plan: WindowPlan
+) -> tuple[list[Item], dict[int, list[Window]]]:
+    """What ``loop.fit`` trains on: FULCRA ``rows`` (weight 1), weak ``aux`` rows without their
+    prompt (``cfg.toxigen_weight``) and any refusal counterfactuals (``cfg.refusal_weight``); and,
+    with ``cfg.prompt_dropout``, the prompt-free windows of each row that has a prompt, by index."""
+    # By default training sees the first window of each response; inference aggregates over all
+    # windows. With ``all_windows`` training aggregates the same way (multiple-instance learning:
+    # the label describes the whole response, and a later window may hold what earned it).
+    keep = slice(None) if cfg.all_windows else slice(1)
+    items: list[Item] = [(make_windows(tokenizer, e.response, e.prompt, plan)[keep], e, 1.0) for e in rows]
+    bare = (
+        {j: make_windows(tokenizer, e.response, None, plan)[keep] for j, e in enumerate(rows) if e.prompt}
+        if cfg.prompt_dropout > 0
+        else {}
+    )
+    items += [(make_windows(tokenizer, e.response, None, plan)[keep], e, cfg.toxigen_weight) for e in aux]
+    if cfg.refusal_weight > 0:
+        items += [
+            (make_windows(tokenizer, e.response, e.prompt, plan)[keep], e, cfg.refusal_weight)
+            for e in refusal_counterfactuals(rows)
+        ]
+    return items, bare

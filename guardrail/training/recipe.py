@@ -1,0 +1,69 @@
+"""The training recipe: every setting of `guardrail train` and `guardrail cv`, one pydantic model.
+
+The defaults reproduce the shipped weights: the packaged all-MiniLM-L6-v2 encoder cut to its
+first ``num_layers`` blocks, all of those blocks fine-tuned (the token embeddings stay frozen, so
+they need not ship), one linear head giving ten 3-way distributions from the mean-pooled
+encoding. LoRA adapters were tried first and lost to TF-IDF on the held-out split; fine-tuning the
+whole blocks did not. ``--set KEY=VALUE`` sets any field from the command line.
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+from pydantic import BaseModel
+
+from guardrail.model.weights import WEIGHTS_DIR, Pooling, Thresholds
+
+
+class TrainConfig(BaseModel):
+    """Hyper-parameters of `guardrail train` (defaults reproduce the shipped weights)."""
+
+    data_dir: Path = Path("../shared/data")
+    out_dir: Path = WEIGHTS_DIR
+    seed: int = 13
+    num_layers: int = 4
+    epochs: int = 6
+    batch_size: int = 16
+    lr_encoder: float = 8e-5
+    lr_head: float = 2e-3
+    weight_decay: float = 0.01
+    max_length: int = 256
+    use_toxigen: bool = True
+    toxigen_weight: float = 0.5
+    threads: int = 2
+    final_fit: bool = False
+    """Ship a model trained on train + dev. With tuned thresholds, stage 1 first picks the epoch
+    and thresholds on dev; with fixed ``thresholds`` it trains on train + dev straight away."""
+    thresholds: Thresholds | None = None
+    """Fixed decision thresholds (chosen by ``guardrail cv``), or None to tune them on dev."""
+    ema_decay: float = 0.0
+    """Evaluate and ship an exponential moving average of the weights (decay per step); 0 = off."""
+    all_windows: bool = False
+    """Train on every window of a long response, aggregated as at inference (the strongest
+    opposition of any window wins), instead of its first window only."""
+    item_weight: float = 0.0
+    """Weight of an auxiliary loss on FULCRA's fine-grained value items ("be honest: -1"): a second
+    head, used in training only, predicts oppose / unrelated / support for each item seen at least
+    ``item_min_count`` times in the training rows. 0 turns it off; nothing of it ships."""
+    item_min_count: int = 20
+    touche_epochs: int = 0
+    """Epochs of intermediate training on Touché23 value *presence* (7,289 arguments; an invoked
+    value admits oppose or support) before FULCRA; 0 = off."""
+    pooling: Pooling = "all"
+    """How the heads read the tokens: the mean of every token of a window ("all"), of the response's
+    tokens only ("response"; the prompt still reaches them through attention), or one learned
+    attention per value ("attention"). See ``weights.Pooling``."""
+    prompt_dropout: float = 0.0
+    """Probability, per FULCRA row and epoch, of training on the response without its prompt: a
+    regularizer against reading the prompt's topic instead of the response's stance. 0 = off."""
+    label_smoothing: float = 0.0
+    """Share of each value's loss spread evenly over the three classes (the labels are noisy); 0 = off."""
+    refusal_weight: float = 0.0
+    """Sample weight of synthetic counterfactual rows: the prompt of each training row that opposes a
+    value, answered by a stock refusal and labelled "opposes nothing" (``data.refusal_counterfactuals``).
+    0 = off."""
+    violation_weight: float = 0.0
+    """Weight of an extra loss on "opposes any value": binary cross-entropy of the noisy-OR of the
+    ten P(oppose) against whether the row opposes a value (rows whose oppose targets are all
+    known). 0 turns it off."""
