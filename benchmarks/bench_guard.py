@@ -22,13 +22,12 @@ from pathlib import Path
 from typing import Any
 
 from benchmarks.common import summary, timings_ms, write_result
+from guardrail.audit import JsonlSink, SqliteSink
 from guardrail.evaluate import evaluate
 from guardrail.guard import Guard
 from guardrail.policy import policy_from_dict
 from guardrail.record import DecisionSink
 from guardrail.scorers.local import LocalScorer
-from guardrail.sinks.jsonl import JsonlSink
-from guardrail.sinks.sqlite import SqliteSink
 from guardrail.values import VALUE_NAMES
 
 RESPONSE = (

@@ -9,14 +9,13 @@ from __future__ import annotations
 
 from typing import TYPE_CHECKING, Any
 
+from guardrail.audit import AuditStore, JsonlSink, SqliteSink, open_store
 from guardrail.decision import Decision, RewriteAttempt
 from guardrail.evaluate import Violation, evaluate
 from guardrail.guard import Guard, ScoringTimeoutError
 from guardrail.policy import Policy, PolicyError, PolicyRef, Rule, Settings, load_policy, presets
 from guardrail.record import AuditRecord, DecisionSink
 from guardrail.score import Scorer, ValueScores
-from guardrail.sinks.jsonl import JsonlSink
-from guardrail.sinks.sqlite import SqliteSink
 from guardrail.stream import StreamGuard
 from guardrail.text import InvalidTextError
 from guardrail.values import DEFINITIONS, GROUPS, VALUE_NAMES, ValueGroup, ValueVector
@@ -29,6 +28,7 @@ __all__ = [
     "GROUPS",
     "VALUE_NAMES",
     "AuditRecord",
+    "AuditStore",
     "Decision",
     "DecisionSink",
     "Guard",
@@ -51,6 +51,7 @@ __all__ = [
     "Violation",
     "evaluate",
     "load_policy",
+    "open_store",
     "presets",
 ]
 

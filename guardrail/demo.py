@@ -136,8 +136,8 @@ def run_demo(
     audit_path: Path, policy: Policy | str | None = None, log: Callable[[str], None] = print
 ) -> list[Decision]:
     """Run the demo session; every decision is appended to ``audit_path``."""
+    from guardrail.audit import JsonlSink
     from guardrail.guard import Guard
-    from guardrail.sinks.jsonl import JsonlSink
 
     started = time.perf_counter()
     llm = load_drafting_model(log)

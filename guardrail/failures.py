@@ -3,7 +3,9 @@
 - scoring failed or the input is not text: the policy's ``fail_mode`` decides (``fail_mode_decision``);
 - the LLM call, upstream request or stream failed, or an async call was cancelled: a block naming
   the error (``failure_decision``, ``CANCELLED_BEFORE_DECISION``);
-- the reply holds no text to score (only tool calls): an allow that says so (``unscored_decision``).
+- the reply holds no text to score (only tool calls): an allow that says so (``unscored_decision``);
+- the audit store cannot take a decision (its database is down): the policy's ``fail_mode``
+  decides again (``unrecorded_decision``), and that decision goes to the store's fallback log.
 
 ``Guard.failure``, ``Guard.unscored`` and ``Guard.record_failure`` are the public way to them.
 """
@@ -103,6 +105,17 @@ def unscored_decision(policy: Policy, prompt: str | None, note: str) -> Decision
         shadow=policy.settings.shadow,
         note=note,
     )
+
+
+def unrecorded_decision(decision: Decision, policy: Policy, error: BaseException) -> Decision:
+    """``decision`` when the audit store could not take it: a block under ``fail_mode: closed``
+    (unless in shadow mode), as it was under ``open``; ``error`` says so either way."""
+    mode = policy.settings.fail_mode
+    note = f"not recorded in the audit store: {error} (fail_mode={mode})"
+    update: dict[str, Any] = {"error": note if decision.error is None else f"{decision.error}; {note}"}
+    if mode == "closed" and not decision.shadow and decision.action != "block":
+        update |= {"action": "block", "text": refusal_for(policy, decision.violations)}
+    return decision.model_copy(update=update)
 
 
 def require_prompt(prompt: object) -> None:

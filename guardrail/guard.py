@@ -20,6 +20,7 @@ from typing import Any
 from guardrail import tracing
 from guardrail.act import act, intended_action
 from guardrail.actions.protocol import Assess, Assessment, Effect, Generate, Outcome, Situation
+from guardrail.audit.store import AuditWriteError
 from guardrail.decision import Decision, error_text
 from guardrail.drivers import AsyncLLM, ScoringTimeoutError, SyncLLM, adrive, ascore_in_time, drive, score_in_time
 from guardrail.evaluate import evaluate
@@ -30,6 +31,7 @@ from guardrail.failures import (
     failure_decision,
     invalid_input,
     require_prompt,
+    unrecorded_decision,
     unscored_decision,
 )
 from guardrail.metrics import record_step
@@ -178,12 +180,29 @@ class Guard:
         return drive(gen, llm, assess)
 
     def record(self, decision: Decision, context: dict[str, Any] | None = None) -> Decision:
-        """Append ``decision`` to the audit sink (if any) and return it."""
+        """Append ``decision`` to the audit sink (if any) and return it.
+
+        When the store cannot take it (``AuditWriteError``: its database is down), the policy's
+        ``fail_mode`` decides what the caller gets (``unrecorded_decision``) and that decision goes
+        to the store's fallback log; with no fallback the error is raised, never swallowed.
+        """
         self.ensure_open()
-        with record_step(decision, self.deployment):
+        with record_step(decision, self.deployment) as step:
             if self.audit is not None:
-                self.audit.write(decision, deployment=self.deployment, context=context or {})
+                try:
+                    self.audit.write(decision, deployment=self.deployment, context=context or {})
+                except AuditWriteError as exc:
+                    decision, fallback = self._unrecorded(decision, exc)
+                    step.unrecorded(decision)
+                    fallback.write(decision, deployment=self.deployment, context=context or {})
         return decision
+
+    def _unrecorded(self, decision: Decision, exc: AuditWriteError) -> tuple[Decision, DecisionSink]:
+        """The fail-mode decision for one the store could not take, and the fallback to record it in."""
+        if exc.fallback is None:
+            raise exc
+        policy = next((p for p in (self.policy, *self._overrides.values()) if p.ref == decision.policy), self.policy)
+        return unrecorded_decision(decision, policy, exc), exc.fallback
 
     @tracing.guarded_call
     def check(
@@ -322,9 +341,14 @@ class Guard:
     async def arecord(self, decision: Decision, context: dict[str, Any] | None = None) -> Decision:
         """Async twin of ``record``: the write happens off the event loop."""
         self.ensure_open()
-        with record_step(decision, self.deployment):
+        with record_step(decision, self.deployment) as step:
             if self.audit is not None:
-                await self.audit.awrite(decision, deployment=self.deployment, context=context or {})
+                try:
+                    await self.audit.awrite(decision, deployment=self.deployment, context=context or {})
+                except AuditWriteError as exc:
+                    decision, fallback = self._unrecorded(decision, exc)
+                    step.unrecorded(decision)
+                    await fallback.awrite(decision, deployment=self.deployment, context=context or {})
         return decision
 
     @tracing.guarded_call

@@ -112,19 +112,34 @@ def observe(decision: Decision, deployment: str) -> None:
             histogram.observe(latency[key] / 1e3)
 
 
+class RecordStep:
+    """What the record step ends with: the decision to count, and whether the audit write failed."""
+
+    def __init__(self, decision: Decision) -> None:
+        self.decision = decision
+        self.failed = False
+
+    def unrecorded(self, decision: Decision) -> None:
+        """The store could not take the decision: ``decision``, its fail-mode replacement (recorded
+        in the store's fallback log), is counted instead, and the failed write."""
+        self.decision, self.failed = decision, True
+
+
 @contextlib.contextmanager
-def record_step(decision: Decision, deployment: str) -> Iterator[None]:
-    """Around the record step's audit write: its span, then the decision's metrics (and a failed write's)."""
+def record_step(decision: Decision, deployment: str) -> Iterator[RecordStep]:
+    """Around the record step's audit write: its span, then the decision's metrics and a failed write's."""
+    step = RecordStep(decision)
     with tracing.span("record", root=True):
         try:
-            yield
+            yield step
         except Exception:
-            m = _on()
-            if m is not None:
-                m.audit_failures.labels(deployment).inc()
+            step.failed = True
             raise
         finally:
-            observe(decision, deployment)
+            m = _on()
+            if m is not None and step.failed:
+                m.audit_failures.labels(deployment).inc()
+            observe(step.decision, deployment)
 
 
 def observe_upstream(seconds: float) -> None:

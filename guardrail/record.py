@@ -4,7 +4,8 @@ Each record holds ``prev_hash`` (the previous record's ``hash``, or the log's ge
 and ``hash`` = SHA-256 of the record's canonical JSON (sorted keys, no spaces, UTF-8) with the
 ``hash`` field left out. Editing, deleting, inserting or reordering a record breaks the chain.
 
-Sinks (``guardrail.sinks``) store records behind the small ``DecisionSink`` protocol.
+The guard hands decisions to a ``DecisionSink``; the audit stores (``guardrail.audit``) are the sinks
+that keep the chain and can be read back (``guardrail.audit.AuditStore``).
 """
 
 from __future__ import annotations
@@ -174,7 +175,7 @@ def build_record(
 
 @runtime_checkable
 class DecisionSink(Protocol):
-    """Where audit records go. Implementations: ``sinks.jsonl.JsonlSink``, ``sinks.sqlite.SqliteSink``."""
+    """Where the guard's decisions go: the writing half of ``guardrail.audit.AuditStore`` (every store is one)."""
 
     def write(self, decision: Decision, *, deployment: str, context: dict[str, Any] | None = None) -> AuditRecord:
         """Append one decision, durably (flushed) before returning."""

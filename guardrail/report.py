@@ -1,4 +1,4 @@
-"""`guardrail audit report`: a self-contained HTML page about one audit log.
+"""`guardrail audit report`: a self-contained HTML page about one audit log, on any store.
 
 The deployment's value profile as a radar chart (the ten values around the Schwartz circle),
 violations per value over time, and action counts. Charts are matplotlib PNGs embedded as
@@ -12,10 +12,14 @@ import html
 import io
 import math
 from collections import Counter
+from collections.abc import Sequence
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-from guardrail.audit import records, stats, verify
+from guardrail.audit import AuditStore, records, stats, verify
+from guardrail.audit.questions import bucket
+from guardrail.audit.targets import opened
 from guardrail.values import CIRCUMPLEX_ANGLE, VALUE_NAMES
 
 # Circle order for the radar: SD ST HE AC PO SE CO TR BE UN (conformity and tradition share a wedge).
@@ -29,39 +33,61 @@ def _png(fig: Any) -> str:
     return base64.b64encode(buffer.getvalue()).decode("ascii")
 
 
-def _radar(mean: dict[str, float], opposed_share: dict[str, float]) -> str:
+RADAR_COLORS = ("#4a7bd0", "#c8483c", "#4c9f70", "#e0b040", "#8e5ea2", "#3fa7b5", "#d17a2c", "#6b6b6b")
+MEAN_LABEL = "mean score (-1 opposes, 0 unrelated, +1 supports)"
+
+
+@dataclass(frozen=True)
+class RadarSeries:
+    """One line on a radar chart: the mean score per value, optionally a band around it (``low`` to
+    ``high``, e.g. a confidence interval) and the share of responses opposing each value."""
+
+    label: str
+    mean: dict[str, float]
+    opposed_share: dict[str, float] | None = None
+    low: dict[str, float] | None = None
+    high: dict[str, float] | None = None
+
+
+def radar(series: Sequence[RadarSeries], title: str = "Value profile (Schwartz circle)") -> str:
+    """A radar chart (PNG, base64) of one or more value profiles around the Schwartz circle."""
     import matplotlib.pyplot as plt
 
     angles = [2 * math.pi * i / len(CIRCLE) for i in range(len(CIRCLE))]
+    closed = [*angles, angles[0]]
+
+    def ring(values: dict[str, float]) -> list[float]:
+        return [*(values[v] for v in CIRCLE), values[CIRCLE[0]]]
+
     fig = plt.figure(figsize=(5.6, 5.6))
     ax = fig.add_subplot(polar=True)
-    mean_values = [mean[v] for v in CIRCLE]
-    ax.plot(
-        [*angles, angles[0]],
-        [*mean_values, mean_values[0]],
-        color="#4a7bd0",
-        linewidth=2,
-        label="mean score (-1 opposes, 0 unrelated, +1 supports)",
-    )
-    ax.fill([*angles, angles[0]], [*mean_values, mean_values[0]], color="#4a7bd0", alpha=0.12)
-    zero = [0.0] * (len(angles) + 1)
-    ax.plot([*angles, angles[0]], zero, color="#555555", linewidth=1, linestyle="--")
-    opposed = [(a, -opposed_share[v]) for a, v in zip(angles, CIRCLE, strict=True) if opposed_share[v] > 0]
-    if opposed:
-        ax.scatter(
-            [a for a, _ in opposed],
-            [r for _, r in opposed],
-            color="#c8483c",
-            s=40,
-            zorder=3,
-            label="share of responses opposing (drawn inward from 0)",
-        )
+    opposed_label = "share of responses opposing (drawn inward from 0)"
+    for i, line in enumerate(series):
+        color = RADAR_COLORS[i % len(RADAR_COLORS)]
+        ax.plot(closed, ring(line.mean), color=color, linewidth=2, label=line.label)
+        if line.low is not None and line.high is not None:
+            ax.fill_between(closed, ring(line.low), ring(line.high), color=color, alpha=0.18)
+        elif len(series) == 1:
+            ax.fill(closed, ring(line.mean), color=color, alpha=0.12)
+        share = line.opposed_share or {}
+        opposed = [(a, -share[v]) for a, v in zip(angles, CIRCLE, strict=True) if share.get(v, 0) > 0]
+        if opposed:
+            ax.scatter(
+                [a for a, _ in opposed],
+                [r for _, r in opposed],
+                color="#c8483c" if len(series) == 1 else color,
+                s=40,
+                zorder=3,
+                label=opposed_label,
+            )
+            opposed_label = "_"  # one legend entry for the dots of every series
+    ax.plot(closed, [0.0] * len(closed), color="#555555", linewidth=1, linestyle="--")
     ax.set_xticks(angles)
     ax.set_xticklabels([v.replace("_", "-") for v in CIRCLE], fontsize=9)
     ax.set_ylim(-1, 1)
     ax.set_yticks([-1, -0.5, 0, 0.5, 1])
     ax.tick_params(axis="y", labelsize=7)
-    ax.set_title("Value profile (Schwartz circle)", pad=18)
+    ax.set_title(title, pad=18)
     ax.legend(loc="upper center", bbox_to_anchor=(0.5, -0.06), fontsize=8, frameon=False)
     out = _png(fig)
     plt.close(fig)
@@ -123,24 +149,27 @@ def _score_vector(scores: Any) -> dict[str, tuple[float, Any]] | None:
     return vector
 
 
-def build_report(path: Path | str, window: str = "day") -> str:
-    """The HTML page for the log at ``path``."""
+def build_report(target: AuditStore | Path | str, window: str = "day") -> str:
+    """The HTML page for the log ``target`` names (a store, a path or a URL)."""
+    with opened(target) as store:
+        return _page(store, window)
+
+
+def _page(store: AuditStore, window: str) -> str:
     import matplotlib
 
     matplotlib.use("Agg")
-    summary = stats(path, window)
-    check = verify(path)
+    summary = stats(store, window)
+    check = verify(store)
     sums: dict[str, float] = dict.fromkeys(VALUE_NAMES, 0.0)
     opposed: Counter[str] = Counter()
     scored = 0
     malformed: list[int] = []  # seqs of records whose scores lack a value or are not numbers
     by_window: dict[str, Counter[str]] = {}
-    from guardrail.audit import _bucket
-
-    for r in records(path):
-        bucket = by_window.setdefault(_bucket(r["ts"], window), Counter())
+    for r in records(store):
+        counts = by_window.setdefault(bucket(r["ts"], window), Counter())
         for dim in {v["dimension"] for v in r.get("violations", [])}:
-            bucket[dim] += 1
+            counts[dim] += 1
         if r.get("scores"):
             vector = _score_vector(r["scores"])
             if vector is None:
@@ -166,10 +195,11 @@ def build_report(path: Path | str, window: str = "day") -> str:
             f'<br><b class="bad">Skipped:</b> {len(malformed)} record(s) whose scores are malformed '
             f"(a value missing or not a number; seq {shown_seqs}) are left out of the value profile"
         )
+    profile_chart = radar([RadarSeries(MEAN_LABEL, mean, share)])
     over_time, shown = _violations_over_time(by_window)
     over_time_alt = "violations over time: " + (", ".join(shown) if shown else "none recorded")
     return f"""<!doctype html>
-<html lang="en"><head><meta charset="utf-8"><title>guardrail audit report: {html.escape(str(path))}</title>
+<html lang="en"><head><meta charset="utf-8"><title>guardrail audit report: {html.escape(store.name)}</title>
 <style>
 body {{ font-family: system-ui, sans-serif; margin: 2rem auto; max-width: 1000px; color: #222; }}
 .grid {{ display: flex; flex-wrap: wrap; gap: 1.5rem; align-items: flex-start; }}
@@ -178,10 +208,10 @@ td, th {{ padding: 0.2rem 0.8rem; border-bottom: 1px solid #ddd; }}
 .ok {{ color: #2c7a4b; }} .bad {{ color: #b3261e; }} img {{ max-width: 100%; }}
 </style></head><body>
 <h1>Audit report</h1>
-<p><b>Log:</b> {html.escape(str(path))}<br><b>Records:</b> {summary["records"]} ({summary["errors"]} with errors)<br>
+<p><b>Log:</b> {html.escape(store.name)}<br><b>Records:</b> {summary["records"]} ({summary["errors"]} with errors)<br>
 <b>Integrity:</b> <span class="{status_class}">{html.escape(check.summary())}</span>{skipped}</p>
 <div class="grid">
-<img alt="radar chart of the mean value scores" src="data:image/png;base64,{_radar(mean, share)}">
+<img alt="radar chart of the mean value scores" src="data:image/png;base64,{profile_chart}">
 <img alt="bar chart of action counts" src="data:image/png;base64,{_actions(summary["by_action"])}">
 </div>
 <img alt="{html.escape(over_time_alt)}" src="data:image/png;base64,{over_time}">

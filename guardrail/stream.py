@@ -159,8 +159,7 @@ class StreamGuard:
             decision = self.guard.check(self.text or " ", self.prompt, policy=self.policy, record=False)
         tail, final = self._final(decision)
         self.decision = final
-        self.guard.record(final, self.context)
-        return tail, final
+        return self._recorded(tail, final, self.guard.record(final, self.context))
 
     async def afinish(self) -> tuple[str, Decision]:
         """Async twin of ``finish``."""
@@ -171,8 +170,15 @@ class StreamGuard:
             decision = await self.guard.acheck(self.text or " ", self.prompt, policy=self.policy, record=False)
         tail, final = self._final(decision)
         self.decision = final
-        await self.guard.arecord(final, self.context)
-        return tail, final
+        return self._recorded(tail, final, await self.guard.arecord(final, self.context))
+
+    def _recorded(self, tail: str, final: Decision, recorded: Decision) -> tuple[str, Decision]:
+        """The audit store could not take ``final`` under ``fail_mode: closed``: the guard made it a
+        block (``Guard.record``), so the rest is withheld and the refusal shown instead."""
+        if recorded.action == "block" and final.action != "block":
+            self.stopped, tail = recorded, ""
+        self.decision = recorded
+        return tail, recorded
 
     def _broken(self, error: str | BaseException) -> Decision:
         reason = error if isinstance(error, str) else error_text(error)

@@ -61,14 +61,12 @@ class ProxySettings(BaseModel):
 
 
 def open_audit(target: str | None, redact: bool) -> DecisionSink | None:
-    """The audit sink for ``target``: SQLite for a .db/.sqlite/.sqlite3 name, else JSONL (as the CLI)."""
+    """The audit store ``target`` names (a path or a ``postgresql://`` URL; see ``guardrail.audit.open_store``)."""
     if target is None:
         return None
-    from guardrail.audit import is_sqlite
-    from guardrail.sinks.jsonl import JsonlSink
-    from guardrail.sinks.sqlite import SqliteSink
+    from guardrail.audit import open_store
 
-    return SqliteSink(target, redact=redact) if is_sqlite(target) else JsonlSink(target, redact=redact)
+    return open_store(target, redact=redact)
 
 
 def open_guard(settings: ProxySettings) -> Guard:

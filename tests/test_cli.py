@@ -342,7 +342,7 @@ def test_every_command_module_is_on_the_command_line(capsys: pytest.CaptureFixtu
     assert modules == {group.__name__.rpartition(".")[2] for group in COMMANDS}  # type: ignore[attr-defined]
     with pytest.raises(SystemExit):
         main(["--help"])
-    assert "{score,train,cv,eval,check,policy,audit,serve,demo}" in capsys.readouterr().out
+    assert "{score,train,cv,eval,check,policy,audit,serve,demo,batch}" in capsys.readouterr().out
 
 
 def test_serve_refuses_a_bad_upstream_and_a_busy_port_before_loading_anything(
@@ -404,9 +404,10 @@ def test_serve_stops_cleanly_on_sigterm_and_its_audit_verifies(tmp_path: Path) -
 def test_outputs_never_overwrite_a_rotated_segment_of_the_audit_log(
     tmp_path: Path, capsys: pytest.CaptureFixture[str]
 ) -> None:
+    from guardrail.audit import JsonlSink
+    from guardrail.audit.segments import segments
     from guardrail.decision import Decision
     from guardrail.policy import load_policy
-    from guardrail.sinks.jsonl import JsonlSink, segments
 
     audit = tmp_path / "a.jsonl"
     decision = Decision(action="allow", intended_action="allow", text="t", policy=load_policy("default").ref)

@@ -198,7 +198,7 @@ async def test_async_twins_behave_like_the_sync_ones(scorer: LocalScorer, rewrit
 
 
 def test_generation_failure_is_recorded_and_raised(scorer: LocalScorer, tmp_path: Path) -> None:
-    from guardrail.sinks.jsonl import JsonlSink
+    from guardrail.audit import JsonlSink
 
     def failing_llm(prompt: str) -> str:  # stands in for a remote LLM that is down
         raise ConnectionError("upstream down")
@@ -223,7 +223,7 @@ def _records(path: Path) -> list[dict[str, object]]:
 
 
 def test_input_that_is_not_text_is_a_recorded_fail_mode_decision(scorer: LocalScorer, tmp_path: Path) -> None:
-    from guardrail.sinks.jsonl import JsonlSink
+    from guardrail.audit import JsonlSink
 
     log = tmp_path / "audit.jsonl"
     with Guard("default", scorer=scorer, audit=JsonlSink(log)) as guard:
@@ -243,7 +243,7 @@ def test_input_that_is_not_text_is_a_recorded_fail_mode_decision(scorer: LocalSc
 
 
 def test_an_llm_answer_that_is_not_text_is_recorded_and_raised(scorer: LocalScorer, tmp_path: Path) -> None:
-    from guardrail.sinks.jsonl import JsonlSink
+    from guardrail.audit import JsonlSink
 
     def fake_llm_returning_a_dict(prompt: str) -> str:  # stands in for a client returning a raw response
         return {"choices": []}  # type: ignore[return-value]
@@ -263,8 +263,8 @@ def test_an_llm_answer_that_is_not_text_is_recorded_and_raised(scorer: LocalScor
 
 
 async def test_an_llm_timeout_is_not_reported_as_a_scoring_timeout(scorer: LocalScorer, tmp_path: Path) -> None:
+    from guardrail.audit import JsonlSink
     from guardrail.guard import ScoringTimeoutError
-    from guardrail.sinks.jsonl import JsonlSink
 
     async def fake_llm_timing_out(prompt: str) -> str:  # stands in for a remote LLM whose read times out
         raise TimeoutError("LLM read timed out")
@@ -326,8 +326,7 @@ async def test_a_closed_guard_refuses_calls_on_both_paths(scorer: LocalScorer) -
 
 
 def test_a_context_json_cannot_hold_is_recorded_not_lost(scorer: LocalScorer, tmp_path: Path) -> None:
-    from guardrail.audit import verify
-    from guardrail.sinks.jsonl import JsonlSink
+    from guardrail.audit import JsonlSink, verify
 
     log = tmp_path / "audit.jsonl"
     with Guard("default", scorer=scorer, audit=JsonlSink(log)) as guard:
@@ -343,7 +342,7 @@ def test_a_context_json_cannot_hold_is_recorded_not_lost(scorer: LocalScorer, tm
 
 
 def test_a_stream_ends_in_exactly_one_recorded_decision(scorer: LocalScorer, tmp_path: Path) -> None:
-    from guardrail.sinks.jsonl import JsonlSink
+    from guardrail.audit import JsonlSink
     from guardrail.stream import StreamGuard
 
     log = tmp_path / "audit.jsonl"
@@ -387,8 +386,8 @@ async def test_a_call_cancelled_while_its_decision_is_written_is_recorded_once(
 ) -> None:
     import asyncio
 
+    from guardrail.audit import JsonlSink
     from guardrail.record import AuditRecord
-    from guardrail.sinks.jsonl import JsonlSink
 
     class SlowDiskSink(JsonlSink):
         """The real JSONL sink on a slow disk: each write takes half a second."""

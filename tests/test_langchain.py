@@ -22,11 +22,10 @@ from langchain_core.prompts import ChatPromptTemplate
 from langchain_core.runnables import RunnableGenerator, RunnableLambda
 
 from guardrail.actions.rewrite import REWRITE_LEAD
-from guardrail.audit import records
+from guardrail.audit import JsonlSink, records
 from guardrail.guard import Guard
 from guardrail.integrations.langchain import GuardRunnable, wrap_runnable
 from guardrail.scorers.local import LocalScorer
-from guardrail.sinks.jsonl import JsonlSink
 from tests.samples import HARMFUL, HARMFUL_PROMPT, REFUSAL
 
 BENIGN = (

@@ -52,6 +52,7 @@ def test_wheel_carries_presets_adapters_weights_and_model_card(tmp_path: Path) -
         "guardrail/cli/__main__.py",
     }
     expected |= {f"guardrail/cli/{module.name}" for module in (REPO / "guardrail" / "cli").glob("*.py")}
+    expected |= {f"guardrail/audit/{module.name}" for module in (REPO / "guardrail" / "audit").glob("*.py")}
     assert expected <= names, expected - names
     assert not any(n.startswith(("integrations/", "policies/", "tests/")) for n in names)
     weights = zipfile.ZipFile(wheel).getinfo("guardrail/model/value_heads.safetensors")

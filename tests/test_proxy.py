@@ -12,14 +12,13 @@ import openai
 import pytest
 from openai.types.chat import ChatCompletionMessageParam
 
-from guardrail.audit import records
+from guardrail.audit import JsonlSink, records
 from guardrail.guard import Guard
 from guardrail.integrations import fake_upstream
 from guardrail.integrations.openai import AsyncGuardedChatClient, GuardedChatClient, UpstreamError
 from guardrail.integrations.proxy import create_app
 from guardrail.policy import load_policy
 from guardrail.scorers.local import LocalScorer
-from guardrail.sinks.jsonl import JsonlSink
 from tests.servers import free_port, running
 
 USER: list[ChatCompletionMessageParam] = [{"role": "user", "content": "Tell me about octopuses."}]

@@ -2,7 +2,8 @@
 
 Commands: ``score`` (one text or a JSONL file), ``check`` (guard text with a policy, optionally
 auditing), ``policy validate|show|schema|list``, ``audit verify|tail|stats|replay|report``,
-``serve`` (the OpenAI-compatible proxy), ``demo``, ``train``, ``cv`` and ``eval``.
+``serve`` (the OpenAI-compatible proxy), ``demo``, ``train``, ``cv``, ``eval`` and
+``batch score|profile|rescore`` (large corpora, locally or on Ray).
 
 Every command calls the library's public pipeline; nothing here reaches around it. Errors in
 user input (a bad line, a file that cannot be read or written) exit with status 2 and one line
@@ -11,7 +12,7 @@ that names the problem; they never show a traceback. Exit statuses (also in ``--
 (printed with its traceback, as it is a bug to report), 130 interrupted.
 
 One module per command group: ``score``, ``check``, ``training`` (train, cv, eval), ``policy``,
-``audit``, ``serve`` (serve, demo); what they share (reading input lines, opening outputs,
+``audit``, ``serve`` (serve, demo), ``batch``; what they share (reading input lines, opening outputs,
 ``--policy`` and ``--audit``, ``CliError``) is in ``io``. Each group's module has a
 ``register(commands)`` that adds its subcommands; adding a group is one new module and its line
 in ``COMMANDS``. This module builds the top level and runs a command, turning its errors into
@@ -28,7 +29,7 @@ import traceback
 from collections.abc import Sequence
 from typing import Protocol
 
-from guardrail.cli import audit, check, policy, score, serve, training
+from guardrail.cli import audit, batch, check, policy, score, serve, training
 from guardrail.cli.io import CliError
 
 
@@ -38,7 +39,7 @@ class CommandGroup(Protocol):
     def register(self, commands: argparse._SubParsersAction[argparse.ArgumentParser]) -> None: ...
 
 
-COMMANDS: tuple[CommandGroup, ...] = (score, training, check, policy, audit, serve)
+COMMANDS: tuple[CommandGroup, ...] = (score, training, check, policy, audit, serve, batch)
 """The modules of the command groups, in the order ``--help`` lists their commands: each one's
 ``register(commands)`` adds its subcommands, each with ``func`` set to the function that runs it."""
 

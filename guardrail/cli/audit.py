@@ -1,8 +1,10 @@
-"""`guardrail audit verify|tail|stats|replay|report`: read audit logs (JSONL or SQLite).
+"""`guardrail audit verify|tail|stats|replay|report|import`: read audit logs on any store.
 
-Each subcommand calls one function of ``guardrail.audit`` (``report``: ``guardrail.report``);
-a file that is not an audit log, or a line in it that is no record, is a ``CliError`` naming
-the file and line. ``verify`` alone has exit statuses of its own: 1 tampered, 3 torn tail.
+A log is a JSONL file, a SQLite database or a ``postgresql://`` URL (``guardrail.audit.open_store``;
+default: ``$GUARDRAIL_AUDIT_URL``). Each subcommand calls one function of ``guardrail.audit``
+(``report``: ``guardrail.report``); a path that is not an audit log, a database that cannot be
+read, or a line in it that is no record, is a ``CliError`` naming it. ``verify`` alone has exit
+statuses of its own: 1 tampered, 3 torn tail.
 """
 
 from __future__ import annotations
@@ -12,13 +14,20 @@ import json
 import sqlite3
 from pathlib import Path
 
-from guardrail.cli.io import CliError, check_target, load_policy_or_fail
+from guardrail.cli.io import CliError, audit_target, check_target, load_policy_or_fail
+
+LOG_HELP = (
+    "the audit log: a JSONL file (rotated segments included), a SQLite database, or "
+    "postgresql://USER@HOST/DB?log=NAME (password from PGPASSWORD or ~/.pgpass); default: $GUARDRAIL_AUDIT_URL"
+)
 
 
 def cmd_audit(args: argparse.Namespace) -> int:
     from guardrail import audit
 
-    path = Path(args.path)
+    path = audit_target(args.path)
+    if path is None:
+        raise CliError("give the audit log (a path or a postgresql:// URL), or set $GUARDRAIL_AUDIT_URL")
     try:
         if args.audit_command == "verify":
             report = audit.verify(path, head=args.head, expect_seq=args.expect_seq)
@@ -42,13 +51,18 @@ def cmd_audit(args: argparse.Namespace) -> int:
         if args.audit_command == "report":
             from guardrail.report import build_report
 
-            check_target("--out", args.out, ("the audit log", args.path))
+            check_target("--out", args.out, ("the audit log", path))
             page = build_report(path, args.window)
             try:
                 Path(args.out).write_text(page, encoding="utf-8")
             except OSError as exc:
                 raise CliError(f"cannot write {args.out}: {exc.strerror}") from None
             print(f"wrote {args.out}")
+            return 0
+        if args.audit_command == "import":
+            with audit.open_store(args.into) as into:
+                count = audit.import_records(path, into)
+            print(f"imported {count} record(s) from {path} into {into.name}; archive {path} now")
             return 0
     except audit.AuditLogError as exc:  # not an audit log, or a line in it is no record: names file and line
         raise CliError(str(exc)) from None
@@ -75,7 +89,7 @@ def register(commands: argparse._SubParsersAction[argparse.ArgumentParser]) -> N
     audit = commands.add_parser("audit", help="verify, inspect and replay audit logs")
     audit_sub = audit.add_subparsers(dest="audit_command", required=True)
     verify = audit_sub.add_parser("verify", help="check the hash chain (exit 0 intact, 1 tampered, 3 torn tail)")
-    verify.add_argument("path", help="JSONL log (rotated segments included) or SQLite database")
+    verify.add_argument("path", nargs="?", help=LOG_HELP)
     verify.add_argument(
         "--head",
         metavar="HASH",
@@ -89,20 +103,25 @@ def register(commands: argparse._SubParsersAction[argparse.ArgumentParser]) -> N
         help="the seq noted with --head (then that record must be at seq N); alone: the log must reach seq N",
     )
     tail = audit_sub.add_parser("tail", help="show the last records")
-    tail.add_argument("path")
+    tail.add_argument("path", nargs="?", help=LOG_HELP)
     tail.add_argument("-n", type=_count, default=10, help="how many of the last records to show (default 10; 0: none)")
     tail.add_argument("--follow", action="store_true", help="keep printing new records")
     stats = audit_sub.add_parser("stats", help="counts by action, violated value, policy, deployment and time")
-    stats.add_argument("path")
+    stats.add_argument("path", nargs="?", help=LOG_HELP)
     stats.add_argument("--window", choices=["hour", "day", "week"], default="day")
     replay = audit_sub.add_parser("replay", help="what another policy would have decided, without re-scoring")
-    replay.add_argument("path")
+    replay.add_argument("path", nargs="?", help=LOG_HELP)
     replay.add_argument("--policy", required=True, help="preset name or policy file")
     replay.add_argument("--examples", type=_count, default=5, help="changed decisions to show (default 5)")
     report = audit_sub.add_parser("report", help="write a self-contained HTML report")
-    report.add_argument("path")
+    report.add_argument("path", nargs="?", help=LOG_HELP)
     report.add_argument(
         "--out", default="report.html", help="HTML file to write (default report.html; replaced if it exists)"
     )
     report.add_argument("--window", choices=["hour", "day", "week"], default="day")
+    imported = audit_sub.add_parser(
+        "import", help="append the records of a fallback log (kept while a database was down) to a store"
+    )
+    imported.add_argument("path", help="the fallback log (JSONL) to import")
+    imported.add_argument("--into", required=True, help="the store to append to, e.g. postgresql://USER@HOST/DB")
     audit.set_defaults(func=cmd_audit)

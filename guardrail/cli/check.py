@@ -17,13 +17,13 @@ from guardrail.cli.io import (
     INPUT_HELP,
     SKIP_INVALID_HELP,
     CliError,
-    ScoreRequest,
     audit_sink,
     check_target,
     load_policy_or_fail,
     open_output,
     read_requests,
 )
+from guardrail.score_lines import ScoreRequest
 from guardrail.text import normalize_text
 
 

@@ -4,14 +4,14 @@
 input file is read line by line into ``ScoreRequest``s, or error lines ``{"id", "line", "error"}``
 with ``--skip-invalid``; ``check_target`` refuses an output path that would overwrite an input,
 the audit log or one of its files; ``load_policy_or_fail`` and ``audit_sink`` turn ``--policy``
-and ``--audit`` into a policy and a sink, with their errors as ``CliError``s. The help texts of
-options that several commands share live here too, so that they read alike everywhere.
+and ``--audit`` into a policy and a store (``guardrail.audit.open_store``), with their errors as
+``CliError``s. The help texts of options that several commands share live here too, so that they
+read alike everywhere.
 """
 
 from __future__ import annotations
 
 import codecs
-import json
 import os
 import sqlite3
 import sys
@@ -19,45 +19,13 @@ from collections.abc import Iterator
 from pathlib import Path
 from typing import IO, Any
 
-from pydantic import BaseModel, ConfigDict, ValidationError, field_validator
+from pydantic import ValidationError
 
-from guardrail.text import normalize_text
+from guardrail.score_lines import ErrorLine, ScoreRequest, error_line
 
 
 class CliError(Exception):
     """A problem with the user's input: printed as one line, exit status 2."""
-
-
-class ScoreRequest(BaseModel):
-    """One line of a `guardrail score --input` file."""
-
-    model_config = ConfigDict(extra="ignore")
-
-    id: str | int | None = None
-    prompt: str | None = None
-    response: str
-
-    @field_validator("id", mode="before")
-    @classmethod
-    def _string_or_integer(cls, value: object) -> object:
-        # Lax validation would read true as 1 and 2.0 as 2: an id is copied to the output as given, or refused.
-        if value is None or _usable_id(value):
-            return value
-        raise ValueError(f"must be a string or an integer, got {json.dumps(value)}")
-
-    @field_validator("response")
-    @classmethod
-    def _scorable(cls, value: str) -> str:
-        normalize_text(value)  # empty or invisible-only text is refused here, before any scoring
-        return value
-
-
-def _usable_id(value: object) -> bool:
-    return isinstance(value, str) or (isinstance(value, int) and not isinstance(value, bool))
-
-
-ErrorLine = dict[str, object]
-"""The output line of an input line that could not be read: ``{"id", "line", "error"}``."""
 
 
 def input_lines(path: Path) -> Iterator[tuple[int, str, str | None]]:
@@ -84,18 +52,6 @@ def input_lines(path: Path) -> Iterator[tuple[int, str, str | None]]:
                 yield lineno, line, None
 
 
-def _error_line(lineno: int, line: str, message: str) -> ErrorLine:
-    """The error line for an unreadable input line: its own id when that can be read, else its number."""
-    item_id: object = lineno
-    try:
-        data = json.loads(line)
-    except ValueError:
-        data = None
-    if isinstance(data, dict) and _usable_id(data.get("id")):
-        item_id = data["id"]
-    return {"id": item_id, "line": lineno, "error": message}
-
-
 def read_requests(path: Path, skip_invalid: bool) -> Iterator[tuple[int, ScoreRequest | ErrorLine]]:
     """Yield (line number, request) or (line number, error line) for each non-blank line."""
     for lineno, line, unreadable in input_lines(path):
@@ -112,7 +68,7 @@ def read_requests(path: Path, skip_invalid: bool) -> Iterator[tuple[int, ScoreRe
                     message = f"{path}:{lineno}: not valid JSON ({first['msg']})"
         if not skip_invalid:
             raise CliError(message + " (use --skip-invalid to record it and go on)")
-        yield lineno, _error_line(lineno, line, message)
+        yield lineno, error_line(lineno, line, message)
 
 
 def _same_file(a: str | Path, b: str | Path) -> bool:
@@ -133,6 +89,10 @@ def check_target(option: str, target: str | None, *others: tuple[str, str | None
     if target in (None, "-"):
         return
     assert target is not None
+    from guardrail.audit import is_url
+
+    if is_url(target):  # a database log: no file of it can be overwritten
+        return
     if Path(target).is_dir():
         raise CliError(f"{option} {target} is a folder; give a file path")
     for other_option, other in others:
@@ -144,7 +104,7 @@ def check_target(option: str, target: str | None, *others: tuple[str, str | None
             )
         pairs = ((option, target, other_option, other), (other_option, other, option, target))
         for log_option, log, out_option, out in pairs:
-            if log_option in _AUDIT_OPTIONS and log not in (None, "-") and out not in (None, "-"):
+            if log_option in _AUDIT_OPTIONS and log not in (None, "-") and out not in (None, "-") and not is_url(log):
                 assert log is not None and out is not None
                 clash = _log_file_named(log, out)
                 if clash is not None:
@@ -163,7 +123,7 @@ def _log_file_named(log: str, other: str) -> str | None:
     import re
 
     from guardrail.audit import is_sqlite
-    from guardrail.sinks.jsonl import segments
+    from guardrail.audit.segments import segments
 
     log_path, other_path = Path(log), Path(other)
     if any(_same_file(other_path, segment) for segment in segments(log_path)):
@@ -201,26 +161,33 @@ def load_policy_or_fail(ref: str | None) -> Any:
         raise CliError(str(exc)) from None
 
 
-def audit_sink(path: str | None, redact: bool) -> Any:
-    """The sink for ``--audit PATH``: SQLite for a .db/.sqlite/.sqlite3 name, a JSONL log otherwise.
+def audit_target(target: str | None) -> str | None:
+    """What ``--audit`` (or an audit command's log argument) names: the option, else ``$GUARDRAIL_AUDIT_URL``."""
+    from guardrail.audit import target_from_env
 
-    The rule is ``guardrail.audit.is_sqlite``, the one `guardrail audit` reads logs by, so a log is
-    always read back the way it was written.
+    return target if target is not None else target_from_env()
+
+
+def audit_sink(target: str | None, redact: bool) -> Any:
+    """The store for ``--audit TARGET`` (else ``$GUARDRAIL_AUDIT_URL``; neither: None), by ``open_store``.
+
+    A path is a SQLite database if it ends in .db/.sqlite/.sqlite3, else a JSONL log; a
+    ``postgresql://`` URL a log in that database; any other URL is refused. The rule is the one
+    `guardrail audit` reads logs by, so a log is always read back the way it was written.
     """
-    if path is None:
+    target = audit_target(target)
+    if target is None:
         return None
-    from guardrail.audit import AuditLogError, is_sqlite
-    from guardrail.sinks.jsonl import JsonlSink
-    from guardrail.sinks.sqlite import SqliteSink
+    from guardrail.audit import AuditLogError, is_url, open_store
 
-    check_target("--audit", path)
+    check_target("--audit", target)
     try:
-        return SqliteSink(path, redact=redact) if is_sqlite(path) else JsonlSink(path, redact=redact)
-    except AuditLogError as exc:  # a folder, an unwritable path, or a file that is not an audit log
-        raise CliError(f"--audit {path}: {exc}") from None
+        return open_store(target, redact=redact)
+    except AuditLogError as exc:  # a folder, an unwritable path, a file that is not an audit log, a bad URL
+        raise CliError(f"--audit: {exc}" if is_url(target) else f"--audit {target}: {exc}") from None  # URL: named
     except sqlite3.Error as exc:
         raise CliError(
-            f"--audit {path}: cannot open it as a SQLite database ({exc}); a .db/.sqlite/.sqlite3 name "
+            f"--audit {target}: cannot open it as a SQLite database ({exc}); a .db/.sqlite/.sqlite3 name "
             "means a SQLite audit log, name a JSONL log .jsonl"
         ) from None
 
@@ -235,5 +202,6 @@ SKIP_INVALID_HELP = (
 )
 AUDIT_HELP = (
     "append every decision to this audit log: a SQLite database if the name ends in .db, .sqlite or "
-    ".sqlite3 (as `guardrail audit` reads it), else JSONL"
+    ".sqlite3 (as `guardrail audit` reads it), a log in PostgreSQL for postgresql://USER@HOST/DB?log=NAME "
+    "(password from PGPASSWORD or ~/.pgpass), else JSONL (default: $GUARDRAIL_AUDIT_URL)"
 )

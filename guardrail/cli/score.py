@@ -11,33 +11,18 @@ import json
 import sys
 from collections.abc import Iterator
 from pathlib import Path
-from typing import Any
 
 from guardrail.cli.io import (
     INPUT_HELP,
     SKIP_INVALID_HELP,
     CliError,
-    ErrorLine,
-    ScoreRequest,
     check_target,
     input_lines,
     open_output,
     read_requests,
 )
+from guardrail.score_lines import ErrorLine, ScoreRequest, score_line
 from guardrail.text import normalize_text
-
-
-def _scores_json(result: Any, item_id: object = None) -> dict[str, object]:
-    out: dict[str, object] = {} if item_id is None else {"id": item_id}
-    out.update(
-        scores=result.scores,
-        labels=result.labels,
-        confidence=result.confidence,
-        model=result.model_id,
-        precision=result.precision,
-        engine=result.engine,
-    )
-    return out
 
 
 def _chunks(
@@ -71,7 +56,7 @@ def cmd_score(args: argparse.Namespace) -> int:
             result = scorer.score(args.text, prompt=args.prompt)
         except InvalidTextError as exc:
             raise CliError(str(exc)) from None
-        print(json.dumps(_scores_json(result)))
+        print(json.dumps(score_line(result)))
         return 0
     if args.text is not None:
         raise CliError("give either TEXT or --input, not both")
@@ -91,7 +76,7 @@ def cmd_score(args: argparse.Namespace) -> int:
                 valid = [(n, req) for n, req in chunk if isinstance(req, ScoreRequest)]
                 scored = scorer.score_batch([r.response for _, r in valid], [r.prompt for _, r in valid])
                 results = {
-                    n: _scores_json(s, r.id if r.id is not None else n) for (n, r), s in zip(valid, scored, strict=True)
+                    n: score_line(s, r.id if r.id is not None else n) for (n, r), s in zip(valid, scored, strict=True)
                 }
                 for n, item in chunk:
                     if not isinstance(item, ScoreRequest):

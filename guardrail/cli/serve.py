@@ -7,7 +7,7 @@ import os
 import sys
 from pathlib import Path
 
-from guardrail.cli.io import AUDIT_HELP, CliError, audit_sink, load_policy_or_fail
+from guardrail.cli.io import AUDIT_HELP, CliError, audit_sink, audit_target, load_policy_or_fail
 
 ALLOWED_POLICIES_ENV = "GUARDRAIL_ALLOWED_POLICIES"
 
@@ -26,7 +26,8 @@ def cmd_serve(args: argparse.Namespace) -> int:
     allowed = args.allow_policy
     if allowed is None:
         allowed = [name.strip() for name in os.environ.get(ALLOWED_POLICIES_ENV, "").split(",") if name.strip()]
-    sink = audit_sink(args.audit, args.redact)  # checked here (one clear line), opened again where it is used
+    audit = audit_target(args.audit)  # --audit, else $GUARDRAIL_AUDIT_URL
+    sink = audit_sink(audit, args.redact)  # checked here (one clear line), opened again where it is used
     if sink is not None:
         sink.close()
     settings = ProxySettings(
@@ -34,7 +35,7 @@ def cmd_serve(args: argparse.Namespace) -> int:
         timeout=args.timeout,
         policy=policy,
         allowed=[load_policy_or_fail(ref) for ref in allowed],
-        audit=args.audit,
+        audit=audit,
         redact=args.redact,
         deployment=args.deployment,
         metrics=args.metrics,

@@ -1,1 +1,1 @@
-"""Audit sinks, one file each: ``jsonl.JsonlSink`` (default) and ``sqlite.SqliteSink``."""
+"""Former home of the audit sinks, kept so that existing imports work: the stores live in ``guardrail.audit``."""
