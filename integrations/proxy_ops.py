@@ -72,7 +72,7 @@ async def audit_problem(guard: Guard) -> str | None:
     except TimeoutError:
         return f"the audit store did not answer within {PROBE_TIMEOUT_S:.0f}s"
     except Exception as exc:
-        return f"the audit store cannot be reached: {error_text(exc)}"
+        return f"the audit store cannot be used: {error_text(exc)}"
 
 
 def ops_routes(

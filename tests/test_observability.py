@@ -21,13 +21,14 @@ from prometheus_client.parser import text_string_to_metric_families
 
 from guardrail import metrics, tracing
 from guardrail.actions.rewrite import REWRITE_LEAD
-from guardrail.audit import records
+from guardrail.audit import open_store, records
 from guardrail.guard import Guard
 from guardrail.integrations import fake_upstream
 from guardrail.integrations.proxy import create_app
 from guardrail.policy import load_policy
 from guardrail.scorers.local import LocalScorer
 from guardrail.sinks.jsonl import JsonlSink
+from tests.pg import PgServer, require_binaries
 from tests.samples import HARMFUL, HARMFUL_PROMPT, REFUSAL
 from tests.servers import running
 
@@ -174,10 +175,42 @@ def test_readiness_names_an_audit_store_that_cannot_be_written(proxy: tuple[str,
     audit.mkdir()  # something else took the log's place: appending would fail
     ready = httpx.get(url + "/readyz")
     assert ready.status_code == 503 and ready.json()["failed"] == ["audit"]
-    assert ready.json()["checks"]["audit"] == f"{audit} is not a file"
+    assert str(audit) in ready.json()["checks"]["audit"]  # named, with what is wrong with it
     assert httpx.get(url + "/healthz").status_code == 200  # alive all the same
     audit.rmdir()
     assert httpx.get(url + "/readyz").status_code == 200
+
+
+def test_a_database_that_goes_down_makes_the_proxy_unready_and_its_failed_writes_are_counted(
+    upstream: tuple[str, Any], scorer: LocalScorer, tmp_path: Path
+) -> None:
+    require_binaries()
+    server = PgServer()  # a server of its own, to stop and start
+    try:
+        server.start()
+        store = open_store(server.create_database("ops"), fallback=tmp_path / "fallback.jsonl")
+        guard = Guard("default", scorer=scorer, audit=store, deployment="ops-pg")
+        with running(create_app(guard, upstream[0])) as url:
+            assert httpx.get(url + "/readyz").status_code == 200
+            server.stop()
+            ready = httpx.get(url + "/readyz")
+            assert ready.status_code == 503 and ready.json()["failed"] == ["audit"]
+            assert "the audit store cannot be used" in ready.json()["checks"]["audit"]
+            before = httpx.get(url + "/metrics").text
+            answer = httpx.post(url + "/v1/chat/completions", json={"model": "fake", "messages": USER}, timeout=30)
+            assert answer.json()["guardrail"]["action"] == "block"  # fail_mode closed: not shown unrecorded
+            after = httpx.get(url + "/metrics").text
+            for name, labels in (
+                ("guardrail_audit_write_failures_total", {"deployment": "ops-pg"}),
+                ("guardrail_decisions_total", {"action": "block", "policy": "default", "deployment": "ops-pg"}),
+            ):
+                assert scraped(after, name, **labels) - scraped(before, name, **labels) == 1
+            assert [r["action"] for r in records(tmp_path / "fallback.jsonl")] == ["block"]
+            server.start()
+            assert httpx.get(url + "/readyz").status_code == 200
+        guard.close()
+    finally:
+        server.close()
 
 
 def test_readiness_names_a_policy_whose_reload_failed(
