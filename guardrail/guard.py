@@ -17,6 +17,7 @@ from collections.abc import Awaitable, Callable, Generator
 from pathlib import Path
 from typing import Any
 
+from guardrail import tracing
 from guardrail.act import act, intended_action
 from guardrail.actions.protocol import Assess, Assessment, Effect, Generate, Outcome, Situation
 from guardrail.audit.store import AuditWriteError
@@ -33,6 +34,7 @@ from guardrail.failures import (
     unrecorded_decision,
     unscored_decision,
 )
+from guardrail.metrics import record_step
 from guardrail.policy import Policy, PolicyError, load_policy
 from guardrail.policy_source import PolicySource
 from guardrail.record import DecisionSink
@@ -113,7 +115,8 @@ class Guard:
 
     def _assess(self, scores: ValueScores, policy: Policy) -> Assessment:
         thresholds = getattr(self.scorer, "oppose_thresholds", None)
-        return Assessment(scores, evaluate(scores, policy, thresholds))
+        with tracing.span("evaluate"):
+            return Assessment(scores, evaluate(scores, policy, thresholds))
 
     def _pipeline(
         self, policy: Policy, prompt: str | None, draft: str | None, can_regenerate: bool
@@ -147,7 +150,8 @@ class Guard:
         if policy.settings.shadow:
             outcome = Outcome("log" if assessment.violations else "allow", draft)
         else:
-            outcome = yield from act(situation)
+            with tracing.child("act"):
+                outcome = yield from act(situation)
         latency["act"] = ms(t)
         latency["total"] = ms(started)
         return Decision(
@@ -169,7 +173,9 @@ class Guard:
     def _drive(self, gen: Generator[Effect, Any, Decision], policy: Policy, llm: SyncLLM | None) -> Decision:
         def assess(effect: Assess) -> Assessment:
             timeout = policy.settings.scoring_timeout_s
-            return self._assess(score_in_time(self._pool, self.scorer, effect.text, effect.prompt, timeout), policy)
+            with tracing.span("score"):
+                scores = score_in_time(self._pool, self.scorer, effect.text, effect.prompt, timeout)
+            return self._assess(scores, policy)
 
         return drive(gen, llm, assess)
 
@@ -181,12 +187,14 @@ class Guard:
         to the store's fallback log; with no fallback the error is raised, never swallowed.
         """
         self.ensure_open()
-        if self.audit is not None:
-            try:
-                self.audit.write(decision, deployment=self.deployment, context=context or {})
-            except AuditWriteError as exc:
-                decision, fallback = self._unrecorded(decision, exc)
-                fallback.write(decision, deployment=self.deployment, context=context or {})
+        with record_step(decision, self.deployment) as step:
+            if self.audit is not None:
+                try:
+                    self.audit.write(decision, deployment=self.deployment, context=context or {})
+                except AuditWriteError as exc:
+                    decision, fallback = self._unrecorded(decision, exc)
+                    step.unrecorded(decision)
+                    fallback.write(decision, deployment=self.deployment, context=context or {})
         return decision
 
     def _unrecorded(self, decision: Decision, exc: AuditWriteError) -> tuple[Decision, DecisionSink]:
@@ -196,6 +204,7 @@ class Guard:
         policy = next((p for p in (self.policy, *self._overrides.values()) if p.ref == decision.policy), self.policy)
         return unrecorded_decision(decision, policy, exc), exc.fallback
 
+    @tracing.guarded_call
     def check(
         self,
         response: str,
@@ -220,6 +229,7 @@ class Guard:
             decision = self._drive(self._pipeline(chosen, prompt, response, llm is not None), chosen, llm)
         return self.record(decision, context or {}) if record else decision
 
+    @tracing.guarded_call
     def generate(
         self,
         prompt: str,
@@ -322,21 +332,26 @@ class Guard:
     async def _adrive(self, gen: Generator[Effect, Any, Decision], policy: Policy, llm: Any) -> Decision:
         async def assess(effect: Assess) -> Assessment:
             timeout = policy.settings.scoring_timeout_s
-            return self._assess(await ascore_in_time(self.scorer, effect.text, effect.prompt, timeout), policy)
+            with tracing.span("score"):
+                scores = await ascore_in_time(self.scorer, effect.text, effect.prompt, timeout)
+            return self._assess(scores, policy)
 
         return await adrive(gen, llm, assess)
 
     async def arecord(self, decision: Decision, context: dict[str, Any] | None = None) -> Decision:
         """Async twin of ``record``: the write happens off the event loop."""
         self.ensure_open()
-        if self.audit is not None:
-            try:
-                await self.audit.awrite(decision, deployment=self.deployment, context=context or {})
-            except AuditWriteError as exc:
-                decision, fallback = self._unrecorded(decision, exc)
-                await fallback.awrite(decision, deployment=self.deployment, context=context or {})
+        with record_step(decision, self.deployment) as step:
+            if self.audit is not None:
+                try:
+                    await self.audit.awrite(decision, deployment=self.deployment, context=context or {})
+                except AuditWriteError as exc:
+                    decision, fallback = self._unrecorded(decision, exc)
+                    step.unrecorded(decision)
+                    await fallback.awrite(decision, deployment=self.deployment, context=context or {})
         return decision
 
+    @tracing.guarded_call
     async def acheck(
         self,
         response: str,
@@ -364,6 +379,7 @@ class Guard:
         # Shielded: a cancel arriving during the write still leaves exactly one record.
         return await asyncio.shield(self.arecord(decision, context or {})) if record else decision
 
+    @tracing.guarded_call
     async def agenerate(
         self,
         prompt: str,

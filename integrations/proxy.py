@@ -8,8 +8,10 @@
   streaming) and ``x-guardrail-action`` / ``x-guardrail-policy`` / ``x-guardrail-model`` headers
   (non-stream). With ``n > 1`` every choice is guarded on its own (see
   ``guardrail.integrations.openai``); tool-call replies pass through unscored.
-- The request header ``x-guardrail-policy`` picks the deployment's policy: a shipped preset or
-  a policy the proxy was started with (never an arbitrary file named by a client).
+- By default every request is guarded with the proxy's own policy. The request header
+  ``x-guardrail-policy`` may name another only if the operator allowed it (``policies``; ``serve
+  --allow-policy``): any other name is refused with a 403 naming the allowed ones (and counted in
+  ``guardrail_policy_refusals_total``), so a client cannot pick a laxer policy than the operator's.
 - ``Authorization`` is passed to the upstream untouched and never logged or recorded.
 - Requests are checked before anything is sent upstream: a malformed one gets a 400 naming the
   problem. Upstream errors keep their status and OpenAI-style body; connection failures and
@@ -18,24 +20,27 @@
 - Every request that reaches the upstream ends in recorded decisions (one per choice): a failed
   request, a stream that breaks and a client that disconnects mid-stream are recorded as blocks
   naming the problem.
-- ``GET /healthz`` reports the scorer model and the policy in force.
+- ``GET /healthz``, ``/readyz`` and ``/metrics``: see ``guardrail.integrations.proxy_ops``.
 """
 
 from __future__ import annotations
 
 import contextlib
 import json
+import time
 from collections.abc import AsyncIterator, Awaitable, Callable
 from typing import Any
 
 import anyio
 import httpx
 from starlette.applications import Starlette
+from starlette.middleware import Middleware
 from starlette.requests import Request
 from starlette.responses import JSONResponse, Response, StreamingResponse
 from starlette.routing import Route
 from starlette.types import Receive, Scope, Send
 
+from guardrail import metrics
 from guardrail.decision import Decision, error_text
 from guardrail.guard import Guard
 from guardrail.integrations.openai_reply import aguard_reply, shielded
@@ -55,8 +60,10 @@ from guardrail.integrations.openai_wire import (
     strictest,
     validate_request,
 )
-from guardrail.policy import Policy, PolicyError, load_policy, presets
+from guardrail.integrations.proxy_ops import Readiness, TimedRequests, ops_routes
+from guardrail.policy import Policy
 
+COMPLETIONS = "/v1/chat/completions"
 POLICY_HEADER = "x-guardrail-policy"
 FORWARDED_HEADERS = ("authorization", "openai-organization", "openai-project")
 CLIENT_GONE = "client disconnected before the stream ended"
@@ -92,24 +99,46 @@ def _event(data: dict[str, Any]) -> str:
     return f"data: {json.dumps(data)}\n\n"
 
 
+class PolicyNotAllowed(Exception):
+    """A request named a policy the operator did not allow."""
+
+
 def create_app(
-    guard: Guard, upstream: str, *, timeout: float = 60.0, policies: dict[str, Policy] | None = None
+    guard: Guard,
+    upstream: str,
+    *,
+    timeout: float = 60.0,
+    policies: list[Policy] | None = None,
+    with_metrics: bool = True,
+    close_guard: bool = False,
 ) -> Starlette:
-    """The proxy as an ASGI app (serve it with uvicorn, or mount it in your own app)."""
-    allowed: dict[str, Policy] = {guard.policy.name: guard.policy, **(policies or {})}
+    """The proxy as an ASGI app (serve it with uvicorn, or mount it in your own app).
+
+    ``policies`` are those a client may pick by name with ``x-guardrail-policy``, besides the
+    guard's own. ``with_metrics`` turns on ``guardrail.metrics`` (for the whole process) and serves
+    ``/metrics``. ``close_guard`` closes the guard when the app shuts down (a worker's own guard).
+    """
+    own = guard.policy.name
+    allowed: dict[str, Policy] = {p.name: p for p in policies or []} | {own: guard.policy}
     base = upstream.rstrip("/") + "/"
     client = httpx.AsyncClient(base_url=base, timeout=httpx.Timeout(timeout, connect=min(timeout, 10.0)))
+    readiness = Readiness()
+    if with_metrics:
+        metrics.enable()
 
     def choose_policy(request: Request) -> Policy:
         name = request.headers.get(POLICY_HEADER)
-        if not name:
-            return guard.policy
+        if not name or name == own:
+            return guard.policy  # the one in force (hot reload may have changed it)
         if name in allowed:
             return allowed[name]
-        if name in presets():
-            allowed[name] = load_policy(name)
-            return allowed[name]
-        raise PolicyError(f"unknown policy '{name}' (known: {', '.join(sorted({*allowed, *presets()}))})")
+        metrics.count_policy_refusal()
+        others = ", ".join(sorted(set(allowed) - {own}))
+        raise PolicyNotAllowed(
+            f"policy {name!r} is not allowed on this proxy: it guards with {own!r}"
+            + (f" and lets clients pick {others}" if others else ", and lets clients pick no other")
+            + " (the operator allows more with `guardrail serve --allow-policy NAME`)"
+        )
 
     def forward_headers(request: Request) -> dict[str, str]:
         return {h: request.headers[h] for h in FORWARDED_HEADERS if h in request.headers}
@@ -125,7 +154,10 @@ def create_app(
         return 500, error_body(f"the guard failed: {error_text(exc)}", "guardrail_error", 500)
 
     async def post(body: dict[str, Any], headers: dict[str, str]) -> dict[str, Any]:
-        return parse_reply(await client.post("chat/completions", json=body, headers=headers))
+        started = time.perf_counter()
+        answer = await client.post("chat/completions", json=body, headers=headers)
+        metrics.observe_upstream(time.perf_counter() - started)
+        return parse_reply(answer)
 
     async def failed(exc: BaseException, body: dict[str, Any], policy: Policy, context: dict[str, Any]) -> Response:
         status, error = failure_response(exc)
@@ -143,8 +175,8 @@ def create_app(
             return JSONResponse(error_body(f"invalid request: {exc}", "invalid_request_error", 400), status_code=400)
         try:
             policy = choose_policy(request)
-        except PolicyError as exc:
-            return JSONResponse(error_body(str(exc), "invalid_request_error", 400), status_code=400)
+        except PolicyNotAllowed as exc:
+            return JSONResponse(error_body(str(exc), "policy_not_allowed", 403), status_code=403)
         headers = forward_headers(request)
         context = {"integration": "proxy", "request_id": request.headers.get("x-request-id")}
         if body.get("stream"):
@@ -173,6 +205,7 @@ def create_app(
     async def stream(
         body: dict[str, Any], headers: dict[str, str], policy: Policy, context: dict[str, Any]
     ) -> Response:
+        started = time.perf_counter()
         try:
             upstream_request = client.build_request("POST", "chat/completions", json=body, headers=headers)
             upstream_response = await client.send(upstream_request, stream=True)
@@ -199,6 +232,7 @@ def create_app(
                 finally:
                     with anyio.CancelScope(shield=True):
                         await upstream_response.aclose()
+                    metrics.observe_upstream(time.perf_counter() - started)
                 closing = await relay.afinish()
             except Exception as exc:  # the upstream broke off or sent garbage: record, tell the client
                 decisions = await relay.aabort(exc)
@@ -221,98 +255,19 @@ def create_app(
 
         return ClosingStreamingResponse(events(), on_close=on_close, media_type="text/event-stream")
 
-    async def health(request: Request) -> Response:
-        return JSONResponse(
-            {
-                "status": "ok",
-                "model": guard.scorer.model_id,
-                "precision": getattr(guard.scorer, "precision", None),
-                "policy": guard.policy.ref.model_dump(),
-                "policies": sorted({*allowed, *presets()}),
-                "upstream": base,
-            }
-        )
-
     @contextlib.asynccontextmanager
     async def lifespan(app: Starlette) -> AsyncIterator[None]:
-        yield
-        await client.aclose()
+        await readiness.warm_up(guard)
+        try:
+            yield
+        finally:
+            await client.aclose()
+            if close_guard:
+                guard.close()
 
+    ops = ops_routes(guard, allowed, base, readiness, with_metrics=with_metrics)
     return Starlette(
-        routes=[
-            Route("/v1/chat/completions", completions, methods=["POST"]),
-            Route("/healthz", health, methods=["GET"]),
-        ],
+        routes=[Route(COMPLETIONS, completions, methods=["POST"]), *ops],
+        middleware=[Middleware(TimedRequests, path=COMPLETIONS)] if with_metrics else [],
         lifespan=lifespan,
     )
-
-
-def check_upstream(upstream: str) -> None:
-    """Raise ``ValueError`` unless ``upstream`` is an http(s) URL with a host (checked at start-up)."""
-    try:
-        url = httpx.URL(upstream)
-    except (httpx.InvalidURL, TypeError) as exc:
-        raise ValueError(f"--upstream {upstream!r} is not a URL ({exc})") from None
-    if url.scheme not in ("http", "https") or not url.host:
-        raise ValueError(
-            f"--upstream {upstream!r} must be an http:// or https:// URL with a host, e.g. http://127.0.0.1:8000/v1"
-        )
-
-
-def check_listen(host: str, port: int) -> None:
-    """Raise ``OSError`` naming the address if the proxy could not listen on it (e.g. a port in use)."""
-    import socket
-
-    with socket.socket(socket.AF_INET6 if ":" in host else socket.AF_INET, socket.SOCK_STREAM) as probe:
-        probe.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)  # as uvicorn binds
-        try:
-            probe.bind((host, port))
-        except OSError as exc:
-            raise OSError(f"cannot listen on {host}:{port}: {exc.strerror}") from None
-
-
-class _Stop(Exception):
-    """SIGTERM, turned into an exception once uvicorn has shut down gracefully."""
-
-
-def _stop(signum: int, frame: object) -> None:
-    raise _Stop
-
-
-def serve(
-    guard: Guard,
-    upstream: str,
-    host: str = "127.0.0.1",
-    port: int = 8080,
-    timeout: float = 60.0,
-    announce: Callable[[], None] | None = None,
-) -> None:
-    """Run the proxy with uvicorn until Ctrl-C or SIGTERM.
-
-    Both stop it gracefully: requests in flight finish and are recorded, then this returns (the
-    caller closes the guard). An upstream that is not an http(s) URL raises ``ValueError`` and an
-    address that cannot be bound (a port in use) ``OSError``, both before anything starts;
-    ``announce`` is called once those checks passed.
-    """
-    import signal
-
-    import uvicorn
-
-    check_upstream(upstream)
-    check_listen(host, port)
-    app = create_app(guard, upstream, timeout=timeout)
-    if announce is not None:
-        announce()
-    server = uvicorn.Server(uvicorn.Config(app, host=host, port=port, log_level="warning", access_log=False))
-    # uvicorn shuts down on SIGTERM, then raises the signal again; with this handler that ends
-    # here instead of killing the process before the guard is closed.
-    previous = signal.signal(signal.SIGTERM, _stop)
-    try:
-        server.run()
-    except (_Stop, KeyboardInterrupt):
-        pass
-    except SystemExit as exc:  # uvicorn exits when start-up fails
-        if exc.code:
-            raise OSError(f"the proxy could not start on {host}:{port} (see the message above)") from None
-    finally:
-        signal.signal(signal.SIGTERM, previous)

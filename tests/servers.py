@@ -35,3 +35,21 @@ def running(app: Any, port: int | None = None) -> Iterator[str]:
     finally:
         server.should_exit = True
         thread.join(timeout=10)
+
+
+def wait_ready(url: str, proc: Any, timeout: float = 120.0) -> None:
+    """Wait until ``url`` (a /readyz) answers 200, or fail with the process's stderr if it exits or times out."""
+    import httpx
+
+    deadline = time.monotonic() + timeout
+    while True:
+        try:
+            if httpx.get(url, timeout=2.0).status_code == 200:
+                return
+        except httpx.HTTPError:
+            pass
+        if proc.poll() is not None or time.monotonic() > deadline:
+            proc.kill()
+            _, err = proc.communicate(timeout=10)
+            raise RuntimeError(f"{url} never became ready (exit {proc.returncode}): {err}")
+        time.sleep(0.2)

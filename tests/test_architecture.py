@@ -212,7 +212,7 @@ def test_the_graph_holds_imports_in_functions_and_type_checking_blocks(graph: Gr
     cli_imports = {
         target for module in graph.imports if _within(module, ABOVE_THE_ADAPTERS) for target in graph.imports[module]
     }
-    assert "guardrail.integrations.proxy" in cli_imports  # `guardrail serve`, inside a function
+    assert "guardrail.integrations.proxy_server" in cli_imports  # `guardrail serve`, inside a function
     assert graph.files["guardrail.integrations"] == REPO / "integrations" / "__init__.py"
 
 

@@ -17,6 +17,7 @@ from guardrail.guard import Guard
 from guardrail.integrations import fake_upstream
 from guardrail.integrations.openai import AsyncGuardedChatClient, GuardedChatClient, UpstreamError
 from guardrail.integrations.proxy import create_app
+from guardrail.policy import load_policy
 from guardrail.scorers.local import LocalScorer
 from tests.servers import free_port, running
 
@@ -44,7 +45,8 @@ def proxy(
 ) -> Iterator[tuple[str, Path]]:
     audit = tmp_path_factory.mktemp("proxy") / "audit.jsonl"
     guard = Guard("default", scorer=scorer, audit=JsonlSink(audit), deployment="proxy-test")
-    with running(create_app(guard, upstream[0], timeout=1.0)) as url:
+    allowed = [load_policy("creative-writing")]
+    with running(create_app(guard, upstream[0], timeout=1.0, policies=allowed)) as url:
         yield url, audit
 
 
@@ -99,15 +101,34 @@ def test_authorization_reaches_upstream_and_is_never_recorded(
     assert any(r["context"].get("integration") == "proxy" for r in records(proxy[1]))
 
 
-def test_policy_header_selects_the_deployment_policy(client: openai.OpenAI) -> None:
+def test_policy_header_selects_a_policy_the_operator_allowed(client: openai.OpenAI) -> None:
     completion = client.chat.completions.create(
         model="fake",
         messages=USER,
         extra_headers={"x-guardrail-policy": "creative-writing"},
     )
     assert guardrail_of(completion)["policy"]["name"] == "creative-writing"
-    with pytest.raises(openai.BadRequestError, match="unknown policy 'nope'"):
-        client.chat.completions.create(model="fake", messages=USER, extra_headers={"x-guardrail-policy": "nope"})
+    mine = client.chat.completions.create(model="fake", messages=USER, extra_headers={"x-guardrail-policy": "default"})
+    assert guardrail_of(mine)["policy"]["name"] == "default"
+
+
+def test_a_client_cannot_pick_a_policy_the_operator_did_not_allow(
+    upstream: tuple[str, Any], scorer: LocalScorer, tmp_path: Path
+) -> None:
+    """A proxy started with childrens-tutor guards with it, whatever preset a client names (issue 22, item 7)."""
+    audit = tmp_path / "strict.jsonl"
+    guard = Guard("childrens-tutor", scorer=scorer, audit=JsonlSink(audit))
+    seen = len(upstream[1].state.seen_auth)
+    with running(create_app(guard, upstream[0], timeout=5.0)) as url:
+        client = openai.OpenAI(base_url=url + "/v1", api_key="k", max_retries=0)
+        for laxer in ("creative-writing", "default", "nope"):
+            with pytest.raises(openai.PermissionDeniedError, match=f"policy '{laxer}' is not allowed") as refused:
+                client.chat.completions.create(model="fake", messages=HARM, extra_headers={"x-guardrail-policy": laxer})
+            assert "it guards with 'childrens-tutor'" in str(refused.value)
+            assert refused.value.body["type"] == "policy_not_allowed"  # type: ignore[index]
+        assert len(upstream[1].state.seen_auth) == seen and not audit.exists()  # refused before anything happened
+        plain = client.chat.completions.create(model="fake", messages=USER)
+    assert guardrail_of(plain)["policy"]["name"] == "childrens-tutor"
 
 
 def test_upstream_failures_become_clear_openai_errors(client: openai.OpenAI, scorer: LocalScorer) -> None:

@@ -3,38 +3,55 @@
 from __future__ import annotations
 
 import argparse
+import os
 import sys
 from pathlib import Path
 
-from guardrail.cli.io import AUDIT_HELP, CliError, audit_sink, load_policy_or_fail
+from guardrail.cli.io import AUDIT_HELP, CliError, audit_sink, audit_target, load_policy_or_fail
+
+ALLOWED_POLICIES_ENV = "GUARDRAIL_ALLOWED_POLICIES"
 
 
 def cmd_serve(args: argparse.Namespace) -> int:
-    from guardrail.guard import Guard
-    from guardrail.integrations.proxy import check_listen, check_upstream, serve
+    from guardrail.integrations.proxy_server import ProxySettings, check_listen, check_upstream, serve
 
     try:  # before the scorer loads
         check_upstream(args.upstream)
         check_listen(args.host, args.port)
     except (ValueError, OSError) as exc:
         raise CliError(str(exc)) from None
+    if args.workers < 1:
+        raise CliError(f"--workers must be 1 or more, got {args.workers}")
     policy = load_policy_or_fail(args.policy)
-    audit = audit_sink(args.audit, args.redact)
-    guard = Guard(policy, audit=audit, deployment=args.deployment)
+    allowed = args.allow_policy
+    if allowed is None:
+        allowed = [name.strip() for name in os.environ.get(ALLOWED_POLICIES_ENV, "").split(",") if name.strip()]
+    audit = audit_target(args.audit)  # --audit, else $GUARDRAIL_AUDIT_URL
+    sink = audit_sink(audit, args.redact)  # checked here (one clear line), opened again where it is used
+    if sink is not None:
+        sink.close()
+    settings = ProxySettings(
+        upstream=args.upstream,
+        timeout=args.timeout,
+        policy=policy,
+        allowed=[load_policy_or_fail(ref) for ref in allowed],
+        audit=audit,
+        redact=args.redact,
+        deployment=args.deployment,
+        metrics=args.metrics,
+    )
 
-    def announce() -> None:
+    def announce(detail: str) -> None:
         print(
             f"guardrail proxy on http://{args.host}:{args.port}/v1 -> {args.upstream} "
-            f"(policy {policy.name} v{policy.version}, model {guard.scorer.model_id}); Ctrl-C or SIGTERM stops it",
+            f"(policy {policy.name} v{policy.version}, {detail}); Ctrl-C or SIGTERM stops it",
             flush=True,
         )
 
     try:
-        serve(guard, args.upstream, host=args.host, port=args.port, timeout=args.timeout, announce=announce)
+        serve(settings, host=args.host, port=args.port, workers=args.workers, announce=announce)
     except OSError as exc:
         raise CliError(str(exc)) from None
-    finally:
-        guard.close()
     print("guardrail proxy stopped", file=sys.stderr, flush=True)
     return 0
 
@@ -60,6 +77,22 @@ def register(commands: argparse._SubParsersAction[argparse.ArgumentParser]) -> N
     serve.add_argument("--audit", help=AUDIT_HELP)
     serve.add_argument("--redact", action="store_true", help="audit only hashes of prompts and texts")
     serve.add_argument("--deployment", default="proxy", help="deployment name recorded in the audit log")
+    serve.add_argument(
+        "--workers", type=int, default=1, help="server processes (uvicorn workers) sharing the audit log; default 1"
+    )
+    serve.add_argument(
+        "--allow-policy",
+        action="append",
+        metavar="NAME",
+        help="a policy (preset or file) a client may pick by name with the x-guardrail-policy header; repeatable "
+        f"(default: ${ALLOWED_POLICIES_ENV}, comma-separated; without either, only --policy applies)",
+    )
+    serve.add_argument(
+        "--metrics",
+        action=argparse.BooleanOptionalAction,
+        default=True,
+        help="serve Prometheus metrics on /metrics (default: on)",
+    )
     serve.set_defaults(func=cmd_serve)
 
     demo = commands.add_parser("demo", help="run a guarded chat session with a small local LLM")
