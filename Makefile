@@ -51,6 +51,8 @@ bench: $(STAMP) postgres
 	$(BIN)/python -m benchmarks.bench_scorer
 	$(BIN)/python -m benchmarks.bench_guard
 	$(BIN)/python -m benchmarks.bench_proxy
+	$(BIN)/python -m benchmarks.bench_serve
+	$(BIN)/python -m benchmarks.bench_observability
 	$(BIN)/python -m benchmarks.bench_audit
 	$(BIN)/python -m benchmarks.bench_batch
 
