@@ -37,11 +37,6 @@ ABOVE_THE_ADAPTERS = ("guardrail.cli",)
 """What may import the adapters: the CLI (`guardrail serve` runs the OpenAI proxy). Everything else
 in guardrail/ is the core."""
 
-# TEMPORARY (issue 24): what other branches are splitting right now. Each entry must go when its
-# branch merges; an entry that no longer matches anything fails the tests below, so it cannot linger.
-TEMPORARILY_LONG: set[str] = set()
-TEMPORARY_CIRCLES: set[frozenset[str]] = set()
-
 
 @dataclass
 class Graph:
@@ -167,10 +162,8 @@ def graph() -> Graph:
 
 def test_no_import_circles(graph: Graph) -> None:
     found = circle_groups(graph)
-    new = [describe(graph, circle) for group, circle in found if group not in TEMPORARY_CIRCLES]
-    assert not new, "import circles:\n" + "\n".join(new)
-    stale = [sorted(group) for group in TEMPORARY_CIRCLES if group not in {group for group, _ in found}]
-    assert not stale, f"no longer circles as listed, remove them from TEMPORARY_CIRCLES: {stale}"
+    circles = [describe(graph, circle) for _, circle in found]
+    assert not circles, "import circles:\n" + "\n".join(circles)
 
 
 def test_the_core_never_imports_the_adapters(graph: Graph) -> None:
@@ -199,10 +192,7 @@ def test_nothing_below_the_command_line_imports_it(graph: Graph) -> None:
 
 def test_no_module_is_over_450_lines(graph: Graph) -> None:
     over = long_files(list(graph.files.values()))
-    new = {name: lines for name, lines in over.items() if name not in TEMPORARILY_LONG}
-    assert not new, "over 450 lines: " + ", ".join(f"{name} ({lines} lines)" for name, lines in new.items())
-    stale = sorted(TEMPORARILY_LONG - over.keys())
-    assert not stale, f"no longer over 450 lines (or gone), remove them from TEMPORARILY_LONG: {stale}"
+    assert not over, "over 450 lines: " + ", ".join(f"{name} ({lines} lines)" for name, lines in over.items())
 
 
 def test_the_graph_holds_imports_in_functions_and_type_checking_blocks(graph: Graph) -> None:
