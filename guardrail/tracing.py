@@ -59,8 +59,11 @@ def _step_tracer() -> trace.Tracer | None:
     return _tracer() if trace.get_current_span().is_recording() else None
 
 
-@contextlib.contextmanager
-def span(step: str, *, root: bool = False) -> Iterator[None]:
+_UNTRACED = contextlib.nullcontext()
+"""What a step's hook is when nothing is traced: a shared no-op, so an untraced call pays a lookup, not a generator."""
+
+
+def span(step: str, *, root: bool = False) -> contextlib.AbstractContextManager[Any]:
     """A child span ``guardrail.<step>`` of the current span, made current while the block runs.
 
     ``root`` makes the span even without a current one (the record step: decisions recorded
@@ -70,14 +73,11 @@ def span(step: str, *, root: bool = False) -> Iterator[None]:
     """
     tracer = _tracer() if root else _step_tracer()
     if tracer is None:
-        yield
-        return
-    with tracer.start_as_current_span(f"guardrail.{step}"):
-        yield
+        return _UNTRACED
+    return tracer.start_as_current_span(f"guardrail.{step}")
 
 
-@contextlib.contextmanager
-def child(step: str) -> Iterator[None]:
+def child(step: str) -> contextlib.AbstractContextManager[Any]:
     """A child span ``guardrail.<step>`` of the current span that is not made current.
 
     For a step that yields (the pipeline's ``act``, a generator): spans started while it runs are
@@ -85,9 +85,13 @@ def child(step: str) -> Iterator[None]:
     """
     tracer = _step_tracer()
     if tracer is None:
-        yield
-        return
-    started = tracer.start_span(f"guardrail.{step}")
+        return _UNTRACED
+    return _ended(tracer.start_span(f"guardrail.{step}"))
+
+
+@contextlib.contextmanager
+def _ended(started: trace.Span) -> Iterator[None]:
+    """End ``started`` when the block ends, marking it failed if the block raised."""
     try:
         yield
     except BaseException as exc:

@@ -139,6 +139,18 @@ def test_content_hash_changes_with_behaviour_only(tmp_path: Path) -> None:
     assert a.content_hash == b.content_hash != c.content_hash
 
 
+def test_a_copied_policy_with_other_settings_names_its_own_content(tmp_path: Path) -> None:
+    """The hash is computed once per policy; a copy with changes must not inherit the original's."""
+    opened = load_policy(write(tmp_path, "name: x\nrules: []\nsettings: {fail_mode: open}\n", "a.yaml"))
+    closed = load_policy(write(tmp_path, "name: x\nrules: []\nsettings: {fail_mode: closed}\n", "c.yaml"))
+    assert opened.content_hash != closed.content_hash  # both computed before copying
+    for deep in (False, True):
+        copied = opened.model_copy(update={"settings": closed.settings}, deep=deep)
+        assert copied.content_hash == closed.content_hash
+        assert copied.ref.hash == closed.content_hash
+    assert opened.model_copy().content_hash == opened.content_hash
+
+
 def test_schema_file_is_in_sync_with_the_models() -> None:
     shipped = json.loads((REPO / "policies" / "schema.json").read_text())
     assert shipped == json_schema(), "run: guardrail policy schema > policies/schema.json"
