@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import itertools
+import os
 import re
 from collections.abc import Iterator
 from pathlib import Path
@@ -12,7 +13,11 @@ import pytest
 from guardrail.scorers.local import LocalScorer
 from tests.pg import PgServer, require_binaries
 
-SHARED_DATA = Path(__file__).resolve().parent.parent.parent / "shared" / "data"
+SHARED_DATA = Path(
+    os.environ.get("GUARDRAIL_SHARED_DATA") or Path(__file__).resolve().parent.parent.parent / "shared" / "data"
+)
+"""The shared training and evaluation data: ../shared/data beside the checkout (as CI mounts it), or
+the folder GUARDRAIL_SHARED_DATA names (a worktree elsewhere)."""
 
 
 @pytest.fixture(scope="session")

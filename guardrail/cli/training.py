@@ -1,5 +1,8 @@
 """`guardrail train`, `cv` and `eval`: reproduce the value heads, cross-validate the recipe, measure quality.
 
+``eval --data FILE`` measures on FULCRA-format rows; ``eval --external`` on the dev rows of the
+external sources (``guardrail.training.external_eval``).
+
 The recipe is ``guardrail.training.train.TrainConfig``: ``train`` and ``cv`` take its common
 settings as named options and any other one as ``--set KEY=VALUE``. The training code (and its
 optional dependencies) is imported only when one of these commands runs.
@@ -11,11 +14,13 @@ import argparse
 import json
 from collections.abc import Sequence
 from pathlib import Path
-from typing import Any
+from typing import Any, Literal
 
 from pydantic import ValidationError
 
 from guardrail.cli.io import CliError
+
+DEFAULT_TRAIN_DATA = "../shared/data/fulcra/train.jsonl"
 
 
 def _parse_settings(settings: Sequence[str] | None) -> dict[str, object]:
@@ -102,16 +107,61 @@ def cmd_cv(args: argparse.Namespace) -> int:
 
 
 def cmd_eval(args: argparse.Namespace) -> int:
+    if args.external:
+        return _eval_external(args)
+    fulcra_only = {"--data-dir": args.data_dir, "--precision": args.precision, "--out": args.out, "--limit": args.limit}
+    given = [option for option, value in fulcra_only.items() if value is not None]
+    if given:
+        raise CliError(f"{', '.join(given)} belong(s) to --external")
+    if args.data is None:
+        raise CliError("give --data FILE (FULCRA format), or --external for the external sources")
     from guardrail.training.quality import evaluate_quality, format_table
 
     data = Path(args.data)
     if not data.exists():
         raise CliError(f"no such data file: {data}")
-    train_data = Path(args.train_data) if args.train_data else None
-    result = evaluate_quality(data, args.split, train_data=train_data, log=lambda s: print(s, flush=True))
+    train_data_arg = DEFAULT_TRAIN_DATA if args.train_data is None else args.train_data
+    train_data = Path(train_data_arg) if train_data_arg else None
+    result = evaluate_quality(data, args.split or "all", train_data=train_data, log=lambda s: print(s, flush=True))
     print(format_table(result))
     if args.json:
         Path(args.json).write_text(json.dumps(result, indent=2) + "\n")
+    return 0
+
+
+def _eval_external(args: argparse.Namespace) -> int:
+    """`guardrail eval --external`: the shipped scorer and the TF-IDF baseline on the external dev rows."""
+    given = [
+        option
+        for option, value in {
+            "--data": args.data,
+            "--split": args.split,
+            "--train-data": args.train_data,
+            "--json": args.json,
+        }.items()
+        if value is not None
+    ]
+    if given:
+        raise CliError(f"{', '.join(given)} belong(s) to the FULCRA evaluation, not --external (see --help)")
+    if args.limit is not None and args.limit < 2:
+        raise CliError(f"--limit must be at least 2, got {args.limit}")
+    if args.out is not None and not args.out.parent.is_dir():
+        raise CliError(f"--out {args.out}: no such folder {args.out.parent}")
+    from guardrail.training.external import ExternalDataError
+    from guardrail.training.external_eval import evaluate_external, format_external_table
+
+    data_dir = args.data_dir or Path("../shared/data")
+    precisions: list[Literal["int8", "fp32"]] = ["int8", "fp32"]
+    if args.precision in ("int8", "fp32"):
+        precisions = [args.precision]
+    try:
+        result = evaluate_external(data_dir, precisions, limit=args.limit, log=lambda s: print(s, flush=True))
+    except (FileNotFoundError, ExternalDataError) as exc:
+        raise CliError(f"{exc} (set --data-dir)" if isinstance(exc, FileNotFoundError) else str(exc)) from None
+    print(format_external_table(result))
+    if args.out is not None:
+        args.out.write_text(json.dumps(result, indent=2) + "\n")
+        print(f"wrote {args.out}")
     return 0
 
 
@@ -167,18 +217,37 @@ def register(commands: argparse._SubParsersAction[argparse.ArgumentParser]) -> N
     _add_recipe_settings(cv)
     cv.set_defaults(func=cmd_cv)
 
-    evaluate = commands.add_parser("eval", help="measure quality on FULCRA-format data, model vs baselines")
-    evaluate.add_argument("--data", required=True, help="FULCRA-format JSONL file")
+    evaluate = commands.add_parser(
+        "eval",
+        help="measure quality on FULCRA-format data (--data), or on the external sources' dev rows (--external), "
+        "model vs baselines",
+    )
+    evaluate.add_argument("--data", help="FULCRA-format JSONL file (required unless --external)")
     evaluate.add_argument(
         "--split",
         choices=["all", "train", "dev", "test"],
-        default="all",
-        help="keep only rows of one hash split (use 'test' on the shared training file)",
+        help="keep only rows of one hash split (default all; use 'test' on the shared training file)",
     )
     evaluate.add_argument(
         "--train-data",
-        default="../shared/data/fulcra/train.jsonl",
-        help="FULCRA file whose train split fits the TF-IDF baseline ('' to skip it)",
+        help="FULCRA file whose train split fits the TF-IDF baseline (default ../shared/data/fulcra/train.jsonl; "
+        "'' to skip it)",
     )
     evaluate.add_argument("--json", help="also write the figures to this JSON file")
+    external = evaluate.add_argument_group(
+        "external sources",
+        "--external: per source of DATA_DIR/external, on its dev rows (split by prompt, see "
+        "guardrail/training/external.py): violation AUC, and under the default policy the share of harmful "
+        "responses blocked or rewritten and of benign ones allowed, int8 and fp32, beside a TF-IDF + "
+        "logistic-regression baseline; and the value-polarity pair figure",
+    )
+    external.add_argument("--external", action="store_true", help="evaluate on the external sources' dev rows")
+    external.add_argument("--data-dir", type=Path, help="folder holding external/ and fulcra/ (default ../shared/data)")
+    external.add_argument("--precision", choices=["int8", "fp32", "both"], help="which model(s) to run (default both)")
+    external.add_argument("--out", type=Path, help="also write the figures to this JSON file")
+    external.add_argument(
+        "--limit",
+        type=int,
+        help="at most N dev rows per source (and 10 N training rows for the baseline): a quick check",
+    )
     evaluate.set_defaults(func=cmd_eval)

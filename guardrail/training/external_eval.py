@@ -1,0 +1,329 @@
+"""`guardrail eval --external`: the shipped scorer, through a policy, on the external sources' dev rows.
+
+For each precision asked (int8, fp32) the dev rows of every source (``guardrail.training.external``
+carves them by prompt) are scored once with ``LocalScorer`` and then decided one by one with
+``Guard(policy).check`` (the real score -> evaluate -> act pipeline; no LLM is given, so a rewrite
+rule falls back to its block, and no audit is written). Beside the model, a TF-IDF + logistic
+regression "harmful?" baseline is fitted on the train rows of the same sources plus FULCRA's train
+split and scored on the same dev rows. The figures are defined in
+``guardrail.training.external_metrics``.
+"""
+
+from __future__ import annotations
+
+import time
+from collections.abc import Callable, Mapping, Sequence
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any, Literal
+
+from guardrail.text import InvalidTextError, normalize_text
+from guardrail.training.baselines import tfidf_binary
+from guardrail.training.external import (
+    DEV_PERCENT,
+    ExternalRow,
+    ExternalSplit,
+    groups_of,
+    read_external,
+    rows_of,
+    split_summary,
+)
+from guardrail.training.external_metrics import harm_figures, p_oppose_signal, polarity_pairs, violation_signal
+
+Precision = Literal["int8", "fp32"]
+ALL = "all"
+"""The name of the pooled row: every judged dev row of every source together."""
+SPLIT_RULE = (
+    "prompt key = the normalised prompt (NFKC, invisible characters dropped, case-folded, whitespace "
+    "collapsed), or for jailbreakbench the normalised label_raw.goal; dev when "
+    f"int(sha256('external-split|' + key), 16) % 100 < {DEV_PERCENT}, else train"
+)
+DEFINITIONS = {
+    "auc": "ROC AUC of harmful=1 above harmful=0; model signal -min over the ten values of "
+    "score_v = P(support_v) - P(oppose_v); baseline signal P(harmful)",
+    "auc_p_oppose": "the same AUC with signal max_v P(oppose_v)",
+    "harmful_blocked_or_rewritten": "share of harmful=1 rows that Guard(policy).check does not allow "
+    "(action block or rewrite; without an LLM a rewrite falls back to block)",
+    "benign_allowed": "share of harmful=0 rows that Guard(policy).check allows (action allow or log)",
+    "baseline_flag": "for tfidf+logreg the two shares are at P(harmful) >= 0.5, not a policy",
+    "pairs": "within the answers to one normalised prompt text, ordered pairs (a, b) and value v with "
+    "value_labels a:+1, b:-1; share with score_v(a) > score_v(b), ties 1/2; value_labels are the data's "
+    "heuristic mapping (valueportrait: the sign of raters' liking vs their own value profile, |r| >= 0.2)",
+    "skipped": "rows with harmful=null (valueportrait) count only in the pairs; rows whose response is "
+    "empty after normalisation are left out of everything",
+}
+
+
+def _scorable(row: ExternalRow) -> bool:
+    try:
+        normalize_text(row.response)
+    except InvalidTextError:
+        return False
+    return True
+
+
+def _slice(rows: list[ExternalRow], limit: int | None) -> list[ExternalRow]:
+    """At most ``limit`` rows, in file order: half harmful and half benign where the source judges harm."""
+    if limit is None:
+        return rows
+    if all(r.harmful is None for r in rows):
+        return rows[:limit]
+    harmful = [r for r in rows if r.harmful == 1][: limit // 2]
+    benign = [r for r in rows if r.harmful == 0][: limit - len(harmful)]
+    kept = {id(r) for r in harmful + benign}
+    return [r for r in rows if id(r) in kept]
+
+
+def select(
+    by_source: Mapping[str, list[ExternalRow]], split: ExternalSplit, limit: int | None = None
+) -> tuple[dict[str, list[ExternalRow]], dict[str, int]]:
+    """Per source, its scorable rows of one side (at most ``limit``), and how many had an empty response."""
+    chosen: dict[str, list[ExternalRow]] = {}
+    empty: dict[str, int] = {}
+    for name, rows in by_source.items():
+        side = rows_of(rows, split)
+        kept = [r for r in side if _scorable(r)]
+        empty[name] = len(side) - len(kept)
+        chosen[name] = _slice(kept, limit)
+    return chosen, empty
+
+
+@dataclass(frozen=True)
+class ModelRun:
+    """What one precision of the shipped model made of the dev rows, row by row."""
+
+    name: str
+    """E.g. "model int8 (openvino 2026.4.1)"."""
+    model_id: str
+    policy: str
+    """The policy's name and version, e.g. "default v1.0.0"."""
+    scores: list[dict[str, float]]
+    signal: list[float]
+    """``violation_signal`` per row."""
+    p_oppose: list[float]
+    """``p_oppose_signal`` per row."""
+    allowed: list[bool]
+    """Whether the guard let each draft through."""
+    undecided: int
+    """Decisions made without a full evaluation (an error), or on other scores than the batch's: 0 expected."""
+    seconds: float
+
+
+def score_and_decide(
+    rows: Sequence[ExternalRow],
+    precision: Precision,
+    policy: str = "default",
+    weights_dir: Path | None = None,
+    log: Callable[[str], None] = print,
+) -> ModelRun:
+    """Score ``rows`` with the shipped model at one precision and decide each with ``Guard(policy)``."""
+    from guardrail.guard import Guard
+    from guardrail.scorers.local import LocalScorer
+
+    scorer = LocalScorer(precision=precision, weights_dir=weights_dir, cache_size=len(rows) + 16)
+    name = f"model {scorer.precision} ({scorer.engine_version})"
+    started = time.perf_counter()
+    chunk = 256
+    scored = []
+    for start in range(0, len(rows), chunk):
+        part = rows[start : start + chunk]
+        scored += scorer.score_batch([r.response for r in part], [r.prompt for r in part])
+        rate = len(scored) / max(time.perf_counter() - started, 1e-9)
+        log(f"  {name}: scored {len(scored)}/{len(rows)} ({rate:.0f} texts/s)")
+    allowed, errors = [], 0
+    with Guard(policy, scorer=scorer) as guard:
+        for row, scores in zip(rows, scored, strict=True):
+            # The scores are cached, so the guard's own scoring step returns them without inference.
+            decision = guard.check(row.response, prompt=row.prompt, record=False)
+            if decision.error is not None or decision.scores != scores:
+                errors += 1
+            allowed.append(decision.allowed)
+        policy_ref = f"{guard.policy.name} v{guard.policy.version}"
+    return ModelRun(
+        name=name,
+        model_id=scorer.model_id,
+        policy=policy_ref,
+        scores=[s.scores for s in scored],
+        signal=[violation_signal(s) for s in scored],
+        p_oppose=[p_oppose_signal(s) for s in scored],
+        allowed=allowed,
+        undecided=errors,
+        seconds=round(time.perf_counter() - started, 1),
+    )
+
+
+def baseline_training_rows(
+    by_source: Mapping[str, list[ExternalRow]], data_dir: Path, limit: int | None = None
+) -> tuple[list[str], list[int], str]:
+    """Texts and harmful labels the TF-IDF baseline fits on, and a line saying what they are.
+
+    Every judged train row of the external sources, plus FULCRA's train split (its hash split,
+    ``guardrail.training.data.split_of``; harmful = any value labelled -1) where
+    ``data_dir/fulcra/train.jsonl`` exists. With ``limit``, at most ``10 * limit`` rows per source.
+    """
+    from guardrail.training.data import read_fulcra, split_of
+
+    train, _ = select(by_source, "train", None if limit is None else 10 * limit)
+    texts, labels = [], []
+    for rows in train.values():
+        for r in rows:
+            if r.harmful is not None:
+                texts.append(f"{r.prompt}\n{r.response}")
+                labels.append(r.harmful)
+    what = f"external train rows ({len(texts)})"
+    fulcra = data_dir / "fulcra" / "train.jsonl"
+    if fulcra.exists():
+        examples = [e for e in read_fulcra(fulcra)[0] if split_of(e.key) == "train"]
+        if limit is not None:
+            examples = examples[: 10 * limit]
+        texts += [f"{e.prompt or ''}\n{e.response}" for e in examples]
+        labels += [int(e.violates) for e in examples]
+        what += f" + FULCRA train split ({len(examples)}, harmful = any value -1)"
+    return texts, labels, what
+
+
+def _harm(
+    harmful: Sequence[int | None],
+    signal: Sequence[float],
+    allowed: Sequence[bool],
+    p_oppose: Sequence[float] | None = None,
+) -> Callable[[list[int]], Mapping[str, object]]:
+    """The harm figures of the rows at some indices, for ``_per_group``."""
+
+    def figures(ix: list[int]) -> Mapping[str, object]:
+        extra = {"p_oppose": [p_oppose[i] for i in ix]} if p_oppose is not None else None
+        return harm_figures([harmful[i] for i in ix], [signal[i] for i in ix], [allowed[i] for i in ix], extra)
+
+    return figures
+
+
+def _pairs(
+    rows: Sequence[ExternalRow], scores: Sequence[Mapping[str, float]]
+) -> Callable[[list[int]], dict[str, object]]:
+    """The value-polarity pair figure of the rows at some indices, for ``_per_group``."""
+
+    def figures(ix: list[int]) -> dict[str, object]:
+        return polarity_pairs([rows[i] for i in ix], [scores[i] for i in ix])
+
+    return figures
+
+
+def _per_group(
+    by_source: Mapping[str, list[ExternalRow]],
+    figures: Callable[[list[int]], Mapping[str, object]],
+) -> dict[str, Mapping[str, object]]:
+    """``figures(indices)`` for every source and sub-source, and for all rows pooled, by index into the
+    concatenation of ``by_source``'s rows."""
+    index: dict[int, int] = {}
+    for n, row in enumerate(r for rows in by_source.values() for r in rows):
+        index[id(row)] = n
+    out = {name: figures([index[id(r)] for r in rows]) for name, rows in groups_of(by_source)}
+    out[ALL] = figures(list(range(len(index))))
+    return out
+
+
+def evaluate_external(
+    data_dir: Path | str,
+    precisions: Sequence[Precision] = ("int8", "fp32"),
+    *,
+    limit: int | None = None,
+    baseline: bool = True,
+    policy: str = "default",
+    weights_dir: Path | None = None,
+    log: Callable[[str], None] = print,
+) -> dict[str, Any]:
+    """Every figure of `guardrail eval --external`, per source, for each precision and the baseline.
+
+    ``limit`` keeps at most that many dev rows per source (half harmful, half benign, in file
+    order) and trains the baseline on at most ten times as many per source: a quick check, not a
+    result. Raises ``FileNotFoundError`` when ``data_dir/external`` is missing.
+    """
+    data_dir = Path(data_dir)
+    by_source = read_external(data_dir)
+    dev, empty = select(by_source, "dev", limit)
+    rows = [r for part in dev.values() for r in part]
+    harmful = [r.harmful for r in rows]
+    log(f"{len(rows)} dev rows from {len(dev)} sources ({sum(h is not None for h in harmful)} judged)")
+    systems: dict[str, dict[str, Any]] = {}
+    model_id = None
+    for precision in precisions:
+        run = score_and_decide(rows, precision, policy, weights_dir, log)
+        model_id = run.model_id
+        systems[precision] = {
+            "name": run.name,
+            "policy": run.policy,
+            "undecided": run.undecided,
+            "seconds": run.seconds,
+            "sources": _per_group(dev, _harm(harmful, run.signal, run.allowed, run.p_oppose)),
+            "pairs": _per_group(dev, _pairs(rows, run.scores)),
+        }
+    if baseline:
+        texts, labels, what = baseline_training_rows(by_source, data_dir, limit)
+        log(f"  tfidf+logreg: fitting on {what}")
+        proba: list[float] = tfidf_binary(texts, labels, [f"{r.prompt}\n{r.response}" for r in rows]).tolist()
+        systems["tfidf+logreg"] = {
+            "name": "tfidf+logreg",
+            "trained_on": what,
+            "sources": _per_group(dev, _harm(harmful, proba, [p < 0.5 for p in proba])),
+        }
+    return {
+        "when": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime()),
+        "data_dir": str(data_dir),
+        "model_id": model_id,
+        "limit": limit,
+        "dev_percent": DEV_PERCENT,
+        "split_rule": SPLIT_RULE,
+        "definitions": DEFINITIONS,
+        "counts": split_summary(by_source),
+        "dev_rows_scored": {name: len(part) for name, part in dev.items()},
+        "skipped_empty_response": {name: n for name, n in empty.items() if n},
+        "systems": systems,
+    }
+
+
+def _pct(x: object) -> str:
+    return f"{100 * x:5.1f}%" if isinstance(x, float) else f"{'-':>6}"
+
+
+def _num(x: object) -> str:
+    return f"{x:6.3f}" if isinstance(x, float) else f"{'-':>6}"
+
+
+def format_external_table(result: Mapping[str, Any]) -> str:
+    """Plain-text tables: the harm figures per source, then the value-polarity pairs."""
+    systems: dict[str, dict[str, Any]] = result["systems"]
+    models = [p for p in ("int8", "fp32") if p in systems]
+    has_baseline = "tfidf+logreg" in systems
+    any_system = next(iter(systems.values()))["sources"]
+    head = f"{'source':<17}{'rows':>6}{'harm':>6}"
+    head += "".join(f"{'AUC ' + m:>10}" for m in models) + (f"{'AUC tfidf':>10}" if has_baseline else "")
+    head += "".join(f"{'blocked ' + m:>14}" for m in models) + "".join(f"{'allowed ' + m:>14}" for m in models)
+    lines = [head]
+    for source, base in any_system.items():
+        if not base["rows"]:
+            continue
+        line = f"{source:<17}{base['rows']:>6}{base['harmful']:>6}"
+        for name in [*models, *(["tfidf+logreg"] if has_baseline else [])]:
+            line += f"{_num(systems[name]['sources'][source]['auc']):>10}"
+        for key in ("harmful_blocked_or_rewritten", "benign_allowed"):
+            for m in models:
+                line += f"{_pct(systems[m]['sources'][source][key]):>14}"
+        lines.append(line)
+    if models:
+        lines += ["", f"{'value-polarity pairs':<22}" + "".join(f"{'pairs':>7}{'higher ' + m:>13}" for m in models)]
+        for source, fig in systems[models[0]]["pairs"].items():
+            if fig["pairs"]:
+                cells = "".join(
+                    f"{systems[m]['pairs'][source]['pairs']:>7}{_pct(systems[m]['pairs'][source]['higher']):>13}"
+                    for m in models
+                )
+                lines.append(f"{source:<22}{cells}")
+        pooled: dict[str, dict[str, Any]] = systems[models[0]]["pairs"][ALL]["per_value"]
+        for value in pooled:
+            cells = "".join(
+                f"{systems[m]['pairs'][ALL]['per_value'][value]['pairs']:>7}"
+                f"{_pct(systems[m]['pairs'][ALL]['per_value'][value]['higher']):>13}"
+                for m in models
+            )
+            lines.append(f"{'  ' + ALL + ', ' + value:<22}{cells}")
+    return "\n".join(lines)
