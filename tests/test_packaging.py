@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import shutil
 import subprocess
 import sys
 import zipfile
@@ -19,7 +20,28 @@ def test_integrations_and_policies_import_from_the_top_level_folders() -> None:
     assert Path(guardrail.policies.__file__).resolve() == (REPO / "policies" / "__init__.py").resolve()
 
 
-def test_wheel_carries_presets_adapters_weights_and_model_card(tmp_path: Path) -> None:
+def _source_modules() -> set[str]:
+    """Every module of the source tree, named as the wheel must hold it."""
+    names = {
+        str(path.relative_to(REPO)) for path in (REPO / "guardrail").rglob("*.py") if "__pycache__" not in path.parts
+    }
+    for folder in ("integrations", "policies"):  # reached through guardrail/<folder> symlinks
+        names |= {f"guardrail/{folder}/{path.name}" for path in (REPO / folder).glob("*.py")}
+    return names
+
+
+def test_wheel_carries_every_module_presets_weights_and_model_card(tmp_path: Path) -> None:
+    # Built from a copy without build outputs: a stale build/ folder would hide a package missing
+    # from pyproject.toml's list.
+    source = tmp_path / "src"
+    shutil.copytree(
+        REPO,
+        source,
+        symlinks=True,
+        ignore=shutil.ignore_patterns(
+            ".git", ".venv", "build", "dist", "*.egg-info", "__pycache__", ".*_cache", "runs"
+        ),
+    )
     subprocess.run(
         [
             sys.executable,
@@ -31,7 +53,7 @@ def test_wheel_carries_presets_adapters_weights_and_model_card(tmp_path: Path) -
             "-q",
             "-w",
             str(tmp_path),
-            str(REPO),
+            str(source),
         ],
         check=True,
         capture_output=True,
@@ -40,20 +62,14 @@ def test_wheel_carries_presets_adapters_weights_and_model_card(tmp_path: Path) -
     names = set(zipfile.ZipFile(wheel).namelist())
     for preset in presets():
         assert f"guardrail/policies/{preset}.yaml" in names
-    expected = {
+    expected = _source_modules() | {
         "guardrail/policies/schema.json",
-        "guardrail/policy/__init__.py",
-        "guardrail/integrations/__init__.py",
         "guardrail/model/value_heads.safetensors",
         "guardrail/model/value_heads.json",
         "guardrail/model/MODEL_CARD.md",
         "guardrail/py.typed",
-        "guardrail/cli/__init__.py",
-        "guardrail/cli/__main__.py",
     }
-    expected |= {f"guardrail/cli/{module.name}" for module in (REPO / "guardrail" / "cli").glob("*.py")}
-    expected |= {f"guardrail/audit/{module.name}" for module in (REPO / "guardrail" / "audit").glob("*.py")}
-    assert expected <= names, expected - names
+    assert expected <= names, f"missing from the wheel (add the package to pyproject.toml): {sorted(expected - names)}"
     assert not any(n.startswith(("integrations/", "policies/", "tests/")) for n in names)
     weights = zipfile.ZipFile(wheel).getinfo("guardrail/model/value_heads.safetensors")
     assert weights.file_size <= 10 * 1024 * 1024
