@@ -309,3 +309,20 @@ def test_the_local_path_needs_no_ray(tmp_path: Path) -> None:
     )
     assert done.returncode == 0, done.stderr
     assert "--ray needs Ray: pip install 'value-guardrail[ray]'" in done.stdout
+
+
+def test_rescore_reads_a_log_in_postgresql(scorer: LocalScorer, pg_url: str, tmp_path: Path) -> None:
+    """The same store mechanism as `guardrail audit`: a database log is re-scored like a file."""
+    from guardrail.audit import open_store
+
+    texts = [r["response"] for r in rows(6)]
+    store = open_store(pg_url)
+    try:
+        guard = Guard("default", scorer=scorer, audit=store, deployment="support")
+        for text in texts:
+            guard.check(text, prompt="What should I do?")
+    finally:
+        store.close()
+    summary = rescore(pg_url, guard.policy, tmp_path / "rescore", workers=1, progress=False)
+    assert (summary["records"], summary["rescored"]) == (len(texts), len(texts))
+    assert summary["changed"] == 0  # same scorer, same policy: nothing changes

@@ -34,7 +34,7 @@ SUMMARY = "rescore.json"
 
 
 def audit_records(path: Path | str) -> Iterator[dict[str, Any]]:
-    """The decision records of an audit log (JSONL with its segments, or SQLite), in log order."""
+    """The decision records of an audit log (JSONL with its segments, SQLite, or a postgresql:// URL), in log order."""
     from guardrail.audit import AuditLogError, records
 
     try:
@@ -174,7 +174,9 @@ def rescore(
     and say which decisions would change (by action transition and by value; every one of them in
     ``changed.jsonl``). ``options`` go to ``batch_score`` (``workers``, ``ray``, ``shard_size`` ...)."""
     out = Path(out_dir)
-    if not Path(log).exists():
+    from guardrail.audit import is_url
+
+    if not is_url(log) and not Path(log).exists():  # a database log is opened (and its errors named) by the store
         raise BatchError(f"{log}: no such audit log")
     if out.exists() and any(out.iterdir()) and not (out / STAGED_INFO).exists():
         raise BatchError(f"{out} is not an empty folder and holds no re-scoring run; give a new or empty folder")

@@ -193,7 +193,7 @@ def register(commands: argparse._SubParsersAction[argparse.ArgumentParser]) -> N
         "scored) and evaluate --policy: prints and writes OUT/rescore.json (changes by action and value), "
         "OUT/changed.jsonl (every changed record) and OUT/scores/ (the batch output).",
     )
-    re.add_argument("log", help="audit log: JSONL (rotated segments included) or SQLite")
+    re.add_argument("log", help="audit log: JSONL (rotated segments included), SQLite, or a postgresql:// URL")
     re.add_argument("--policy", required=True, help="preset name or policy file")
     re.add_argument("--examples", type=int, default=5, help="changed records shown in the summary (default 5)")
     _add_run_options(re)
