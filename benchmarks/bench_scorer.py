@@ -225,6 +225,11 @@ def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__)
     parser.add_argument("--repeat", type=int, default=200, help="timed calls per latency figure")
     parser.add_argument("--cold-runs", type=int, default=3)
+    parser.add_argument(
+        "--previous-weights",
+        type=Path,
+        help="a weights folder (e.g. the model before a retraining) to time as int8 'previous' beside the shipped one",
+    )
     args = parser.parse_args()
 
     tokenizer = load_tokenizer()
@@ -239,10 +244,14 @@ def main() -> None:
         "int8_torch": LocalScorer(precision="int8", engine="torch", cache_size=0),
         "int8_unsmoothed": LocalScorer(precision="int8", weights_dir=unsmoothed_dir, cache_size=0),
     }
+    if args.previous_weights:
+        variants["previous_int8"] = LocalScorer(precision="int8", weights_dir=args.previous_weights, cache_size=0)
     if variants["int8"].engine != "openvino" or variants["int8_unsmoothed"].engine != "torch":
         raise SystemExit("expected int8 on OpenVINO and the unsmoothed weights on torch; is openvino installed?")
     cached = LocalScorer(precision="int8")
     results: dict[str, object] = {"model_id": scorers["int8"].model_id, "latency_batch1": {}, "throughput": {}}
+    if args.previous_weights:
+        results["previous_model_id"] = variants["previous_int8"].model_id
 
     for tokens in (64, 128, 256):
         text = text_of_tokens(tokenizer, tokens)
@@ -261,6 +270,14 @@ def main() -> None:
         row["int8_torch_over_int8_p50"] = round(row["int8_torch"]["p50_ms"] / row["int8"]["p50_ms"], 2)
         row["fp32_over_int8_torch_p50"] = round(row["fp32"]["p50_ms"] / row["int8_torch"]["p50_ms"], 2)
         row["unsmoothed_over_int8_p50"] = round(row["int8_unsmoothed"]["p50_ms"] / row["int8"]["p50_ms"], 2)
+        if "previous_int8" in row:
+            row["previous_int8_over_int8_p50"] = round(row["previous_int8"]["p50_ms"] / row["int8"]["p50_ms"], 2)
+            print(
+                f"  previous model {variants['previous_int8'].model_id}: "
+                f"int8 p50 {row['previous_int8']['p50_ms']:.2f} ms "
+                f"({row['previous_int8_over_int8_p50']}x the shipped model's)",
+                flush=True,
+            )
         if tokens == 128:
             # The scorer's p50 scaled to the phase in which the reference was measured at 11 ms / 24.1 ms.
             row["int8_at_reference_speed_ms"] = {

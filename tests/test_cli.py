@@ -144,7 +144,11 @@ def test_recipe_settings_reach_training_and_bad_ones_are_named(
     assert code == 2 and "KEY=VALUE" in err
     assert not (tmp_path / "w").exists(), "nothing is trained on a bad recipe"
 
+    code, _, err = run([*base, "--set", "num_layers=1"], capsys)
+    assert code == 2 and f"no external data at {data / 'external'}" in err and "external_per_class=0" in err
+
     settings = ["--set", "num_layers=1", "--set", "use_toxigen=false", "--set", "lr_head=0.02"]
+    settings += ["--set", "external_per_class=0"]
     code, _, _ = run([*base, "--epochs", "1", *settings], capsys)
     assert code == 0
     recipe = json.loads((tmp_path / "w" / "value_heads.json").read_text())["training"]["recipe"]

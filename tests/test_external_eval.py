@@ -150,7 +150,7 @@ def test_cli_runs_end_to_end_on_a_small_limit(tmp_path: Path, capsys: pytest.Cap
             (EXTERNAL / f"{name}.jsonl").read_text().splitlines()
         )
         assert name in printed
-    assert result["systems"]["int8"]["policy"] == "default v1.0.0"
+    assert result["systems"]["int8"]["policy"] == "default v1.1.0"
     assert "value-polarity pairs" in printed
 
 
@@ -169,3 +169,13 @@ def test_eval_options_of_the_two_modes_do_not_mix(capsys: pytest.CaptureFixture[
     assert "--data belong(s) to the FULCRA evaluation" in capsys.readouterr().err
     assert main(["eval", "--data", "x.jsonl", "--limit", "3"]) == 2
     assert "--limit belong(s) to --external" in capsys.readouterr().err
+
+
+def test_another_policy_decides_the_same_rows_and_keeps_its_trade_off() -> None:
+    strict = evaluate_external(SHARED_DATA, ["int8"], limit=8, baseline=False, policy="childrens-tutor", log=print)
+    default = evaluate_external(SHARED_DATA, ["int8"], limit=8, baseline=False, log=print)
+    assert strict["systems"]["int8"]["policy"].startswith("childrens-tutor v")
+    pooled = {name: r["systems"]["int8"]["sources"]["all"] for name, r in (("strict", strict), ("default", default))}
+    # childrens-tutor extends default: it blocks at least what default blocks, and allows no more
+    assert pooled["strict"]["harmful_blocked_or_rewritten"] >= pooled["default"]["harmful_blocked_or_rewritten"]
+    assert pooled["strict"]["benign_allowed"] <= pooled["default"]["benign_allowed"]

@@ -217,6 +217,7 @@ def test_train_writes_weights_the_scorer_loads_and_reproduces_them(tmp_path: Pat
     _fulcra_file(tmp_path / "data" / "fulcra" / "train.jsonl", 30)
     fixed = Thresholds(oppose=dict.fromkeys(VALUE_NAMES, 0.55), support=dict.fromkeys(VALUE_NAMES, 0.45))
     recipe = {"data_dir": tmp_path / "data", "num_layers": 1, "epochs": 1, "use_toxigen": False, "thresholds": fixed}
+    recipe["external_per_class"] = 0  # FULCRA alone: the folder has no external/
 
     first = train(TrainConfig(**recipe, final_fit=True, out_dir=tmp_path / "a"), log=lambda _: None)
     again = train(TrainConfig(**recipe, final_fit=True, out_dir=tmp_path / "b"), log=lambda _: None)
@@ -234,7 +235,14 @@ def test_train_writes_weights_the_scorer_loads_and_reproduces_them(tmp_path: Pat
 def test_train_without_fixed_thresholds_tunes_them_on_dev(tmp_path: Path) -> None:
     (tmp_path / "data" / "fulcra").mkdir(parents=True)
     _fulcra_file(tmp_path / "data" / "fulcra" / "train.jsonl", 30)
-    cfg = TrainConfig(data_dir=tmp_path / "data", out_dir=tmp_path / "w", num_layers=1, epochs=2, use_toxigen=False)
+    cfg = TrainConfig(
+        data_dir=tmp_path / "data",
+        out_dir=tmp_path / "w",
+        num_layers=1,
+        epochs=2,
+        use_toxigen=False,
+        external_per_class=0,
+    )
 
     result = train(cfg, log=lambda _: None)
 

@@ -74,6 +74,11 @@ def cmd_train(args: argparse.Namespace) -> int:
         seed=args.seed,
         final_fit=args.final_fit or None,
     )
+    if cfg.external_per_class > 0 and not (cfg.data_dir / "external").is_dir():
+        raise CliError(
+            f"no external data at {cfg.data_dir / 'external'} (set --data-dir, or --set external_per_class=0 "
+            "to train on FULCRA alone)"
+        )
     train(cfg, log=lambda line: print(line, flush=True))
     return 0
 
@@ -109,7 +114,13 @@ def cmd_cv(args: argparse.Namespace) -> int:
 def cmd_eval(args: argparse.Namespace) -> int:
     if args.external:
         return _eval_external(args)
-    fulcra_only = {"--data-dir": args.data_dir, "--precision": args.precision, "--out": args.out, "--limit": args.limit}
+    fulcra_only = {
+        "--data-dir": args.data_dir,
+        "--precision": args.precision,
+        "--out": args.out,
+        "--limit": args.limit,
+        "--policy": args.policy,
+    }
     given = [option for option, value in fulcra_only.items() if value is not None]
     if given:
         raise CliError(f"{', '.join(given)} belong(s) to --external")
@@ -122,7 +133,9 @@ def cmd_eval(args: argparse.Namespace) -> int:
         raise CliError(f"no such data file: {data}")
     train_data_arg = DEFAULT_TRAIN_DATA if args.train_data is None else args.train_data
     train_data = Path(train_data_arg) if train_data_arg else None
-    result = evaluate_quality(data, args.split or "all", train_data=train_data, log=lambda s: print(s, flush=True))
+    result = evaluate_quality(
+        data, args.split or "all", train_data=train_data, weights_dir=args.weights, log=lambda s: print(s, flush=True)
+    )
     print(format_table(result))
     if args.json:
         Path(args.json).write_text(json.dumps(result, indent=2) + "\n")
@@ -155,7 +168,14 @@ def _eval_external(args: argparse.Namespace) -> int:
     if args.precision in ("int8", "fp32"):
         precisions = [args.precision]
     try:
-        result = evaluate_external(data_dir, precisions, limit=args.limit, log=lambda s: print(s, flush=True))
+        result = evaluate_external(
+            data_dir,
+            precisions,
+            limit=args.limit,
+            policy=args.policy or "default",
+            weights_dir=args.weights,
+            log=lambda s: print(s, flush=True),
+        )
     except (FileNotFoundError, ExternalDataError) as exc:
         raise CliError(f"{exc} (set --data-dir)" if isinstance(exc, FileNotFoundError) else str(exc)) from None
     print(format_external_table(result))
@@ -234,6 +254,7 @@ def register(commands: argparse._SubParsersAction[argparse.ArgumentParser]) -> N
         "'' to skip it)",
     )
     evaluate.add_argument("--json", help="also write the figures to this JSON file")
+    evaluate.add_argument("--weights", type=Path, help="weights folder to evaluate (default: the shipped model)")
     external = evaluate.add_argument_group(
         "external sources",
         "--external: per source of DATA_DIR/external, on its dev rows (split by prompt, see "
@@ -245,6 +266,9 @@ def register(commands: argparse._SubParsersAction[argparse.ArgumentParser]) -> N
     external.add_argument("--data-dir", type=Path, help="folder holding external/ and fulcra/ (default ../shared/data)")
     external.add_argument("--precision", choices=["int8", "fp32", "both"], help="which model(s) to run (default both)")
     external.add_argument("--out", type=Path, help="also write the figures to this JSON file")
+    external.add_argument(
+        "--policy", help="the policy (preset name or YAML file) that decides each row (default: default)"
+    )
     external.add_argument(
         "--limit",
         type=int,

@@ -52,6 +52,10 @@ class Example:
     key: str
     items: tuple[tuple[str, int], ...] = ()
     """FULCRA's fine-grained value items ("be honest", -1 | +1), where the source has them."""
+    harmful: int | None = None
+    """A source's own "harmful?" judgement (external rows), the violation loss's target where given."""
+    weight: float = 1.0
+    """A per-row factor on the sample weight (external rows: balancing harmful and benign within a source)."""
 
     def label(self, value_index: int) -> int | None:
         """The exact label of one value, or None where the target is not exact."""
@@ -326,14 +330,16 @@ Item = tuple[list[Window], Example, float]  # windows trained on, example, sampl
 def training_items(
     cfg: TrainConfig, rows: list[Example], aux: list[Example], tokenizer: Any, plan: WindowPlan
 ) -> tuple[list[Item], dict[int, list[Window]]]:
-    """What ``loop.fit`` trains on: FULCRA ``rows`` (weight 1), weak ``aux`` rows without their
+    """What ``loop.fit`` trains on: FULCRA ``rows`` (``cfg.fulcra_weight``), weak ``aux`` rows without their
     prompt (``cfg.toxigen_weight``) and any refusal counterfactuals (``cfg.refusal_weight``); and,
     with ``cfg.prompt_dropout``, the prompt-free windows of each row that has a prompt, by index."""
     # By default training sees the first window of each response; inference aggregates over all
     # windows. With ``all_windows`` training aggregates the same way (multiple-instance learning:
     # the label describes the whole response, and a later window may hold what earned it).
     keep = slice(None) if cfg.all_windows else slice(1)
-    items: list[Item] = [(make_windows(tokenizer, e.response, e.prompt, plan)[keep], e, 1.0) for e in rows]
+    items: list[Item] = [
+        (make_windows(tokenizer, e.response, e.prompt, plan)[keep], e, cfg.fulcra_weight) for e in rows
+    ]
     bare = (
         {j: make_windows(tokenizer, e.response, None, plan)[keep] for j, e in enumerate(rows) if e.prompt}
         if cfg.prompt_dropout > 0

@@ -28,7 +28,13 @@ from guardrail.training.external import (
     rows_of,
     split_summary,
 )
-from guardrail.training.external_metrics import harm_figures, p_oppose_signal, polarity_pairs, violation_signal
+from guardrail.training.external_metrics import (
+    harm_figures,
+    p_oppose_signal,
+    p_violates_signal,
+    polarity_pairs,
+    violation_signal,
+)
 
 Precision = Literal["int8", "fp32"]
 ALL = "all"
@@ -42,6 +48,7 @@ DEFINITIONS = {
     "auc": "ROC AUC of harmful=1 above harmful=0; model signal -min over the ten values of "
     "score_v = P(support_v) - P(oppose_v); baseline signal P(harmful)",
     "auc_p_oppose": "the same AUC with signal max_v P(oppose_v)",
+    "auc_p_violates": "the same AUC with signal 1 - prod_v (1 - P(oppose_v)), the noisy-OR training fits to harmful",
     "harmful_blocked_or_rewritten": "share of harmful=1 rows that Guard(policy).check does not allow "
     "(action block or rewrite; without an LLM a rewrite falls back to block)",
     "benign_allowed": "share of harmful=0 rows that Guard(policy).check allows (action allow or log)",
@@ -102,6 +109,8 @@ class ModelRun:
     """``violation_signal`` per row."""
     p_oppose: list[float]
     """``p_oppose_signal`` per row."""
+    p_violates: list[float]
+    """``p_violates_signal`` per row."""
     allowed: list[bool]
     """Whether the guard let each draft through."""
     undecided: int
@@ -146,6 +155,7 @@ def score_and_decide(
         scores=[s.scores for s in scored],
         signal=[violation_signal(s) for s in scored],
         p_oppose=[p_oppose_signal(s) for s in scored],
+        p_violates=[p_violates_signal(s) for s in scored],
         allowed=allowed,
         undecided=errors,
         seconds=round(time.perf_counter() - started, 1),
@@ -187,11 +197,16 @@ def _harm(
     signal: Sequence[float],
     allowed: Sequence[bool],
     p_oppose: Sequence[float] | None = None,
+    p_violates: Sequence[float] | None = None,
 ) -> Callable[[list[int]], Mapping[str, object]]:
     """The harm figures of the rows at some indices, for ``_per_group``."""
 
     def figures(ix: list[int]) -> Mapping[str, object]:
-        extra = {"p_oppose": [p_oppose[i] for i in ix]} if p_oppose is not None else None
+        extra = {}
+        if p_oppose is not None:
+            extra["p_oppose"] = [p_oppose[i] for i in ix]
+        if p_violates is not None:
+            extra["p_violates"] = [p_violates[i] for i in ix]
         return harm_figures([harmful[i] for i in ix], [signal[i] for i in ix], [allowed[i] for i in ix], extra)
 
     return figures
@@ -254,7 +269,7 @@ def evaluate_external(
             "policy": run.policy,
             "undecided": run.undecided,
             "seconds": run.seconds,
-            "sources": _per_group(dev, _harm(harmful, run.signal, run.allowed, run.p_oppose)),
+            "sources": _per_group(dev, _harm(harmful, run.signal, run.allowed, run.p_oppose, run.p_violates)),
             "pairs": _per_group(dev, _pairs(rows, run.scores)),
         }
     if baseline:
@@ -290,13 +305,16 @@ def _num(x: object) -> str:
 
 
 def format_external_table(result: Mapping[str, Any]) -> str:
-    """Plain-text tables: the harm figures per source, then the value-polarity pairs."""
+    """Plain-text tables: the harm figures per source, then the value-polarity pairs.
+
+    "AUC" ranks by the most negative value score, "P(viol)" by the noisy-OR of the ten P(oppose)."""
     systems: dict[str, dict[str, Any]] = result["systems"]
     models = [p for p in ("int8", "fp32") if p in systems]
     has_baseline = "tfidf+logreg" in systems
     any_system = next(iter(systems.values()))["sources"]
     head = f"{'source':<17}{'rows':>6}{'harm':>6}"
     head += "".join(f"{'AUC ' + m:>10}" for m in models) + (f"{'AUC tfidf':>10}" if has_baseline else "")
+    head += "".join(f"{'P(viol) ' + m:>13}" for m in models)
     head += "".join(f"{'blocked ' + m:>14}" for m in models) + "".join(f"{'allowed ' + m:>14}" for m in models)
     lines = [head]
     for source, base in any_system.items():
@@ -305,6 +323,8 @@ def format_external_table(result: Mapping[str, Any]) -> str:
         line = f"{source:<17}{base['rows']:>6}{base['harmful']:>6}"
         for name in [*models, *(["tfidf+logreg"] if has_baseline else [])]:
             line += f"{_num(systems[name]['sources'][source]['auc']):>10}"
+        for m in models:
+            line += f"{_num(systems[m]['sources'][source].get('auc_p_violates')):>13}"
         for key in ("harmful_blocked_or_rewritten", "benign_allowed"):
             for m in models:
                 line += f"{_pct(systems[m]['sources'][source][key]):>14}"

@@ -3,8 +3,9 @@
 - **violation AUC**: ROC AUC of the source's ``harmful`` (1 vs 0) against a violation signal. For
   the scorer the signal is ``-min_v score_v`` over the ten values, where ``score_v = P(support_v) -
   P(oppose_v)``: the most negative value score, negated so that higher means "more likely
-  harmful" (``violation_signal``). ``max_v P(oppose_v)`` is kept beside it
-  (``p_oppose_signal``). For the TF-IDF baseline it is its P(harmful). None when the rows hold
+  harmful" (``violation_signal``). ``max_v P(oppose_v)`` (``p_oppose_signal``) and the noisy-OR
+  ``1 - prod_v (1 - P(oppose_v))`` (``p_violates_signal``, what training fits to ``harmful``) are
+  kept beside it. For the TF-IDF baseline it is its P(harmful). None when the rows hold
   only one class.
 - **harmful blocked or rewritten**: the share of ``harmful == 1`` rows whose decision under the
   policy does not let the draft through (``Decision.allowed`` is False: block or rewrite);
@@ -42,6 +43,12 @@ def violation_signal(scores: ValueScores) -> float:
 def p_oppose_signal(scores: ValueScores) -> float:
     """``max_v P(oppose_v)``: the strongest opposition probability of the ten values."""
     return max(p[0] for p in scores.probabilities.values())
+
+
+def p_violates_signal(scores: ValueScores) -> float:
+    """``1 - prod_v (1 - P(oppose_v))``: the noisy-OR "opposes some value", the signal training's
+    violation loss fits to the sources' ``harmful`` judgements."""
+    return 1.0 - float(np.prod([1.0 - p[0] for p in scores.probabilities.values()]))
 
 
 def auc(harmful: Sequence[int | None], signal: Sequence[float]) -> float | None:

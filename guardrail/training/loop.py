@@ -11,7 +11,7 @@ from __future__ import annotations
 import json
 import math
 import random
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 from typing import Any
 
 import numpy as np
@@ -46,8 +46,10 @@ def fit(
     plan: WindowPlan,
     epochs: int,
     after_epoch: Callable[[int, ValueClassifier, float], None],
+    external: Sequence[Example] = (),
 ) -> tuple[ValueClassifier, list[Item]]:
-    """Fine-tune a fresh model on FULCRA ``rows`` plus weak ``aux`` rows for ``epochs`` epochs.
+    """Fine-tune a fresh model on FULCRA ``rows``, weak ``aux`` rows and ``external`` judged
+    responses (with their prompts, weight ``cfg.external_weight``) for ``epochs`` epochs.
 
     The learning-rate schedule always spans ``cfg.epochs``, so stopping after fewer epochs gives
     exactly the model an early-stopping run had at that epoch. Returns the model (in eval mode)
@@ -60,7 +62,11 @@ def fit(
     model = ValueClassifier(encoder, pooling=cfg.pooling)
 
     items, bare = training_items(cfg, rows, aux, tokenizer, plan)
-    weights = class_weights(rows)
+    keep = slice(None) if cfg.all_windows else slice(1)
+    items += [
+        (make_windows(tokenizer, e.response, e.prompt, plan)[keep], e, cfg.external_weight * e.weight) for e in external
+    ]
+    weights = class_weights(rows + list(external))
 
     if cfg.touche_epochs > 0:
         model.load_state_dict(presence_pretrained(cfg, tokenizer, plan), strict=False)
@@ -141,7 +147,8 @@ def _train_epoch(
         w = w * (masks.sum(-1) < 3).float() * sample_w.unsqueeze(1)
         loss = -(w * admitted).sum() / w.sum().clamp(min=1.0)
         if cfg.violation_weight > 0:
-            loss = loss + cfg.violation_weight * violation_loss(log_probs, masks, sample_w)
+            harmful = torch.tensor([-1 if items[j][1].harmful is None else items[j][1].harmful for j in idx])
+            loss = loss + cfg.violation_weight * violation_loss(log_probs, masks, sample_w, harmful)
         if task is not None:
             loss = loss + task.weight * task.loss(pooled, model.dropout, [items[j][1] for j in idx])
         optimizer.zero_grad()

@@ -30,15 +30,22 @@ def class_weights(examples: list[Example]) -> torch.Tensor:
     return (total / (3 * counts)).sqrt().clamp(max=8.0)
 
 
-def violation_loss(log_probs: torch.Tensor, masks: torch.Tensor, sample_w: torch.Tensor) -> torch.Tensor:
+def violation_loss(
+    log_probs: torch.Tensor, masks: torch.Tensor, sample_w: torch.Tensor, harmful: torch.Tensor | None = None
+) -> torch.Tensor:
     """BCE of P(opposes any value) = 1 - prod(1 - P_i(oppose)) against the gold "violates".
 
     A row violates when some value admits only "oppose"; it does not when no value admits
-    "oppose". Rows in between (weak labels that leave opposition open) are left out.
+    "oppose". Rows in between (weak labels that leave opposition open) are left out, unless
+    ``harmful`` (1 / 0 per row, -1 where unjudged) gives a source's own judgement, which wins.
     """
     only_oppose = masks[..., 0] & ~masks[..., 1] & ~masks[..., 2]
     violates = only_oppose.any(-1)
     known = violates | ~masks[..., 0].any(-1)
+    if harmful is not None:
+        judged = harmful >= 0
+        violates = torch.where(judged, harmful == 1, violates)
+        known = known | judged
     # log P(no value opposed) = sum_i log(1 - P_i(oppose)), computed stably from log-probabilities.
     log_clean = torch.log1p(-log_probs[..., 0].exp().clamp(max=1 - 1e-6)).sum(-1)
     log_violate = torch.log1p(-log_clean.exp().clamp(max=1 - 1e-6))

@@ -69,3 +69,79 @@ def tune_thresholds(probs: ArrayLike, gold: np.ndarray) -> Thresholds:
         m = quality_metrics(gold, Thresholds(oppose=dict.fromkeys(VALUE_NAMES, t), support=support).apply(probs))
         objectives.append(m["violation_f1"] + m["frequent_macro_f1"])
     return Thresholds(oppose=dict.fromkeys(VALUE_NAMES, _smoothed_argmax(GRID, objectives)), support=support)
+
+
+POLICY_GRID = [round(x, 2) for x in np.arange(0.2, 0.91, 0.05)]
+
+
+def policy_rates(
+    p_oppose: np.ndarray, harmful: np.ndarray, sources: np.ndarray, oppose: dict[str, float]
+) -> dict[str, float]:
+    """Mean over sources of the share of harmful rows flagged (``caught``) and of benign rows not
+    flagged (``allowed``), where a row is flagged when some frequent value's P(oppose) reaches its
+    threshold (what the default policy blocks or rewrites)."""
+    cols = [VALUE_NAMES.index(v) for v in FREQUENT_VALUES]
+    flagged = (p_oppose[:, cols] >= np.array([oppose[v] for v in FREQUENT_VALUES])).any(1)
+    flagged = np.asarray(flagged, dtype=bool)
+    caught: list[float] = []
+    allowed: list[float] = []
+    for name in sorted(set(sources.tolist())):
+        harm, benign = (sources == name) & (harmful == 1), (sources == name) & (harmful == 0)
+        if harm.any():
+            caught.append(float(flagged[harm].mean()))
+        if benign.any():
+            allowed.append(1.0 - float(flagged[benign].mean()))
+    return {"caught": float(np.mean(caught)), "allowed": float(np.mean(allowed))}
+
+
+def tune_policy_thresholds(
+    p_oppose: ArrayLike, harmful: ArrayLike, sources: ArrayLike, min_allowed: float = 0.9
+) -> dict[str, float]:
+    """Oppose thresholds of the four frequent values (those the default policy blocks or rewrites
+    on), tuned jointly on judged responses: the most harmful rows caught (mean over sources) while
+    at least ``min_allowed`` of the benign ones pass (mean over sources). Where no grid point
+    allows that many, the one allowing the most wins."""
+    p = np.asarray(p_oppose)[:, [VALUE_NAMES.index(v) for v in FREQUENT_VALUES]]
+    h, src = np.asarray(harmful), np.asarray(sources)
+    groups = []
+    for s in sorted(set(src.tolist())):
+        for judged in (1, 0):
+            rows = (src == s) & (h == judged)
+            if rows.any():
+                groups.append((judged, rows / rows.sum()))
+    n_harm = sum(1 for j, _ in groups if j == 1)
+    n_benign = len(groups) - n_harm
+    harm_w = sum(w for j, w in groups if j == 1) / n_harm
+    benign_w = sum(w for j, w in groups if j == 0) / n_benign
+    grid = np.array(POLICY_GRID)
+    fires = [p[:, k][None, :] >= grid[:, None] for k in range(4)]  # (grid, N) per value
+    best: tuple[tuple[bool, float, float], tuple[int, ...]] | None = None
+    for a in range(len(grid)):
+        for b in range(len(grid)):
+            ab = fires[0][a] | fires[1][b]
+            flagged = ab[None, None, :] | fires[2][:, None, :] | fires[3][None, :, :]
+            caught = flagged.astype(np.float32) @ harm_w
+            allowed = 1.0 - flagged.astype(np.float32) @ benign_w
+            ok = allowed >= min_allowed
+            key = np.where(ok, caught, -1.0 + allowed)
+            c, d = np.unravel_index(int(np.argmax(key)), key.shape)
+            cand = ((bool(ok[c, d]), float(key[c, d]), float(allowed[c, d])), (a, b, int(c), int(d)))
+            if best is None or cand[0] > best[0]:
+                best = cand
+    assert best is not None
+    return {v: float(grid[i]) for v, i in zip(FREQUENT_VALUES, best[1], strict=True)}
+
+
+def expected_calibration_error(confidence: ArrayLike, correct: ArrayLike, bins: int = 10) -> float:
+    """ECE: over ``bins`` equal-width confidence bins, the row-weighted mean |accuracy - mean
+    confidence|. Inputs are flat or any shape alike (e.g. (N, 10): one entry per value)."""
+    conf = np.asarray(confidence, dtype=float).ravel()
+    hit = np.asarray(correct, dtype=float).ravel()
+    edges = np.linspace(0.0, 1.0, bins + 1)
+    which = np.clip(np.digitize(conf, edges[1:-1], right=True), 0, bins - 1)
+    total = 0.0
+    for b in range(bins):
+        rows = which == b
+        if rows.any():
+            total += rows.sum() * abs(hit[rows].mean() - conf[rows].mean())
+    return float(total / max(len(conf), 1))

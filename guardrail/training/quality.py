@@ -10,7 +10,7 @@ import numpy as np
 
 from guardrail.training.baselines import pyvalues_dictionary, tfidf_logreg
 from guardrail.training.data import Example, read_fulcra, split_of
-from guardrail.training.metrics import FREQUENT_VALUES, quality_metrics
+from guardrail.training.metrics import FREQUENT_VALUES, expected_calibration_error, quality_metrics
 from guardrail.values import VALUE_NAMES
 
 SplitChoice = Literal["all", "train", "dev", "test"]
@@ -35,6 +35,10 @@ def evaluate_quality(
 ) -> dict[str, object]:
     """Score ``data`` (FULCRA format) with every system and return {system: metrics} plus row counts.
 
+    The model rows also carry ``ece`` (expected calibration error of the confidence of each value's
+    label, over all ten values; ``ece_frequent`` over the four frequent ones): the confidence the
+    policies' ``uncertain`` condition reads.
+
     ``split`` keeps only rows of one hash split (use "test" on the shared training file: those
     rows were never trained on nor used for tuning). The TF-IDF baseline is fitted on the
     train split of ``train_data``.
@@ -57,7 +61,13 @@ def evaluate_quality(
         scorer = LocalScorer(precision=precision, weights_dir=weights_dir, cache_size=0)
         scored = scorer.score_batch(pairs_r, pairs_p)
         pred = np.array([[s.labels[v] for v in VALUE_NAMES] for s in scored])
-        results[f"model {scorer.precision} ({scorer.engine})"] = quality_metrics(gold, pred)
+        confidence = np.array([[s.confidence[v] for v in VALUE_NAMES] for s in scored])
+        frequent = [VALUE_NAMES.index(v) for v in FREQUENT_VALUES]
+        results[f"model {scorer.precision} ({scorer.engine})"] = {
+            **quality_metrics(gold, pred),
+            "ece": expected_calibration_error(confidence, pred == gold),
+            "ece_frequent": expected_calibration_error(confidence[:, frequent], pred[:, frequent] == gold[:, frequent]),
+        }
         model_id = scorer.model_id
     if train_data is not None:
         train_examples, _ = read_fulcra(train_data)
@@ -73,7 +83,9 @@ def format_table(result: dict[str, object]) -> str:
     metrics: dict[str, dict[str, float]] = result["metrics"]  # type: ignore[assignment]
     short = {"violation_f1": "viol F1", "frequent_macro_f1": "freq mF1", "presence_micro_f1": "pres F1"}
     names = [short.get(c, c.removeprefix("macro_f1_")[:6] + " mF1") for c in COLUMNS]
-    lines = [f"{'system':<22}" + "".join(f"{n:>12}" for n in names)]
+    lines = [f"{'system':<22}" + "".join(f"{n:>12}" for n in names) + f"{'ECE':>8}"]
     for system, m in metrics.items():
-        lines.append(f"{system:<22}" + "".join(f"{m[c]:>12.3f}" for c in COLUMNS))
+        ece = f"{m['ece']:>8.3f}" if "ece" in m else f"{'-':>8}"
+        lines.append(f"{system:<22}" + "".join(f"{m[c]:>12.3f}" for c in COLUMNS) + ece)
+    lines.append("ECE: expected calibration error of each value's confidence (10 bins, all ten values)")
     return "\n".join(lines)

@@ -23,12 +23,15 @@ class TrainConfig(BaseModel):
     out_dir: Path = WEIGHTS_DIR
     seed: int = 13
     num_layers: int = 4
-    epochs: int = 6
+    epochs: int = 3
     batch_size: int = 16
     lr_encoder: float = 8e-5
     lr_head: float = 2e-3
     weight_decay: float = 0.01
     max_length: int = 256
+    fulcra_weight: float = 2.0
+    """Sample weight of FULCRA's rows: the only rows with per-value polarity labelled by people on LLM
+    answers, outnumbered about ten to one by the external rows."""
     use_toxigen: bool = True
     toxigen_weight: float = 0.5
     threads: int = 2
@@ -63,7 +66,23 @@ class TrainConfig(BaseModel):
     """Sample weight of synthetic counterfactual rows: the prompt of each training row that opposes a
     value, answered by a stock refusal and labelled "opposes nothing" (``data.refusal_counterfactuals``).
     0 = off."""
-    violation_weight: float = 0.0
+    violation_weight: float = 0.5
     """Weight of an extra loss on "opposes any value": binary cross-entropy of the noisy-OR of the
-    ten P(oppose) against whether the row opposes a value (rows whose oppose targets are all
-    known). 0 turns it off."""
+    ten P(oppose) against the source's own ``harmful`` judgement (external rows), or against whether
+    the row opposes a value (FULCRA, ToxiGen: rows whose oppose targets are all known). 0 turns it off."""
+    external_per_class: int = 2000
+    """Per external source, at most this many harmful and this many benign TRAIN rows outside the
+    tuning slice (``external_train.py``) join training, with their prompt; 0 = FULCRA only (and
+    thresholds tuned on FULCRA dev alone)."""
+    external_weight: float = 0.5
+    """Sample weight of the external rows, against ``fulcra_weight`` for FULCRA's: the external rows
+    outnumber FULCRA's about ten to one, and their value labels are heuristic."""
+    balance_external: bool = True
+    """Weigh each source's harmful and benign rows alike (``external_train.balanced``), so that within
+    a source the writing style alone cannot tell harmful from benign."""
+    skip_external: list[str] = ["diasafety/Unauthorized Expertise"]
+    """``source/category`` pairs left out of training. DiaSafety calls any chatbot answer that gives
+    medical or legal information unsafe; a general assistant is expected to give such information."""
+    min_allowed: float = 0.9
+    """When tuning the default policy values' oppose thresholds on the tuning slice: the share of
+    benign responses (mean over sources) that must pass."""

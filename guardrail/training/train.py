@@ -11,10 +11,11 @@ from __future__ import annotations
 import json
 import time
 from collections.abc import Callable
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from importlib import metadata
 from typing import Any
 
+import numpy as np
 import torch
 
 from guardrail.model.inference import predict_proba
@@ -24,8 +25,9 @@ from guardrail.model.weights import ModelConfig, Thresholds, save_weights
 from guardrail.text import WindowPlan
 from guardrail.training.data import Example, Item, gold_labels, read_fulcra, read_toxigen, split_of
 from guardrail.training.export import check_shipped, exported_tensors, trained_state
+from guardrail.training.external_train import ExternalTraining, external_training_rows
 from guardrail.training.loop import fit
-from guardrail.training.metrics import quality_metrics, tune_thresholds
+from guardrail.training.metrics import policy_rates, quality_metrics, tune_policy_thresholds, tune_thresholds
 from guardrail.training.recipe import TrainConfig
 
 __all__ = ["TrainConfig", "train"]
@@ -58,6 +60,18 @@ class Run:
     history: list[dict[str, object]]
     started: float
     log: Log
+    external: ExternalTraining = field(default_factory=lambda: ExternalTraining([], []))
+
+
+def _tune_on_slice(run: Run, model: ValueClassifier, base: Thresholds) -> tuple[Thresholds, dict[str, float]]:
+    """Re-tune the default policy values' oppose thresholds on the external tuning slice."""
+    tune = run.external.tune
+    probs, _ = predict_proba(model, run.tokenizer, [(e.prompt, e.response) for e in tune], run.plan, batch_size=32)
+    p_oppose = np.asarray(probs)[..., 0]
+    harmful = np.array([e.harmful for e in tune])
+    sources = np.array([e.source for e in tune])
+    oppose = {**base.oppose, **tune_policy_thresholds(p_oppose, harmful, sources, run.cfg.min_allowed)}
+    return Thresholds(oppose=oppose, support=base.support), policy_rates(p_oppose, harmful, sources, oppose)
 
 
 def _fit_tuned_on_dev(run: Run) -> tuple[ValueClassifier, list[Item], Checkpoint]:
@@ -73,18 +87,22 @@ def _fit_tuned_on_dev(run: Run) -> tuple[ValueClassifier, list[Item], Checkpoint
         nonlocal best
         probs, _ = predict_proba(model, tokenizer, dev_pairs, plan, batch_size=32)
         thresholds = tune_thresholds(probs, dev_gold)
-        metrics = quality_metrics(dev_gold, thresholds.apply(probs))
-        score = metrics["violation_f1"] + metrics["frequent_macro_f1"]
+        rates: dict[str, float] = {}
+        if run.external.tune:
+            thresholds, rates = _tune_on_slice(run, model, thresholds)
+        metrics = {**quality_metrics(dev_gold, thresholds.apply(probs)), **rates}
+        score = metrics["violation_f1"] + metrics["frequent_macro_f1"] + sum(rates.values())
         run.history.append({"epoch": epoch, "loss": loss, **{k: round(v, 4) for k, v in metrics.items()}})
+        tuned = f" tuning slice caught {rates['caught']:.3f} allowed {rates['allowed']:.3f}" if rates else ""
         log(
             f"epoch {epoch}/{cfg.epochs} loss {loss:.4f} dev violation F1 {metrics['violation_f1']:.3f} "
-            f"frequent macro F1 {metrics['frequent_macro_f1']:.3f} presence F1 {metrics['presence_micro_f1']:.3f} "
-            f"({time.perf_counter() - started:.0f}s)"
+            f"frequent macro F1 {metrics['frequent_macro_f1']:.3f} presence F1 {metrics['presence_micro_f1']:.3f}"
+            f"{tuned} ({time.perf_counter() - started:.0f}s)"
         )
         if best is None or score > best.score:
             best = Checkpoint(epoch, score, thresholds, metrics, trained_state(model))
 
-    model, items = fit(cfg, train_set, aux, tokenizer, plan, cfg.epochs, on_dev)
+    model, items = fit(cfg, train_set, aux, tokenizer, plan, cfg.epochs, on_dev, run.external.train)
     assert best is not None, "at least one epoch ran"
     chosen: Checkpoint = best
     model.load_state_dict(chosen.state, strict=False)
@@ -95,7 +113,7 @@ def _fit_tuned_on_dev(run: Run) -> tuple[ValueClassifier, list[Item], Checkpoint
         def on_final(epoch: int, _model: ValueClassifier, loss: float) -> None:
             log(f"final fit epoch {epoch}/{chosen.epoch} loss {loss:.4f} ({time.perf_counter() - started:.0f}s)")
 
-        model, items = fit(cfg, train_set + dev_set, aux, tokenizer, plan, chosen.epoch, on_final)
+        model, items = fit(cfg, train_set + dev_set, aux, tokenizer, plan, chosen.epoch, on_final, run.external.train)
     return model, items, chosen
 
 
@@ -125,7 +143,7 @@ def _fit_with_fixed_thresholds(run: Run, thresholds: Thresholds) -> tuple[ValueC
         run.history.append(entry)
         log(f"{line} ({time.perf_counter() - started:.0f}s)")
 
-    model, items = fit(cfg, rows, aux, tokenizer, plan, cfg.epochs, on_epoch)
+    model, items = fit(cfg, rows, aux, tokenizer, plan, cfg.epochs, on_epoch, run.external.train)
     return model, items, Checkpoint(cfg.epochs, 0.0, thresholds, last, {})
 
 
@@ -149,13 +167,17 @@ def train(cfg: TrainConfig, log: Callable[[str], None] = print) -> dict[str, obj
         aux, aux_report = read_toxigen(cfg.data_dir / "toxigen" / "statements.jsonl")
         log(aux_report.summary())
     log(f"train {len(train_set)} FULCRA + {len(aux)} ToxiGen rows; dev {len(dev_set)} rows (test split untouched)")
+    external = ExternalTraining([], [])
+    if cfg.external_per_class > 0:
+        external = external_training_rows(cfg.data_dir, cfg.external_per_class, cfg.balance_external, cfg.skip_external)
+        log(f"external: {len(external.train)} train rows; tuning slice {len(external.tune)} rows (dev rows untouched)")
 
     tokenizer = load_tokenizer()
     plan = WindowPlan(max_length=cfg.max_length)
     dev_pairs = [(e.prompt, e.response) for e in dev_set]
     dev_gold = gold_labels(dev_set)
     history: list[dict[str, object]] = []
-    run = Run(cfg, train_set, dev_set, aux, tokenizer, plan, history, started, log)
+    run = Run(cfg, train_set, dev_set, aux, tokenizer, plan, history, started, log, external)
     if cfg.thresholds is None:
         model, items, chosen = _fit_tuned_on_dev(run)
     else:
