@@ -47,7 +47,7 @@ def answer_for(prompt: str, n: int) -> str:
         return REFUSAL_ANSWER
     if "break in" in prompt:
         return HARMFUL_ANSWER
-    return f"Here is answer number {n}. Octopuses have three hearts and blue blood. Have a nice day."
+    return f"Here is answer number {n}. Water boils at 100 degrees Celsius at sea level. Have a nice day."
 
 
 TOOL_CALL: dict[str, Any] = {

@@ -170,7 +170,7 @@ def fake_stream_that_breaks(inputs: Iterator[Any]) -> Iterator[str]:
     """A stand-in for a remote chat model whose stream drops after one sentence."""
     for _ in inputs:
         pass
-    yield "Octopuses have three hearts and blue blood. They are clever animals that can open jars. "
+    yield "Bees dance to tell each other where flowers are. They are clever animals that can count to four. "
     raise ConnectionError("fake LLM stream dropped")
 
 
@@ -197,11 +197,11 @@ def test_batch_with_return_exceptions_records_every_input(guard: Guard, audit_pa
 def test_a_stream_that_breaks_is_recorded_once(guard: Guard, audit_path: Path) -> None:
     released: list[Any] = []
     with pytest.raises(ConnectionError, match="dropped"):
-        for chunk in GuardRunnable(guard, llm=RunnableGenerator(fake_stream_that_breaks)).stream("Octopuses?"):
+        for chunk in GuardRunnable(guard, llm=RunnableGenerator(fake_stream_that_breaks)).stream("Tell me about bees."):
             released.append(chunk)
     (record,) = list(records(audit_path))
     assert record["action"] == "block" and "stream failed: ConnectionError" in record["error"]
-    assert record["response"].startswith("Octopuses have three hearts")  # what arrived before the break
+    assert record["response"].startswith("Bees dance")  # what arrived before the break
 
 
 async def test_streams_closed_early_by_the_consumer_are_recorded(guard: Guard, audit_path: Path) -> None:
