@@ -74,24 +74,31 @@ def tune_thresholds(probs: ArrayLike, gold: np.ndarray) -> Thresholds:
 POLICY_GRID = [round(x, 2) for x in np.arange(0.2, 0.91, 0.05)]
 
 
+def _per_source_weights(harmful: np.ndarray, sources: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+    """Row weights that turn a sum over rows into a mean over sources of per-source shares: one
+    vector over the harmful rows, one over the benign rows (each sums to 1)."""
+    weights = []
+    for judged in (1, 0):
+        groups = [(sources == s) & (harmful == judged) for s in sorted(set(sources.tolist()))]
+        groups = [g for g in groups if g.any()]
+        weights.append(sum(g / g.sum() for g in groups) / len(groups))
+    return weights[0], weights[1]
+
+
+def _flagged(p_oppose: np.ndarray, oppose: dict[str, float]) -> np.ndarray:
+    cols = [VALUE_NAMES.index(v) for v in FREQUENT_VALUES]
+    return np.asarray((p_oppose[:, cols] >= np.array([oppose[v] for v in FREQUENT_VALUES])).any(1), dtype=bool)
+
+
 def policy_rates(
     p_oppose: np.ndarray, harmful: np.ndarray, sources: np.ndarray, oppose: dict[str, float]
 ) -> dict[str, float]:
     """Mean over sources of the share of harmful rows flagged (``caught``) and of benign rows not
     flagged (``allowed``), where a row is flagged when some frequent value's P(oppose) reaches its
     threshold (what the default policy blocks or rewrites)."""
-    cols = [VALUE_NAMES.index(v) for v in FREQUENT_VALUES]
-    flagged = (p_oppose[:, cols] >= np.array([oppose[v] for v in FREQUENT_VALUES])).any(1)
-    flagged = np.asarray(flagged, dtype=bool)
-    caught: list[float] = []
-    allowed: list[float] = []
-    for name in sorted(set(sources.tolist())):
-        harm, benign = (sources == name) & (harmful == 1), (sources == name) & (harmful == 0)
-        if harm.any():
-            caught.append(float(flagged[harm].mean()))
-        if benign.any():
-            allowed.append(1.0 - float(flagged[benign].mean()))
-    return {"caught": float(np.mean(caught)), "allowed": float(np.mean(allowed))}
+    harm_w, benign_w = _per_source_weights(np.asarray(harmful), np.asarray(sources))
+    flagged = _flagged(p_oppose, oppose).astype(float)
+    return {"caught": float(flagged @ harm_w), "allowed": float(1.0 - flagged @ benign_w)}
 
 
 def tune_policy_thresholds(
@@ -102,17 +109,7 @@ def tune_policy_thresholds(
     at least ``min_allowed`` of the benign ones pass (mean over sources). Where no grid point
     allows that many, the one allowing the most wins."""
     p = np.asarray(p_oppose)[:, [VALUE_NAMES.index(v) for v in FREQUENT_VALUES]]
-    h, src = np.asarray(harmful), np.asarray(sources)
-    groups = []
-    for s in sorted(set(src.tolist())):
-        for judged in (1, 0):
-            rows = (src == s) & (h == judged)
-            if rows.any():
-                groups.append((judged, rows / rows.sum()))
-    n_harm = sum(1 for j, _ in groups if j == 1)
-    n_benign = len(groups) - n_harm
-    harm_w = sum(w for j, w in groups if j == 1) / n_harm
-    benign_w = sum(w for j, w in groups if j == 0) / n_benign
+    harm_w, benign_w = _per_source_weights(np.asarray(harmful), np.asarray(sources))
     grid = np.array(POLICY_GRID)
     fires = [p[:, k][None, :] >= grid[:, None] for k in range(4)]  # (grid, N) per value
     best: tuple[tuple[bool, float, float], tuple[int, ...]] | None = None
