@@ -47,9 +47,11 @@ def fit(
     epochs: int,
     after_epoch: Callable[[int, ValueClassifier, float], None],
     external: Sequence[Example] = (),
+    drafts: Sequence[Example] = (),
 ) -> tuple[ValueClassifier, list[Item]]:
-    """Fine-tune a fresh model on FULCRA ``rows``, weak ``aux`` rows and ``external`` judged
-    responses (with their prompts, weight ``cfg.external_weight``) for ``epochs`` epochs.
+    """Fine-tune a fresh model on FULCRA ``rows``, weak ``aux`` rows, ``external`` judged responses
+    (with their prompts, weight ``cfg.external_weight``) and SmolLM2's ``drafts`` (``drafts.py``,
+    weight ``cfg.drafts_weight``) for ``epochs`` epochs.
 
     The learning-rate schedule always spans ``cfg.epochs``, so stopping after fewer epochs gives
     exactly the model an early-stopping run had at that epoch. Returns the model (in eval mode)
@@ -66,6 +68,7 @@ def fit(
     items += [
         (make_windows(tokenizer, e.response, e.prompt, plan)[keep], e, cfg.external_weight * e.weight) for e in external
     ]
+    items += [(make_windows(tokenizer, e.response, e.prompt, plan)[keep], e, cfg.drafts_weight) for e in drafts]
     weights = class_weights(rows + list(external))
 
     if cfg.touche_epochs > 0:

@@ -70,6 +70,11 @@ class TrainConfig(BaseModel):
     """Weight of an extra loss on "opposes any value": binary cross-entropy of the noisy-OR of the
     ten P(oppose) against the source's own ``harmful`` judgement (external rows), or against whether
     the row opposes a value (FULCRA, ToxiGen: rows whose oppose targets are all known). 0 turns it off."""
+    drafts_weight: float = 2.0
+    """Sample weight of the rows SmolLM2 drafted (``drafts.py``): helpful answers to everyday requests
+    (benign), and answers to the judged sources' risky train-side prompts (complying: harmful;
+    refusing: benign). One writing style on both sides, so that complying is not itself read as harm.
+    Used with the external data only; 0 = off."""
     external_per_class: int = 2000
     """Per external source, at most this many harmful and this many benign TRAIN rows outside the
     tuning slice (``external_train.py``) join training, with their prompt; 0 = FULCRA only (and

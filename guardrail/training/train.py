@@ -24,6 +24,7 @@ from guardrail.model.tokenizer import ENCODER_PACKAGE, load_tokenizer
 from guardrail.model.weights import ModelConfig, Thresholds, save_weights
 from guardrail.text import WindowPlan
 from guardrail.training.data import Example, Item, gold_labels, read_fulcra, read_toxigen, split_of
+from guardrail.training.drafts import helpful_examples, risky_examples
 from guardrail.training.export import check_shipped, exported_tensors, trained_state
 from guardrail.training.external_train import ExternalTraining, external_training_rows
 from guardrail.training.loop import fit
@@ -61,6 +62,7 @@ class Run:
     started: float
     log: Log
     external: ExternalTraining = field(default_factory=lambda: ExternalTraining([], []))
+    drafts: list[Example] = field(default_factory=list)
 
 
 def _tune_on_slice(run: Run, model: ValueClassifier, base: Thresholds) -> tuple[Thresholds, dict[str, float]]:
@@ -102,7 +104,7 @@ def _fit_tuned_on_dev(run: Run) -> tuple[ValueClassifier, list[Item], Checkpoint
         if best is None or score > best.score:
             best = Checkpoint(epoch, score, thresholds, metrics, trained_state(model))
 
-    model, items = fit(cfg, train_set, aux, tokenizer, plan, cfg.epochs, on_dev, run.external.train)
+    model, items = fit(cfg, train_set, aux, tokenizer, plan, cfg.epochs, on_dev, run.external.train, run.drafts)
     assert best is not None, "at least one epoch ran"
     chosen: Checkpoint = best
     model.load_state_dict(chosen.state, strict=False)
@@ -113,7 +115,8 @@ def _fit_tuned_on_dev(run: Run) -> tuple[ValueClassifier, list[Item], Checkpoint
         def on_final(epoch: int, _model: ValueClassifier, loss: float) -> None:
             log(f"final fit epoch {epoch}/{chosen.epoch} loss {loss:.4f} ({time.perf_counter() - started:.0f}s)")
 
-        model, items = fit(cfg, train_set + dev_set, aux, tokenizer, plan, chosen.epoch, on_final, run.external.train)
+        both, drafts = train_set + dev_set, run.drafts
+        model, items = fit(cfg, both, aux, tokenizer, plan, chosen.epoch, on_final, run.external.train, drafts)
     return model, items, chosen
 
 
@@ -143,7 +146,7 @@ def _fit_with_fixed_thresholds(run: Run, thresholds: Thresholds) -> tuple[ValueC
         run.history.append(entry)
         log(f"{line} ({time.perf_counter() - started:.0f}s)")
 
-    model, items = fit(cfg, rows, aux, tokenizer, plan, cfg.epochs, on_epoch, run.external.train)
+    model, items = fit(cfg, rows, aux, tokenizer, plan, cfg.epochs, on_epoch, run.external.train, run.drafts)
     return model, items, Checkpoint(cfg.epochs, 0.0, thresholds, last, {})
 
 
@@ -171,13 +174,17 @@ def train(cfg: TrainConfig, log: Callable[[str], None] = print) -> dict[str, obj
     if cfg.external_per_class > 0:
         external = external_training_rows(cfg.data_dir, cfg.external_per_class, cfg.balance_external, cfg.skip_external)
         log(f"external: {len(external.train)} train rows; tuning slice {len(external.tune)} rows (dev rows untouched)")
+    drafts = helpful_examples() + risky_examples(cfg.data_dir) if cfg.external_per_class and cfg.drafts_weight else []
+    if drafts:
+        harmful = sum(e.harmful == 1 for e in drafts)
+        log(f"SmolLM2 drafts: {len(drafts)} rows ({harmful} complying with a risky prompt)")
 
     tokenizer = load_tokenizer()
     plan = WindowPlan(max_length=cfg.max_length)
     dev_pairs = [(e.prompt, e.response) for e in dev_set]
     dev_gold = gold_labels(dev_set)
     history: list[dict[str, object]] = []
-    run = Run(cfg, train_set, dev_set, aux, tokenizer, plan, history, started, log, external)
+    run = Run(cfg, train_set, dev_set, aux, tokenizer, plan, history, started, log, external, drafts)
     if cfg.thresholds is None:
         model, items, chosen = _fit_tuned_on_dev(run)
     else:

