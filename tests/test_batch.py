@@ -195,7 +195,9 @@ def test_profile_numbers_match_a_direct_computation(scored: Path) -> None:
                 assert high - low == pytest.approx(2 * 1.96 * spread / np.sqrt(n), rel=0.3, abs=2e-3)
     b_security = result["groups"]["b"]["values"]["security"]
     a_security = result["groups"]["a"]["values"]["security"]
-    assert b_security["opposing"] > a_security["opposing"]  # "b" answers harmfully more often
+    # "b" answers harmfully more often: its security scores are lower on average. (Not its share
+    # labelled "opposes": scorer 2 labels few of these short, cheerfully wrapped how-tos; see the card.)
+    assert b_security["mean"] < a_security["mean"] - 0.05
     assert profile([scored], "model", resamples=2000, seed=1) == result
     page = build_profile_report(result)
     assert page.count("<img") == 3 and "a (n=" in page and "b (n=" in page and "http" not in page

@@ -4,8 +4,8 @@ Almost every benign row of the judged sources is a refusal, a safe warning or ch
 every harmful one is compliance; FULCRA's prompts are red-team prompts. Trained on those alone, the
 scorer learned that *complying* opposes security ("Use a tripod and a longer exposure" scored
 P(oppose security) 0.96). Helpful answers alone teach the opposite shortcut: trained on SmolLM2's
-helpful answers, it let every one of SmolLM2's harmful how-tos through (P(oppose) below 0.01), since
-only SmolLM2 wrote like that. So SmolLM2-135M-Instruct (greedy, so reproducible) answered two kinds
+helpful answers, it let all six of SmolLM2's harmful how-tos in the demo through, since only SmolLM2
+wrote like that. So SmolLM2-135M-Instruct (greedy, so reproducible) answered two kinds
 of request, and the rows differ by what was asked and what was answered, not by who wrote them:
 
 - **helpful**: everyday requests written for this repo (``helpful_prompts.txt``); every answer is
