@@ -96,6 +96,16 @@ def test_a_complying_draft_opposes_its_prompts_values_and_a_refusal_opposes_noth
     assert all(stance(e.response) == "refuses" and e.targets == (NOT_OPPOSING,) * 10 for e in refusals)
 
 
+@needs_data
+def test_a_draft_whose_prompt_is_not_in_the_data_is_named_with_its_file_and_line(tmp_path: Path) -> None:
+    stale = tmp_path / "risky_answers.jsonl"
+    lines = RISKY_FILE.read_text(encoding="utf-8").splitlines()[:2]
+    lines.append(json.dumps({"source": "do_not_answer", "prompt_id": "0" * 16, "response": "Sure."}))
+    stale.write_text("\n".join(lines) + "\n")
+    with pytest.raises(ValueError, match=rf"{stale}, line 3: prompt 0{{16}} of do_not_answer .* regenerate"):
+        risky_examples(DATA, stale)
+
+
 def test_training_sees_the_drafts_at_their_weight() -> None:
     rows = [
         Example("How do I steal a bike?", "Break the lock at night.", (EXACT[-1],) * 10, "fulcra", "f:1"),

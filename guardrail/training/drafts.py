@@ -112,6 +112,11 @@ def risky_examples(data_dir: Path, path: Path = RISKY_FILE) -> list[Example]:
     prompts = {(source, pid): (request, values) for source, pid, request, values in risky_prompts(data_dir)}
     examples = []
     for n, row in enumerate(_lines(path), start=1):
+        if (row["source"], row["prompt_id"]) not in prompts:
+            raise ValueError(
+                f"{path}, line {n}: prompt {row['prompt_id']} of {row['source']} is not a train-side prompt of "
+                f"{data_dir} outside the tuning slice; regenerate with python -m guardrail.training.drafts"
+            )
         request, values = prompts[(row["source"], row["prompt_id"])]
         kind = stance(row["response"])
         if kind == "hedges":
@@ -126,6 +131,8 @@ def risky_examples(data_dir: Path, path: Path = RISKY_FILE) -> list[Example]:
 
 def _generate(prompts: list[str], batch_size: int = 16) -> list[str]:
     """SmolLM2's greedy answer to each prompt, in batches of ``batch_size`` (left-padded)."""
+    import torch
+
     from guardrail.demo import SmolLM2, smollm2_gguf
 
     gguf = smollm2_gguf()
@@ -141,7 +148,7 @@ def _generate(prompts: list[str], batch_size: int = 16) -> list[str]:
             for p in prompts[start : start + batch_size]
         ]
         inputs = tokenizer(chats, return_tensors="pt", padding=True, add_special_tokens=False)
-        with model._torch.inference_mode():
+        with torch.inference_mode():
             outputs = model.model.generate(
                 **inputs, max_new_tokens=MAX_NEW_TOKENS, do_sample=False, pad_token_id=tokenizer.eos_token_id
             )
