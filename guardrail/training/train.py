@@ -115,8 +115,9 @@ def _fit_tuned_on_dev(run: Run) -> tuple[ValueClassifier, list[Item], Checkpoint
         def on_final(epoch: int, _model: ValueClassifier, loss: float) -> None:
             log(f"final fit epoch {epoch}/{chosen.epoch} loss {loss:.4f} ({time.perf_counter() - started:.0f}s)")
 
-        both, drafts = train_set + dev_set, run.drafts
-        model, items = fit(cfg, both, aux, tokenizer, plan, chosen.epoch, on_final, run.external.train, drafts)
+        model, items = fit(
+            cfg, train_set + dev_set, aux, tokenizer, plan, chosen.epoch, on_final, run.external.train, run.drafts
+        )
     return model, items, chosen
 
 
