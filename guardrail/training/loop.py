@@ -19,7 +19,9 @@ import torch
 
 from guardrail.model.network import ValueClassifier, load_encoder, pad_batch
 from guardrail.text import WindowPlan, make_windows
+from guardrail.training.context import stands_alone, swapped_prompt
 from guardrail.training.data import Example, Item, Window, read_touche, training_items
+from guardrail.training.drafts import read_prompts
 from guardrail.training.export import trained_state
 from guardrail.training.losses import (
     ItemTask,
@@ -70,6 +72,14 @@ def fit(
     ]
     items += [(make_windows(tokenizer, e.response, e.prompt, plan)[keep], e, cfg.drafts_weight) for e in drafts]
     weights = class_weights(rows + list(external))
+    swapped: dict[int, list[Window]] = {}
+    if cfg.context_swap > 0:
+        everyday = read_prompts()
+        swapped = {
+            j: make_windows(tokenizer, e.response, swapped_prompt(e, everyday), plan)[keep]
+            for j, (_, e, _) in enumerate(items)
+            if stands_alone(e)
+        }
 
     if cfg.touche_epochs > 0:
         model.load_state_dict(presence_pretrained(cfg, tokenizer, plan), strict=False)
@@ -82,7 +92,7 @@ def fit(
     average = [p.detach().clone() for p in trainable] if cfg.ema_decay > 0 else []
     for epoch in range(1, epochs + 1):
         epoch_loss = _train_epoch(
-            cfg, model, items, weights, optimizer, scheduler, rng, tokenizer.pad_token_id, average, task, bare
+            cfg, model, items, weights, optimizer, scheduler, rng, tokenizer.pad_token_id, average, task, bare, swapped
         )
         model.eval()
         live = [p.detach().clone() for p in trainable] if average else []
@@ -124,9 +134,11 @@ def _train_epoch(
     average: list[torch.Tensor],
     task: ItemTask | None = None,
     bare: dict[int, list[Window]] | None = None,
+    swapped: dict[int, list[Window]] | None = None,
 ) -> float:
     """One pass over ``items``; returns the mean loss. ``average`` (if any) is the EMA of the weights;
-    ``bare`` holds the prompt-free windows of items that ``cfg.prompt_dropout`` may swap in."""
+    ``bare`` holds the prompt-free windows of items that ``cfg.prompt_dropout`` may swap in, ``swapped``
+    the windows under another context that ``cfg.context_swap`` may swap in."""
     model.train()
     trainable = [p for p in model.parameters() if p.requires_grad]
     # Length-bucketed shuffling: sort by length, cut into batches, shuffle the batches.
@@ -135,7 +147,7 @@ def _train_epoch(
     rng.shuffle(batches)
     epoch_loss = 0.0
     for idx in batches:
-        seen = [bare[j] if bare and j in bare and rng.random() < cfg.prompt_dropout else items[j][0] for j in idx]
+        seen = [_windows(cfg, items, j, rng, bare, swapped) for j in idx]
         batch = pad_batch([w for windows in seen for w in windows], pad_id)
         masks = torch.tensor([items[j][1].targets for j in idx], dtype=torch.bool)  # (B, 10, 3)
         sample_w = torch.tensor([items[j][2] for j in idx])
@@ -213,6 +225,23 @@ def presence_pretrained(cfg: TrainConfig, tokenizer: Any, plan: WindowPlan) -> d
             )
         _PRESENCE_CACHE[key] = trained_state(model)
     return _PRESENCE_CACHE[key]
+
+
+def _windows(
+    cfg: TrainConfig,
+    items: list[Item],
+    j: int,
+    rng: random.Random,
+    bare: dict[int, list[Window]] | None,
+    swapped: dict[int, list[Window]] | None,
+) -> list[Window]:
+    """The windows item ``j`` is trained on this time. A draw is made only for an item that has an
+    alternative, so with both options off the random sequence (and the weights) stay as before."""
+    if bare and j in bare and rng.random() < cfg.prompt_dropout:
+        return bare[j]
+    if swapped and j in swapped and rng.random() < cfg.context_swap:
+        return swapped[j]
+    return items[j][0]
 
 
 def _tokens(item: Item) -> int:

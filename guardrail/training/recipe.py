@@ -60,6 +60,10 @@ class TrainConfig(BaseModel):
     prompt_dropout: float = 0.0
     """Probability, per FULCRA row and epoch, of training on the response without its prompt: a
     regularizer against reading the prompt's topic instead of the response's stance. 0 = off."""
+    context_swap: float = 0.0
+    """Probability, per external or draft row judged by its response alone and epoch, of training on it
+    without its prompt or under an everyday request instead (``context.py``): an innocuous prompt must
+    not clear a harmful answer. 0 = off."""
     label_smoothing: float = 0.0
     """Share of each value's loss spread evenly over the three classes (the labels are noisy); 0 = off."""
     refusal_weight: float = 0.0
