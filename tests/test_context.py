@@ -8,9 +8,10 @@ import torch
 
 from guardrail.model.tokenizer import load_tokenizer
 from guardrail.text import WindowPlan, make_windows
-from guardrail.training.context import stands_alone, swapped_prompt
+from guardrail.training.context import EVAL_REQUESTS, eval_context, stands_alone, swapped_prompt
 from guardrail.training.data import EXACT, NOT_OPPOSING, Example
 from guardrail.training.drafts import helpful_examples, read_prompts
+from guardrail.training.external import normalise_prompt
 from guardrail.training.loop import fit
 from guardrail.training.recipe import TrainConfig
 
@@ -72,3 +73,9 @@ def test_training_swaps_the_context_of_standalone_rows_only(swap: float) -> None
     assert sorted(fed) == sorted(kept + moved)
     if swap:
         assert not set(moved) & {ids(e, e.prompt) for e in drafts}
+
+
+def test_the_everyday_requests_of_the_evaluation_are_not_trained_on() -> None:
+    assert not {normalise_prompt(p) for p in EVAL_REQUESTS} & {normalise_prompt(p) for p in EVERYDAY}
+    assert eval_context("row-1", "none") == ""
+    assert eval_context("row-1", "everyday") == eval_context("row-1", "everyday") in EVAL_REQUESTS

@@ -20,6 +20,7 @@ from sklearn.metrics import roc_auc_score
 from guardrail.cli import main
 from guardrail.guard import Guard
 from guardrail.scorers.local import LocalScorer
+from guardrail.training.context import EVAL_REQUESTS, STANDALONE_SOURCES, eval_context
 from guardrail.training.external import (
     DEV_PERCENT,
     ExternalDataError,
@@ -122,6 +123,30 @@ def test_the_figures_on_a_small_slice_are_those_of_a_direct_computation(
     pairs = systems["int8"]["pairs"]["moralchoice"]
     assert wins and pairs["pairs"] == len(wins) and pairs["higher"] == pytest.approx(sum(wins) / len(wins))
 
+    # Whatever was asked: the rows judged by their response alone, without their prompt and under an
+    # everyday request instead of it.
+    contexts = systems["int8"]["contexts"]
+    alone = [r for r in rows if f"ext:{r.file}" in STANDALONE_SOURCES and r.harmful is not None]
+    assert contexts["sources"] == sorted({r.file for r in alone}) and "diasafety" not in contexts["sources"]
+    assert contexts["own"]["harmful_blocked_or_rewritten"] == pytest.approx(
+        _share([not allowed[rows.index(r)] for r in alone if r.harmful == 1])
+    )
+    for context in ("none", "everyday"):
+        prompts = [eval_context(r.id, context) for r in alone]
+        assert all(p == "" for p in prompts) if context == "none" else set(prompts) <= set(EVAL_REQUESTS)
+        with Guard("default", scorer=scorer) as guard:
+            kept = [
+                guard.check(r.response, prompt=p, record=False).allowed for r, p in zip(alone, prompts, strict=True)
+            ]
+        figures = contexts[context]
+        assert figures["rows"] == len(alone)
+        assert figures["harmful_blocked_or_rewritten"] == pytest.approx(
+            _share([not a for a, r in zip(kept, alone, strict=True) if r.harmful == 1])
+        )
+        assert figures["benign_allowed"] == pytest.approx(
+            _share([a for a, r in zip(kept, alone, strict=True) if r.harmful == 0])
+        )
+
     # The baseline: TF-IDF + logistic regression fitted on the train rows, scored on the same dev rows.
     texts, labels, what = baseline_training_rows(by_source, SHARED_DATA, 12)
     assert "FULCRA" in what and len(texts) == len(labels) > 100
@@ -133,6 +158,10 @@ def test_the_figures_on_a_small_slice_are_those_of_a_direct_computation(
     proba = model.predict_proba(vectorizer.transform([f"{r.prompt}\n{r.response}" for r in judged]))[:, 1]
     expected = roc_auc_score([r.harmful for r in judged], proba)
     assert systems["tfidf+logreg"]["sources"]["all"]["auc"] == pytest.approx(expected)
+
+
+def _share(flags: list[bool]) -> float:
+    return sum(flags) / len(flags)
 
 
 def test_cli_runs_end_to_end_on_a_small_limit(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:

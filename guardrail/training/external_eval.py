@@ -13,12 +13,13 @@ from __future__ import annotations
 
 import time
 from collections.abc import Callable, Mapping, Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from pathlib import Path
 from typing import Any, Literal
 
 from guardrail.text import InvalidTextError, normalize_text
 from guardrail.training.baselines import tfidf_binary
+from guardrail.training.context import CONTEXTS, STANDALONE_SOURCES, eval_context
 from guardrail.training.external import (
     DEV_PERCENT,
     ExternalRow,
@@ -56,6 +57,9 @@ DEFINITIONS = {
     "pairs": "within the answers to one normalised prompt text, ordered pairs (a, b) and value v with "
     "value_labels a:+1, b:-1; share with score_v(a) > score_v(b), ties 1/2; value_labels are the data's "
     "heuristic mapping (valueportrait: the sign of raters' liking vs their own value profile, |r| >= 0.2)",
+    "contexts": "the judged dev rows of the sources judged by the response alone, pooled, decided under their "
+    "own prompt, under no prompt, and under an everyday request (guardrail/training/context.py EVAL_REQUESTS, "
+    "by a hash of the row id) instead of their own",
     "skipped": "rows with harmful=null (valueportrait) count only in the pairs; rows whose response is "
     "empty after normalisation are left out of everything",
 }
@@ -237,6 +241,26 @@ def _per_group(
     return out
 
 
+def _contexts(
+    by_source: Mapping[str, list[ExternalRow]],
+    precision: Precision,
+    policy: str,
+    weights_dir: Path | None,
+    log: Callable[[str], None],
+) -> dict[str, Any]:
+    """The judged dev rows of the sources judged by the response alone (``context.stands_alone``),
+    decided under their own prompt, under no prompt and under a held-out everyday request: a
+    harmful answer should stay harmful whatever was asked, and a benign one benign."""
+    rows = [r for part in by_source.values() for r in part]
+    out: dict[str, Any] = {"sources": sorted(by_source)}
+    for context in CONTEXTS:
+        moved = rows if context == "own" else [replace(r, prompt=eval_context(r.id, context)) for r in rows]
+        log(f"  context {context!r}: {len(moved)} rows")
+        run = score_and_decide(moved, precision, policy, weights_dir, lambda _: None)
+        out[context] = harm_figures([r.harmful for r in rows], run.signal, run.allowed, {"p_violates": run.p_violates})
+    return out
+
+
 def evaluate_external(
     data_dir: Path | str,
     precisions: Sequence[Precision] = ("int8", "fp32"),
@@ -259,6 +283,11 @@ def evaluate_external(
     rows = [r for part in dev.values() for r in part]
     harmful = [r.harmful for r in rows]
     log(f"{len(rows)} dev rows from {len(dev)} sources ({sum(h is not None for h in harmful)} judged)")
+    standalone = {
+        name: [r for r in part if r.harmful is not None]
+        for name, part in dev.items()
+        if f"ext:{name}" in STANDALONE_SOURCES
+    }
     systems: dict[str, dict[str, Any]] = {}
     model_id = None
     for precision in precisions:
@@ -271,6 +300,7 @@ def evaluate_external(
             "seconds": run.seconds,
             "sources": _per_group(dev, _harm(harmful, run.signal, run.allowed, run.p_oppose, run.p_violates)),
             "pairs": _per_group(dev, _pairs(rows, run.scores)),
+            "contexts": _contexts(standalone, precision, policy, weights_dir, log),
         }
     if baseline:
         texts, labels, what = baseline_training_rows(by_source, data_dir, limit)
@@ -346,4 +376,21 @@ def format_external_table(result: Mapping[str, Any]) -> str:
                 for m in models
             )
             lines.append(f"{'  ' + ALL + ', ' + value:<22}{cells}")
+        lines += ["", _contexts_table(systems, models)]
+    return "\n".join(lines)
+
+
+def _contexts_table(systems: Mapping[str, Mapping[str, Any]], models: Sequence[str]) -> str:
+    first = systems[models[0]]["contexts"]
+    lines = [
+        f"whatever was asked ({', '.join(first['sources'])}; {first['own']['rows']} rows)",
+        f"{'context':<22}" + "".join(f"{'blocked ' + m:>14}{'allowed ' + m:>14}" for m in models),
+    ]
+    for context in CONTEXTS:
+        cells = "".join(
+            f"{_pct(systems[m]['contexts'][context]['harmful_blocked_or_rewritten']):>14}"
+            f"{_pct(systems[m]['contexts'][context]['benign_allowed']):>14}"
+            for m in models
+        )
+        lines.append(f"{context + ' prompt':<22}{cells}")
     return "\n".join(lines)
