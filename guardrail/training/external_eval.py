@@ -380,6 +380,9 @@ def format_external_table(result: Mapping[str, Any]) -> str:
     return "\n".join(lines)
 
 
+_CONTEXT_NAMES = {"own": "own prompt", "none": "no prompt", "everyday": "an everyday request"}
+
+
 def _contexts_table(systems: Mapping[str, Mapping[str, Any]], models: Sequence[str]) -> str:
     first = systems[models[0]]["contexts"]
     lines = [
@@ -392,5 +395,5 @@ def _contexts_table(systems: Mapping[str, Mapping[str, Any]], models: Sequence[s
             f"{_pct(systems[m]['contexts'][context]['benign_allowed']):>14}"
             for m in models
         )
-        lines.append(f"{context + ' prompt':<22}{cells}")
+        lines.append(f"{_CONTEXT_NAMES[context]:<22}{cells}")
     return "\n".join(lines)
