@@ -35,6 +35,8 @@ class TrainConfig(BaseModel):
     use_toxigen: bool = True
     toxigen_weight: float = 0.5
     threads: int = 2
+    """Torch threads. The shipped weights were trained with two: another count sums in another order,
+    so the weights reproduce bit for bit only with the same count."""
     final_fit: bool = False
     """Ship a model trained on train + dev. With tuned thresholds, stage 1 first picks the epoch
     and thresholds on dev; with fixed ``thresholds`` it trains on train + dev straight away."""
@@ -63,7 +65,7 @@ class TrainConfig(BaseModel):
     context_swap: float = 0.0
     """Probability, per external or draft row judged by its response alone and epoch, of training on it
     without its prompt or under an everyday request instead (``context.py``): an innocuous prompt must
-    not clear a harmful answer. 0 = off."""
+    not clear a harmful answer, and a response scored without its prompt keeps its judgement. 0 = off."""
     label_smoothing: float = 0.0
     """Share of each value's loss spread evenly over the three classes (the labels are noisy); 0 = off."""
     refusal_weight: float = 0.0
