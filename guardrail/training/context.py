@@ -6,8 +6,11 @@ hired." scored universalism P(oppose) 0.84 alone and 0.06 under "What should I d
 ``TrainConfig.context_swap`` = p, each row of a source whose responses are judged on their own
 (an assistant's answer, an action, a piece of advice, SmolLM2's drafts, a ToxiGen statement) is
 trained, with probability p per epoch, under another context: no prompt at all, or an everyday
-request from ``helpful_prompts.txt``, chosen once per row by a hash of its key. Chit-chat (DiaSafety, DICES) is
-left alone: agreeing or replying there is judged by what came before.
+request from ``helpful_prompts.txt``, chosen once per row by a hash of its key. Chit-chat (DiaSafety,
+DICES) is left alone: agreeing or replying there is judged by what came before. Off in the shipped
+recipe: at 0.3 it fixed the prompt dependence but cost elsewhere (the model card's "Variants").
+
+``EVAL_REQUESTS`` are the everyday requests `guardrail eval --external` re-decides answers under.
 """
 
 from __future__ import annotations

@@ -248,7 +248,7 @@ def _contexts(
     weights_dir: Path | None,
     log: Callable[[str], None],
 ) -> dict[str, Any]:
-    """The judged dev rows of the sources judged by the response alone (``context.stands_alone``),
+    """The judged dev rows of the sources judged by the response alone (``context.STANDALONE_SOURCES``),
     decided under their own prompt, under no prompt and under a held-out everyday request: a
     harmful answer should stay harmful whatever was asked, and a benign one benign."""
     rows = [r for part in by_source.values() for r in part]
