@@ -33,7 +33,7 @@ def stands_alone(example: Example) -> bool:
 def swapped_prompt(example: Example, everyday: list[str]) -> str | None:
     """The context ``example`` is also trained under: None (no prompt) for half of the rows, an
     everyday request for the other half; fixed per row by a hash of its key."""
-    digest = int(hashlib.sha256(f"context-swap|{example.key}".encode()).hexdigest(), 16)
+    digest = _digest(f"context-swap|{example.key}")
     if digest % 2 == 0 or not everyday:
         return None
     return everyday[(digest // 2) % len(everyday)]
@@ -73,4 +73,8 @@ def eval_context(row_id: str, context: str) -> str:
     ``EVAL_REQUESTS`` fixed by a hash of the row's id."""
     if context == "none":
         return ""
-    return EVAL_REQUESTS[int(hashlib.sha256(row_id.encode()).hexdigest(), 16) % len(EVAL_REQUESTS)]
+    return EVAL_REQUESTS[_digest(row_id) % len(EVAL_REQUESTS)]
+
+
+def _digest(text: str) -> int:
+    return int(hashlib.sha256(text.encode()).hexdigest(), 16)

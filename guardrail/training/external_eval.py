@@ -242,22 +242,32 @@ def _per_group(
 
 
 def _contexts(
-    by_source: Mapping[str, list[ExternalRow]],
+    rows: Sequence[ExternalRow],
+    run: ModelRun,
     precision: Precision,
     policy: str,
     weights_dir: Path | None,
-    log: Callable[[str], None],
 ) -> dict[str, Any]:
     """The judged dev rows of the sources judged by the response alone (``context.STANDALONE_SOURCES``),
-    decided under their own prompt, under no prompt and under a held-out everyday request: a
-    harmful answer should stay harmful whatever was asked, and a benign one benign."""
-    rows = [r for part in by_source.values() for r in part]
-    out: dict[str, Any] = {"sources": sorted(by_source)}
-    for context in CONTEXTS:
-        moved = rows if context == "own" else [replace(r, prompt=eval_context(r.id, context)) for r in rows]
-        log(f"  context {context!r}: {len(moved)} rows")
-        run = score_and_decide(moved, precision, policy, weights_dir, lambda _: None)
-        out[context] = harm_figures([r.harmful for r in rows], run.signal, run.allowed, {"p_violates": run.p_violates})
+    decided under their own prompt (read from ``run``, the decisions on ``rows``), under no prompt and
+    under a held-out everyday request: a harmful answer should stay harmful whatever was asked, and a
+    benign one benign."""
+    ix = [i for i, r in enumerate(rows) if f"ext:{r.file}" in STANDALONE_SOURCES and r.harmful is not None]
+    alone = [rows[i] for i in ix]
+    harmful = [r.harmful for r in alone]
+    out: dict[str, Any] = {
+        "sources": sorted({r.file for r in alone}),
+        "own": harm_figures(
+            harmful,
+            [run.signal[i] for i in ix],
+            [run.allowed[i] for i in ix],
+            {"p_violates": [run.p_violates[i] for i in ix]},
+        ),
+    }
+    for context in CONTEXTS[1:]:
+        moved = [replace(r, prompt=eval_context(r.id, context)) for r in alone]
+        other = score_and_decide(moved, precision, policy, weights_dir, lambda _: None)
+        out[context] = harm_figures(harmful, other.signal, other.allowed, {"p_violates": other.p_violates})
     return out
 
 
@@ -283,11 +293,6 @@ def evaluate_external(
     rows = [r for part in dev.values() for r in part]
     harmful = [r.harmful for r in rows]
     log(f"{len(rows)} dev rows from {len(dev)} sources ({sum(h is not None for h in harmful)} judged)")
-    standalone = {
-        name: [r for r in part if r.harmful is not None]
-        for name, part in dev.items()
-        if f"ext:{name}" in STANDALONE_SOURCES
-    }
     systems: dict[str, dict[str, Any]] = {}
     model_id = None
     for precision in precisions:
@@ -300,7 +305,7 @@ def evaluate_external(
             "seconds": run.seconds,
             "sources": _per_group(dev, _harm(harmful, run.signal, run.allowed, run.p_oppose, run.p_violates)),
             "pairs": _per_group(dev, _pairs(rows, run.scores)),
-            "contexts": _contexts(standalone, precision, policy, weights_dir, log),
+            "contexts": _contexts(rows, run, precision, policy, weights_dir),
         }
     if baseline:
         texts, labels, what = baseline_training_rows(by_source, data_dir, limit)
