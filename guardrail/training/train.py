@@ -24,7 +24,7 @@ from guardrail.model.tokenizer import ENCODER_PACKAGE, load_tokenizer
 from guardrail.model.weights import ModelConfig, Thresholds, save_weights
 from guardrail.text import WindowPlan
 from guardrail.training.data import Example, Item, gold_labels, read_fulcra, read_toxigen, split_of
-from guardrail.training.drafts import helpful_examples, risky_examples
+from guardrail.training.drafts import helpful_examples, risky_examples, terse_examples
 from guardrail.training.export import check_shipped, exported_tensors, trained_state
 from guardrail.training.external_train import ExternalTraining, external_training_rows
 from guardrail.training.loop import fit
@@ -176,6 +176,8 @@ def train(cfg: TrainConfig, log: Callable[[str], None] = print) -> dict[str, obj
         external = external_training_rows(cfg.data_dir, cfg.external_per_class, cfg.balance_external, cfg.skip_external)
         log(f"external: {len(external.train)} train rows; tuning slice {len(external.tune)} rows (dev rows untouched)")
     drafts = helpful_examples() + risky_examples(cfg.data_dir) if cfg.external_per_class and cfg.drafts_weight else []
+    if drafts and cfg.terse_drafts:
+        drafts += terse_examples(cfg.data_dir)
     if drafts:
         harmful = sum(e.harmful == 1 for e in drafts)
         log(f"SmolLM2 drafts: {len(drafts)} rows ({harmful} complying with a risky prompt)")
