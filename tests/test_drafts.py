@@ -17,7 +17,9 @@ from guardrail.training.drafts import (
     HELPFUL_FILE,
     RISKY_FILE,
     TERSE_FILE,
+    VISIBLE_HARMS,
     helpful_examples,
+    hidden_harm_prompts,
     read_prompts,
     risky_examples,
     risky_prompts,
@@ -25,7 +27,7 @@ from guardrail.training.drafts import (
     terse_examples,
     whole_sentences,
 )
-from guardrail.training.external import normalise_prompt, prompt_bucket, split_of_key
+from guardrail.training.external import normalise_prompt, prompt_bucket, read_external, split_of_key
 from guardrail.training.external_train import TUNE_BUCKETS
 from guardrail.training.loop import fit
 from guardrail.training.recipe import TrainConfig
@@ -136,6 +138,22 @@ def test_terse_drafts_answer_the_same_requests_with_whole_sentences_labelled_by_
     complying = [e for e in examples if e.harmful == 1]
     assert len(complying) > 50 and all(e.prompt in risky and stance(e.response) == "complies" for e in complying)
     assert len({e.key for e in examples}) == len(examples)
+
+
+@needs_data
+def test_visible_harm_only_drops_complying_drafts_whose_harm_is_outside_the_text_and_keeps_refusals() -> None:
+    hidden = hidden_harm_prompts(DATA)
+    dna = read_external(DATA, ("do_not_answer",))["do_not_answer"]
+    harms = {str(r.label_raw["specific_harms"]).split(":")[0] for r in dna}
+    assert harms > VISIBLE_HARMS and "Personal Life Information" in harms - VISIBLE_HARMS
+    for read in (risky_examples, terse_examples):
+        every, visible = read(DATA), read(DATA, visible_only=True)
+        assert [e for e in every if e.harmful == 0] == [e for e in visible if e.harmful == 0]
+        rows = {e.key: e for e in every}
+        dropped = [k for k in rows if k not in {e.key for e in visible}]
+        assert dropped and all(rows[k].harmful == 1 for k in dropped)
+    ids = {(s, pid) for s, pid, _, _ in risky_prompts(DATA)}
+    assert hidden & ids and not any(s == "jailbreakbench" for s, _ in hidden)
 
 
 def test_training_sees_the_drafts_at_their_weight() -> None:

@@ -28,6 +28,7 @@ import hashlib
 import json
 import re
 import sys
+from collections.abc import Collection
 from pathlib import Path
 
 from guardrail.training.data import EXACT, NOT_OPPOSING, UNKNOWN, Example, Mask
@@ -110,25 +111,96 @@ def _request(row: ExternalRow) -> str:
     return goal if isinstance(goal, str) and goal.strip() else row.prompt
 
 
-def risky_examples(data_dir: Path, path: Path = RISKY_FILE) -> list[Example]:
-    """The risky prompts' answers as training rows (see the module docstring); hedging answers dropped."""
+VISIBLE_HARMS = frozenset(
+    {
+        # Malicious uses: assisting illegal activities, nudging to unsafe actions, disinformation campaigns
+        "Animal Abuse/Cruelty/Poaching",
+        "Copyright Infringement",
+        "Financial Crimes",
+        "Illegal Digital Activities",
+        "Illegal Drugs and Substances",
+        "Illegal Trade",
+        "Illegitimate surveillance and censorship",
+        "Sexual Exploitation and Pornography",
+        "Substance Abuse",
+        "Terrorist Activities",
+        "Threats and Intimidation",
+        "Violence and Physical Harm",
+        "Endorsement of Cyberbullying or Online Harassment",
+        "Endorsement of Unsafe Health Practices",
+        "Hazardous Activities",
+        "Defamatory Content",
+        "Disinformation",
+        "Propaganda",
+        "Spam Content",
+        "Self-Harm",
+        "Guide for Risky Pranks, Unsafe Behaviors or Destructive Behavior, Substance Misuse",
+        # Discrimination, exclusion, toxicity, hateful and offensive content
+        "Body Shaming",
+        "Disability Discrimination",
+        "Gender/Sexual Discrimination",
+        "Location Discrimination",
+        "Other Forms of Discrimination",
+        "Racial/Ethnic Discrimination",
+        "Religious Discrimination",
+        "Explicit Sexual Content",
+        "Graphic Violence",
+        "Insult",
+        "Obscene",
+        "Other Severe Toxicity",
+        "Trolling or Flame baiting",
+    }
+)
+"""Do-Not-Answer harm types whose complying answer shows its harm in its own text. Complying with the
+others (an organisation's or a person's private information, a false premise, medical or legal
+advice, emotional reliance on a chatbot) is harmful for what is true outside the text, which SmolLM2's
+made-up answers do not carry: "Google's next quarter will focus on delivering quality"."""
+
+
+def hidden_harm_prompts(data_dir: Path) -> set[tuple[str, str]]:
+    """``(source, prompt id)`` of the risky prompts whose harm type is not in ``VISIBLE_HARMS``."""
+    rows = read_external(data_dir, ("do_not_answer",))["do_not_answer"]
+    harms = {prompt_id(r.key): str(r.label_raw.get("specific_harms", "")).split(":")[0] for r in rows}
+    return {("do_not_answer", pid) for pid, harm in harms.items() if harm not in VISIBLE_HARMS}
+
+
+def _risky_example(
+    row: dict[str, str], key: str, prompts: dict[tuple[str, str], tuple[str, set[str]]], skip: set[tuple[str, str]]
+) -> Example | None:
+    """One risky draft as a training row; None for a hedging answer, or a complying one in ``skip``."""
+    request, values = prompts[(row["source"], row["prompt_id"])]
+    kind = stance(row["response"])
+    if kind == "hedges" or (kind == "complies" and (row["source"], row["prompt_id"]) in skip):
+        return None
+    harmful = kind == "complies"
+    targets: tuple[Mask, ...] = tuple(
+        (EXACT[-1] if name in values else UNKNOWN) if harmful else NOT_OPPOSING for name in VALUE_NAMES
+    )
+    return Example(request, row["response"], targets, "drafts", key, harmful=int(harmful))
+
+
+def _check_prompt(
+    row: dict[str, str], prompts: Collection[tuple[str, str]], path: Path, n: int, data_dir: Path
+) -> None:
+    if (row["source"], row["prompt_id"]) not in prompts:
+        flag = " --terse" if path.name == TERSE_FILE.name else ""
+        raise ValueError(
+            f"{path}, line {n}: prompt {row['prompt_id']} of {row['source']} is not a train-side prompt of "
+            f"{data_dir} outside the tuning slice; regenerate with python -m guardrail.training.drafts{flag}"
+        )
+
+
+def risky_examples(data_dir: Path, path: Path = RISKY_FILE, visible_only: bool = False) -> list[Example]:
+    """The risky prompts' answers as training rows (see the module docstring); hedging answers dropped,
+    and with ``visible_only`` the complying answers to prompts of a hidden harm type (``VISIBLE_HARMS``)."""
     prompts = {(source, pid): (request, values) for source, pid, request, values in risky_prompts(data_dir)}
+    skip = hidden_harm_prompts(data_dir) if visible_only else set()
     examples = []
     for n, row in enumerate(_lines(path), start=1):
-        if (row["source"], row["prompt_id"]) not in prompts:
-            raise ValueError(
-                f"{path}, line {n}: prompt {row['prompt_id']} of {row['source']} is not a train-side prompt of "
-                f"{data_dir} outside the tuning slice; regenerate with python -m guardrail.training.drafts"
-            )
-        request, values = prompts[(row["source"], row["prompt_id"])]
-        kind = stance(row["response"])
-        if kind == "hedges":
-            continue
-        harmful = kind == "complies"
-        targets: tuple[Mask, ...] = tuple(
-            (EXACT[-1] if name in values else UNKNOWN) if harmful else NOT_OPPOSING for name in VALUE_NAMES
-        )
-        examples.append(Example(request, row["response"], targets, "drafts", f"risky:{n}", harmful=int(harmful)))
+        _check_prompt(row, prompts, path, n, data_dir)
+        example = _risky_example(row, f"risky:{n}", prompts, skip)
+        if example is not None:
+            examples.append(example)
     return examples
 
 
@@ -143,31 +215,23 @@ def whole_sentences(answer: str) -> str:
     return answer[: ends[-1]].strip() if ends else ""
 
 
-def terse_examples(data_dir: Path, path: Path = TERSE_FILE) -> list[Example]:
+def terse_examples(data_dir: Path, path: Path = TERSE_FILE, visible_only: bool = False) -> list[Example]:
     """Short answers (one or two whole sentences) to the same everyday and risky requests, labelled
     as in ``helpful_examples`` and ``risky_examples``: terse advice must not read as harm just because
     the longer helpful drafts all ramble, and a terse how-to is as harmful as a long one."""
     prompts = {(source, pid): (request, values) for source, pid, request, values in risky_prompts(data_dir)}
+    skip = hidden_harm_prompts(data_dir) if visible_only else set()
     examples = []
     for n, row in enumerate(_lines(path), start=1):
-        response = row["response"]
+        example: Example | None
         if row["kind"] == "helpful":
-            request, values, harmful = row["prompt"], set[str](), False
+            targets = (NOT_OPPOSING,) * len(VALUE_NAMES)
+            example = Example(row["prompt"], row["response"], targets, "drafts", f"terse:{n}", harmful=0)
         else:
-            if (row["source"], row["prompt_id"]) not in prompts:
-                raise ValueError(
-                    f"{path}, line {n}: prompt {row['prompt_id']} of {row['source']} is not a train-side prompt of "
-                    f"{data_dir} outside the tuning slice; regenerate with python -m guardrail.training.drafts --terse"
-                )
-            request, values = prompts[(row["source"], row["prompt_id"])]
-            kind = stance(response)
-            if kind == "hedges":
-                continue
-            harmful = kind == "complies"
-        targets: tuple[Mask, ...] = tuple(
-            (EXACT[-1] if name in values else UNKNOWN) if harmful else NOT_OPPOSING for name in VALUE_NAMES
-        )
-        examples.append(Example(request, response, targets, "drafts", f"terse:{n}", harmful=int(harmful)))
+            _check_prompt(row, prompts, path, n, data_dir)
+            example = _risky_example(row, f"terse:{n}", prompts, skip)
+        if example is not None:
+            examples.append(example)
     return examples
 
 

@@ -84,6 +84,10 @@ class TrainConfig(BaseModel):
     terse_drafts: bool = False
     """Also train on SmolLM2's one-or-two-sentence answers to the same requests (``terse_answers.jsonl``),
     at ``drafts_weight``: without them every benign draft rambles, and short advice read as harm."""
+    drafts_visible_harm_only: bool = False
+    """Train on a draft complying with a Do-Not-Answer prompt as harmful only where that prompt's harm
+    type shows in the answer's own text (``drafts.VISIBLE_HARMS``); the other complying drafts are left
+    out (refusals stay)."""
     external_per_class: int = 2000
     """Per external source, at most this many harmful and this many benign TRAIN rows outside the
     tuning slice (``external_train.py``) join training, with their prompt; 0 = FULCRA only (and

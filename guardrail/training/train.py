@@ -175,9 +175,11 @@ def train(cfg: TrainConfig, log: Callable[[str], None] = print) -> dict[str, obj
     if cfg.external_per_class > 0:
         external = external_training_rows(cfg.data_dir, cfg.external_per_class, cfg.balance_external, cfg.skip_external)
         log(f"external: {len(external.train)} train rows; tuning slice {len(external.tune)} rows (dev rows untouched)")
-    drafts = helpful_examples() + risky_examples(cfg.data_dir) if cfg.external_per_class and cfg.drafts_weight else []
-    if drafts and cfg.terse_drafts:
-        drafts += terse_examples(cfg.data_dir)
+    drafts: list[Example] = []
+    if cfg.external_per_class and cfg.drafts_weight:
+        drafts = helpful_examples() + risky_examples(cfg.data_dir, visible_only=cfg.drafts_visible_harm_only)
+        if cfg.terse_drafts:
+            drafts += terse_examples(cfg.data_dir, visible_only=cfg.drafts_visible_harm_only)
     if drafts:
         harmful = sum(e.harmful == 1 for e in drafts)
         log(f"SmolLM2 drafts: {len(drafts)} rows ({harmful} complying with a risky prompt)")
