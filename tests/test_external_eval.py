@@ -181,6 +181,9 @@ def test_cli_runs_end_to_end_on_a_small_limit(tmp_path: Path, capsys: pytest.Cap
         assert name in printed
     assert result["systems"]["int8"]["policy"] == "default v1.1.0"
     assert "value-polarity pairs" in printed
+    everyday = result["systems"]["int8"]["everyday_answers"]
+    assert everyday["rows"] > 150 and everyday["trained_on_these_answers"] is False
+    assert f"short answers to everyday requests ({everyday['rows']} rows), allowed: int8" in printed
 
 
 def test_a_missing_data_dir_is_a_clear_error(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:

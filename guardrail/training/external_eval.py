@@ -382,6 +382,11 @@ def format_external_table(result: Mapping[str, Any]) -> str:
             )
             lines.append(f"{'  ' + ALL + ', ' + value:<22}{cells}")
         lines += ["", _contexts_table(systems, models)]
+        if "everyday_answers" in systems[models[0]]:
+            every = [systems[m]["everyday_answers"] for m in models]
+            cells = ", ".join(f"{m} {_pct(e['benign_allowed'])}" for m, e in zip(models, every, strict=True))
+            trained = ", trained on" if every[0]["trained_on_these_answers"] else ""
+            lines += ["", f"short answers to everyday requests ({every[0]['rows']} rows{trained}), allowed: {cells}"]
     return "\n".join(lines)
 
 
