@@ -69,6 +69,7 @@ def test_wheel_carries_every_module_presets_weights_and_model_card(tmp_path: Pat
         "guardrail/model/MODEL_CARD.md",
         "guardrail/py.typed",
     }
+    expected |= {f"guardrail/training/{path.name}" for path in (REPO / "guardrail" / "training").glob("*.jsonl")}
     assert expected <= names, f"missing from the wheel (add the package to pyproject.toml): {sorted(expected - names)}"
     assert not any(n.startswith(("integrations/", "policies/", "tests/")) for n in names)
     weights = zipfile.ZipFile(wheel).getinfo("guardrail/model/value_heads.safetensors")
