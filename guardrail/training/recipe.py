@@ -83,11 +83,13 @@ class TrainConfig(BaseModel):
     Used with the external data only; 0 = off."""
     terse_drafts: bool = False
     """Also train on SmolLM2's one-or-two-sentence answers to the same requests (``terse_answers.jsonl``),
-    at ``drafts_weight``: without them every benign draft rambles, and short advice read as harm."""
+    at ``drafts_weight``, so that short advice is not read as harm because every benign draft rambles. Off:
+    with it, short benign chatbot replies passed too (DiaSafety), and ``eval --external`` uses the everyday
+    ones as held-out plain answers (model card, "Variants")."""
     drafts_visible_harm_only: bool = False
     """Train on a draft complying with a Do-Not-Answer prompt as harmful only where that prompt's harm
     type shows in the answer's own text (``drafts.VISIBLE_HARMS``); the other complying drafts are left
-    out (refusals stay)."""
+    out (refusals stay). Off: measured in the model card's "Variants", not better overall."""
     external_per_class: int = 2000
     """Per external source, at most this many harmful and this many benign TRAIN rows outside the
     tuning slice (``external_train.py``) join training, with their prompt; 0 = FULCRA only (and
