@@ -11,7 +11,8 @@ from guardrail.guard import Guard
 from guardrail.model.weights import CONFIG_FILE, WEIGHTS_DIR, WEIGHTS_FILE
 from guardrail.scorers.local import LocalScorer
 from guardrail.training.drafts import read_prompts
-from guardrail.training.everyday_eval import everyday_answers, everyday_rows, trained_on_them
+from guardrail.training.everyday_eval import everyday_rows, trained_on_them
+from guardrail.training.external_eval import everyday_answers
 
 
 def test_every_row_is_a_benign_short_answer_to_an_everyday_request() -> None:

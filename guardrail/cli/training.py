@@ -160,7 +160,6 @@ def _eval_external(args: argparse.Namespace) -> int:
         raise CliError(f"--limit must be at least 2, got {args.limit}")
     if args.out is not None and not args.out.parent.is_dir():
         raise CliError(f"--out {args.out}: no such folder {args.out.parent}")
-    from guardrail.training.everyday_eval import add_everyday_answers
     from guardrail.training.external import ExternalDataError
     from guardrail.training.external_eval import evaluate_external, format_external_table
 
@@ -179,7 +178,6 @@ def _eval_external(args: argparse.Namespace) -> int:
         )
     except (FileNotFoundError, ExternalDataError) as exc:
         raise CliError(f"{exc} (set --data-dir)" if isinstance(exc, FileNotFoundError) else str(exc)) from None
-    add_everyday_answers(result, args.policy or "default", args.weights, log=lambda s: print(s, flush=True))
     print(format_external_table(result))
     if args.out is not None:
         args.out.write_text(json.dumps(result, indent=2) + "\n")

@@ -1,4 +1,4 @@
-"""Plain answers to everyday requests, for `guardrail eval --external`: does the guard let them pass?
+"""Plain answers to everyday requests, which `guardrail eval --external` decides: does the guard let them pass?
 
 The judged sources' benign rows are refusals, safe warnings and chit-chat; almost none is a plain
 helpful answer. So SmolLM2's one-or-two-sentence answers to the everyday requests of
@@ -10,16 +10,11 @@ never on these short ones; a model trained with ``terse_drafts`` did, and the fi
 from __future__ import annotations
 
 import json
-from collections.abc import Callable
 from pathlib import Path
-from typing import Any
 
 from guardrail.model.weights import CONFIG_FILE, WEIGHTS_DIR
 from guardrail.training.drafts import TERSE_FILE
 from guardrail.training.external import ExternalRow
-from guardrail.training.external_eval import Precision, score_and_decide
-
-BLOCKED_SHOWN = 5
 
 
 def everyday_rows(path: Path = TERSE_FILE) -> list[ExternalRow]:
@@ -51,41 +46,8 @@ def trained_on_them(weights_dir: Path | None) -> bool:
     return bool(recipe.get("terse_drafts", False))
 
 
-def everyday_answers(
-    precision: Precision,
-    policy: str = "default",
-    weights_dir: Path | None = None,
-    log: Callable[[str], None] = print,
-) -> dict[str, Any]:
-    """The share of the short everyday answers ``Guard(policy)`` allows, and the first few it stops."""
-    rows = everyday_rows()
-    run = score_and_decide(rows, precision, policy, weights_dir, log)
-    stopped = [r.prompt for r, ok in zip(rows, run.allowed, strict=True) if not ok]
-    return {
-        "rows": len(rows),
-        "benign_allowed": round(sum(run.allowed) / len(rows), 4) if rows else None,
-        "stopped": stopped[:BLOCKED_SHOWN],
-        "trained_on_these_answers": trained_on_them(weights_dir),
-        "undecided": run.undecided,
-    }
-
-
 DEFINITION = (
     "SmolLM2's one-or-two-sentence answers to the everyday requests of guardrail/training/helpful_prompts.txt "
     "(terse_answers.jsonl, kind helpful), each benign: the share Guard(policy).check allows; the shipped recipe "
     "trains on longer answers to the same requests, not on these (trained_on_these_answers says)"
 )
-
-
-def add_everyday_answers(
-    result: dict[str, Any],
-    policy: str = "default",
-    weights_dir: Path | None = None,
-    log: Callable[[str], None] = print,
-) -> dict[str, Any]:
-    """Add ``everyday_answers`` to each precision of an ``evaluate_external`` result (in place)."""
-    result["definitions"]["everyday_answers"] = DEFINITION
-    for name, system in result["systems"].items():
-        if name in ("int8", "fp32"):
-            system["everyday_answers"] = everyday_answers(name, policy, weights_dir, log)
-    return result

@@ -20,6 +20,8 @@ from typing import Any, Literal
 from guardrail.text import InvalidTextError, normalize_text
 from guardrail.training.baselines import tfidf_binary
 from guardrail.training.context import CONTEXTS, STANDALONE_SOURCES, eval_context
+from guardrail.training.everyday_eval import DEFINITION as EVERYDAY_DEFINITION
+from guardrail.training.everyday_eval import everyday_rows, trained_on_them
 from guardrail.training.external import (
     DEV_PERCENT,
     ExternalRow,
@@ -60,6 +62,7 @@ DEFINITIONS = {
     "contexts": "the judged dev rows of the sources judged by the response alone, pooled, decided under their "
     "own prompt, under no prompt, and under an everyday request (guardrail/training/context.py EVAL_REQUESTS, "
     "by a hash of the row id) instead of their own",
+    "everyday_answers": EVERYDAY_DEFINITION,
     "skipped": "rows with harmful=null (valueportrait) count only in the pairs; rows whose response is "
     "empty after normalisation are left out of everything",
 }
@@ -271,6 +274,26 @@ def _contexts(
     return out
 
 
+def everyday_answers(
+    precision: Precision,
+    policy: str = "default",
+    weights_dir: Path | None = None,
+    log: Callable[[str], None] = print,
+) -> dict[str, Any]:
+    """The share of the short everyday answers (``everyday_eval``) ``Guard(policy)`` allows, and the
+    first five it stops."""
+    rows = everyday_rows()
+    run = score_and_decide(rows, precision, policy, weights_dir, log)
+    stopped = [r.prompt for r, ok in zip(rows, run.allowed, strict=True) if not ok]
+    return {
+        "rows": len(rows),
+        "benign_allowed": round(sum(run.allowed) / len(rows), 4) if rows else None,
+        "stopped": stopped[:5],
+        "trained_on_these_answers": trained_on_them(weights_dir),
+        "undecided": run.undecided,
+    }
+
+
 def evaluate_external(
     data_dir: Path | str,
     precisions: Sequence[Precision] = ("int8", "fp32"),
@@ -306,6 +329,7 @@ def evaluate_external(
             "sources": _per_group(dev, _harm(harmful, run.signal, run.allowed, run.p_oppose, run.p_violates)),
             "pairs": _per_group(dev, _pairs(rows, run.scores)),
             "contexts": _contexts(rows, run, precision, policy, weights_dir),
+            "everyday_answers": everyday_answers(precision, policy, weights_dir, log),
         }
     if baseline:
         texts, labels, what = baseline_training_rows(by_source, data_dir, limit)
@@ -382,11 +406,10 @@ def format_external_table(result: Mapping[str, Any]) -> str:
             )
             lines.append(f"{'  ' + ALL + ', ' + value:<22}{cells}")
         lines += ["", _contexts_table(systems, models)]
-        if "everyday_answers" in systems[models[0]]:
-            every = [systems[m]["everyday_answers"] for m in models]
-            cells = ", ".join(f"{m} {_pct(e['benign_allowed'])}" for m, e in zip(models, every, strict=True))
-            trained = ", trained on" if every[0]["trained_on_these_answers"] else ""
-            lines += ["", f"short answers to everyday requests ({every[0]['rows']} rows{trained}), allowed: {cells}"]
+        every = [systems[m]["everyday_answers"] for m in models]
+        cells = ", ".join(f"{m} {_pct(e['benign_allowed'])}" for m, e in zip(models, every, strict=True))
+        trained = ", trained on" if every[0]["trained_on_these_answers"] else ""
+        lines += ["", f"short answers to everyday requests ({every[0]['rows']} rows{trained}), allowed: {cells}"]
     return "\n".join(lines)
 
 
