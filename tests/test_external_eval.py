@@ -7,6 +7,7 @@ it skips this module; under CI=true it is mounted, and a missing folder fails.
 from __future__ import annotations
 
 import json
+import math
 import os
 import random
 from collections import defaultdict
@@ -31,6 +32,7 @@ from guardrail.training.external import (
     split_of_key,
 )
 from guardrail.training.external_eval import baseline_training_rows, evaluate_external, select
+from guardrail.training.external_metrics import caught_at_allowed
 from tests.conftest import SHARED_DATA
 
 EXTERNAL = SHARED_DATA / "external"
@@ -107,6 +109,8 @@ def test_the_figures_on_a_small_slice_are_those_of_a_direct_computation(
         passed = [allowed[i] for i in ix if rows[i].harmful == 0]
         assert figures["harmful_blocked_or_rewritten"] == pytest.approx(sum(caught) / len(caught))
         assert figures["benign_allowed"] == pytest.approx(sum(passed) / len(passed))
+        noisy_or = [1 - math.prod(1 - p[0] for p in scores[i].probabilities.values()) for i in ix]
+        assert figures["caught_at_90_allowed_p_violates"] == caught_at_allowed(gold, noisy_or)
     assert systems["int8"]["undecided"] == 0
     assert systems["int8"]["sources"]["valueportrait"]["rows"] == 0, "unjudged rows have no harm figures"
 
@@ -158,6 +162,17 @@ def test_the_figures_on_a_small_slice_are_those_of_a_direct_computation(
     proba = model.predict_proba(vectorizer.transform([f"{r.prompt}\n{r.response}" for r in judged]))[:, 1]
     expected = roc_auc_score([r.harmful for r in judged], proba)
     assert systems["tfidf+logreg"]["sources"]["all"]["auc"] == pytest.approx(expected)
+
+
+def test_caught_at_90_allowed_is_what_the_best_single_threshold_catches_on_those_rows() -> None:
+    benign = [i / 10 for i in range(10)]  # 0.0 .. 0.9
+    harmful = [0.95, 0.85, 0.8, 0.5]
+    labels = [0] * 10 + [1] * 4 + [None]
+    signal = benign + harmful + [1.0]  # the unjudged row counts nowhere
+    # 0.8 lets nine benign rows of ten through (a row at the threshold passes): 0.95 and 0.85 are caught.
+    assert caught_at_allowed(labels, signal) == 0.5
+    assert caught_at_allowed(labels, signal, allowed=0.8) == 0.75
+    assert caught_at_allowed([0, 0], [0.1, 0.2]) is None
 
 
 def _share(flags: list[bool]) -> float:

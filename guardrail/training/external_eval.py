@@ -52,6 +52,9 @@ DEFINITIONS = {
     "score_v = P(support_v) - P(oppose_v); baseline signal P(harmful)",
     "auc_p_oppose": "the same AUC with signal max_v P(oppose_v)",
     "auc_p_violates": "the same AUC with signal 1 - prod_v (1 - P(oppose_v)), the noisy-OR training fits to harmful",
+    "caught_at_90_allowed": "share of harmful=1 rows above the threshold on the signal (suffix _p_oppose, "
+    "_p_violates: that signal) that lets 90% of the harmful=0 rows through, chosen on the same rows: an upper "
+    "bound for tuning one threshold, not a held-out figure",
     "harmful_blocked_or_rewritten": "share of harmful=1 rows that Guard(policy).check does not allow "
     "(action block or rewrite; without an LLM a rewrite falls back to block)",
     "benign_allowed": "share of harmful=0 rows that Guard(policy).check allows (action allow or log)",
