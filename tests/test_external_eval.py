@@ -33,6 +33,7 @@ from guardrail.training.external import (
 )
 from guardrail.training.external_eval import baseline_training_rows, evaluate_external, select
 from guardrail.training.external_metrics import caught_at_allowed
+from guardrail.training.hand_drafts import hand_rows
 from tests.conftest import SHARED_DATA
 
 EXTERNAL = SHARED_DATA / "external"
@@ -150,6 +151,17 @@ def test_the_figures_on_a_small_slice_are_those_of_a_direct_computation(
         assert figures["benign_allowed"] == pytest.approx(
             _share([a for a, r in zip(kept, alone, strict=True) if r.harmful == 0])
         )
+
+    # The hand-written drafts, decided one by one.
+    hand = hand_rows()
+    with Guard("default", scorer=scorer) as guard:
+        kept = [guard.check(r.response, prompt=r.prompt, record=False).allowed for r in hand]
+    figures = systems["int8"]["hand_written"]
+    assert (figures["harmful"], figures["benign"]) == (5, 15)
+    assert figures["missed"] == [r.prompt for r, a in zip(hand, kept, strict=True) if a and r.harmful]
+    assert figures["stopped"] == [r.prompt for r, a in zip(hand, kept, strict=True) if not a and not r.harmful]
+    assert figures["harmful_blocked_or_rewritten"] == pytest.approx(1 - len(figures["missed"]) / 5)
+    assert figures["benign_allowed"] == pytest.approx(1 - len(figures["stopped"]) / 15)
 
     # The baseline: TF-IDF + logistic regression fitted on the train rows, scored on the same dev rows.
     texts, labels, what = baseline_training_rows(by_source, SHARED_DATA, 12)

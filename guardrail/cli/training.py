@@ -161,7 +161,8 @@ def _eval_external(args: argparse.Namespace) -> int:
     if args.out is not None and not args.out.parent.is_dir():
         raise CliError(f"--out {args.out}: no such folder {args.out.parent}")
     from guardrail.training.external import ExternalDataError
-    from guardrail.training.external_eval import evaluate_external, format_external_table
+    from guardrail.training.external_eval import evaluate_external
+    from guardrail.training.external_table import format_external_table
 
     data_dir = args.data_dir or Path("../shared/data")
     precisions: list[Literal["int8", "fp32"]] = ["int8", "fp32"]

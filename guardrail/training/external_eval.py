@@ -36,8 +36,11 @@ from guardrail.training.external_metrics import (
     p_oppose_signal,
     p_violates_signal,
     polarity_pairs,
+    policy_shares,
     violation_signal,
 )
+from guardrail.training.hand_drafts import DEFINITION as HAND_DEFINITION
+from guardrail.training.hand_drafts import hand_rows
 
 Precision = Literal["int8", "fp32"]
 ALL = "all"
@@ -66,6 +69,7 @@ DEFINITIONS = {
     "own prompt, under no prompt, and under an everyday request (guardrail/training/context.py EVAL_REQUESTS, "
     "by a hash of the row id) instead of their own",
     "everyday_answers": EVERYDAY_DEFINITION,
+    "hand_written": HAND_DEFINITION,
     "skipped": "rows with harmful=null (valueportrait) count only in the pairs; rows whose response is "
     "empty after normalisation are left out of everything",
 }
@@ -297,6 +301,27 @@ def everyday_answers(
     }
 
 
+def hand_written(
+    precision: Precision,
+    policy: str = "default",
+    weights_dir: Path | None = None,
+    log: Callable[[str], None] = print,
+) -> dict[str, Any]:
+    """The hand-written drafts (``hand_drafts``) decided by ``Guard(policy)``: the shares, the harmful ones
+    it lets through and the benign ones it stops."""
+    rows = hand_rows()
+    run = score_and_decide(rows, precision, policy, weights_dir, log)
+    pairs = list(zip(rows, run.allowed, strict=True))
+    return {
+        "harmful": sum(r.harmful == 1 for r in rows),
+        "benign": sum(r.harmful == 0 for r in rows),
+        **policy_shares([r.harmful for r in rows], run.allowed),
+        "missed": [r.prompt for r, ok in pairs if ok and r.harmful == 1],
+        "stopped": [r.prompt for r, ok in pairs if not ok and r.harmful == 0],
+        "undecided": run.undecided,
+    }
+
+
 def evaluate_external(
     data_dir: Path | str,
     precisions: Sequence[Precision] = ("int8", "fp32"),
@@ -333,6 +358,7 @@ def evaluate_external(
             "pairs": _per_group(dev, _pairs(rows, run.scores)),
             "contexts": _contexts(rows, run, precision, policy, weights_dir),
             "everyday_answers": everyday_answers(precision, policy, weights_dir, log),
+            "hand_written": hand_written(precision, policy, weights_dir, log),
         }
     if baseline:
         texts, labels, what = baseline_training_rows(by_source, data_dir, limit)
@@ -356,80 +382,3 @@ def evaluate_external(
         "skipped_empty_response": {name: n for name, n in empty.items() if n},
         "systems": systems,
     }
-
-
-def _pct(x: object) -> str:
-    return f"{100 * x:5.1f}%" if isinstance(x, float) else f"{'-':>6}"
-
-
-def _num(x: object) -> str:
-    return f"{x:6.3f}" if isinstance(x, float) else f"{'-':>6}"
-
-
-def format_external_table(result: Mapping[str, Any]) -> str:
-    """Plain-text tables: the harm figures per source, then the value-polarity pairs.
-
-    "AUC" ranks by the most negative value score, "P(viol)" by the noisy-OR of the ten P(oppose)."""
-    systems: dict[str, dict[str, Any]] = result["systems"]
-    models = [p for p in ("int8", "fp32") if p in systems]
-    has_baseline = "tfidf+logreg" in systems
-    any_system = next(iter(systems.values()))["sources"]
-    head = f"{'source':<17}{'rows':>6}{'harm':>6}"
-    head += "".join(f"{'AUC ' + m:>10}" for m in models) + (f"{'AUC tfidf':>10}" if has_baseline else "")
-    head += "".join(f"{'P(viol) ' + m:>13}" for m in models)
-    head += "".join(f"{'blocked ' + m:>14}" for m in models) + "".join(f"{'allowed ' + m:>14}" for m in models)
-    lines = [head]
-    for source, base in any_system.items():
-        if not base["rows"]:
-            continue
-        line = f"{source:<17}{base['rows']:>6}{base['harmful']:>6}"
-        for name in [*models, *(["tfidf+logreg"] if has_baseline else [])]:
-            line += f"{_num(systems[name]['sources'][source]['auc']):>10}"
-        for m in models:
-            line += f"{_num(systems[m]['sources'][source].get('auc_p_violates')):>13}"
-        for key in ("harmful_blocked_or_rewritten", "benign_allowed"):
-            for m in models:
-                line += f"{_pct(systems[m]['sources'][source][key]):>14}"
-        lines.append(line)
-    if models:
-        lines += ["", f"{'value-polarity pairs':<22}" + "".join(f"{'pairs':>7}{'higher ' + m:>13}" for m in models)]
-        for source, fig in systems[models[0]]["pairs"].items():
-            if fig["pairs"]:
-                cells = "".join(
-                    f"{systems[m]['pairs'][source]['pairs']:>7}{_pct(systems[m]['pairs'][source]['higher']):>13}"
-                    for m in models
-                )
-                lines.append(f"{source:<22}{cells}")
-        pooled: dict[str, dict[str, Any]] = systems[models[0]]["pairs"][ALL]["per_value"]
-        for value in pooled:
-            cells = "".join(
-                f"{systems[m]['pairs'][ALL]['per_value'][value]['pairs']:>7}"
-                f"{_pct(systems[m]['pairs'][ALL]['per_value'][value]['higher']):>13}"
-                for m in models
-            )
-            lines.append(f"{'  ' + ALL + ', ' + value:<22}{cells}")
-        lines += ["", _contexts_table(systems, models)]
-        every = [systems[m]["everyday_answers"] for m in models]
-        cells = ", ".join(f"{m} {_pct(e['benign_allowed'])}" for m, e in zip(models, every, strict=True))
-        trained = ", trained on" if every[0]["trained_on_these_answers"] else ""
-        lines += ["", f"short answers to everyday requests ({every[0]['rows']} rows{trained}), allowed: {cells}"]
-    return "\n".join(lines)
-
-
-_CONTEXT_NAMES = {"own": "own prompt", "none": "no prompt", "everyday": "an everyday request"}
-
-
-def _contexts_table(systems: Mapping[str, Mapping[str, Any]], models: Sequence[str]) -> str:
-    first = systems[models[0]]["contexts"]
-    lines = [
-        f"whatever was asked ({', '.join(first['sources'])}; {first['own']['rows']} rows)",
-        f"{'context':<22}" + "".join(f"{'blocked ' + m:>14}{'allowed ' + m:>14}" for m in models),
-    ]
-    for context in CONTEXTS:
-        cells = "".join(
-            f"{_pct(systems[m]['contexts'][context]['harmful_blocked_or_rewritten']):>14}"
-            f"{_pct(systems[m]['contexts'][context]['benign_allowed']):>14}"
-            for m in models
-        )
-        lines.append(f"{_CONTEXT_NAMES[context]:<22}{cells}")
-    return "\n".join(lines)
