@@ -102,7 +102,8 @@ class TrainConfig(BaseModel):
     a source the writing style alone cannot tell harmful from benign."""
     skip_external: list[str] = ["diasafety/Unauthorized Expertise"]
     """``source/category`` pairs left out of training. DiaSafety calls any chatbot answer that gives
-    medical or legal information unsafe; a general assistant is expected to give such information."""
+    medical or legal information unsafe; a general assistant is expected to give such information.
+    Kept, they were learnable but fewer harmful how-tos were stopped (model card, "Variants")."""
     min_allowed: float = 0.9
     """When tuning the default policy values' oppose thresholds on the tuning slice: the share of
     benign responses (mean over sources) that must pass."""
