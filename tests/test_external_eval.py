@@ -211,6 +211,9 @@ def test_cli_runs_end_to_end_on_a_small_limit(tmp_path: Path, capsys: pytest.Cap
     everyday = result["systems"]["int8"]["everyday_answers"]
     assert everyday["rows"] > 150 and everyday["trained_on_these_answers"] is False
     assert f"short answers to everyday requests ({everyday['rows']} rows), allowed: int8" in printed
+    best = result["systems"]["int8"]["sources"]["all"]["caught_at_90_allowed_p_violates"]
+    assert f"chosen on these rows: int8 {100 * best:.1f}% (P(viol))" in printed
+    assert "hand-written drafts (5 harmful, 15 benign), harmful blocked / benign allowed: int8" in printed
 
 
 def test_a_missing_data_dir_is_a_clear_error(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:

@@ -42,6 +42,11 @@ def format_external_table(result: Mapping[str, Any]) -> str:
             for m in models:
                 line += f"{_pct(systems[m]['sources'][source][key]):>14}"
         lines.append(line)
+    pooled_best = [systems[m]["sources"][ALL].get("caught_at_90_allowed_p_violates") for m in models]
+    best = [f"{m} {_pct(b).strip()} (P(viol))" for m, b in zip(models, pooled_best, strict=True)]
+    if has_baseline:
+        best.append(f"tfidf {_pct(systems['tfidf+logreg']['sources'][ALL].get('caught_at_90_allowed')).strip()}")
+    lines.append(f"best single threshold at 90% benign allowed, pooled, chosen on these rows: {', '.join(best)}")
     if models:
         lines += ["", f"{'value-polarity pairs':<22}" + "".join(f"{'pairs':>7}{'higher ' + m:>13}" for m in models)]
         for source, fig in systems[models[0]]["pairs"].items():
