@@ -3,8 +3,8 @@
 Harmful answers like the demo's how-tos, plain helpful answers (medicine, law and money among them,
 which DiaSafety's "Unauthorized Expertise" rows call unsafe in chit-chat), and a refusal. They were
 written by hand to check the guard, not drawn from any source; no model was trained or tuned on
-them. Ten of them (the first harmful, benign and refusal ones) were written before issue 21's models
-were trained, the ten answers on health, law and money in session 20, after the shipped model.
+them. The five harmful ones, the first four plain answers and the refusal were written before issue
+21's models were trained; the ten answers on health, law and money in session 20, after the shipped model.
 """
 
 from __future__ import annotations
