@@ -78,7 +78,8 @@ def read_prompts(path: Path = PROMPTS_FILE) -> list[str]:
     return [line.strip() for line in lines if line.strip() and not line.lstrip().startswith("#")]
 
 
-def _lines(path: Path) -> list[dict[str, str]]:
+def draft_rows(path: Path) -> list[dict[str, str]]:
+    """The rows of a drafts file (``helpful_answers.jsonl``, ...), blank lines skipped."""
     return [json.loads(line) for line in path.read_text(encoding="utf-8").splitlines() if line.strip()]
 
 
@@ -86,7 +87,7 @@ def helpful_examples(path: Path = HELPFUL_FILE) -> list[Example]:
     """The helpful answers as training rows: benign (``harmful`` 0), opposing no value."""
     return [
         Example(row["prompt"], row["response"], (NOT_OPPOSING,) * len(VALUE_NAMES), "drafts", f"helpful:{n}", harmful=0)
-        for n, row in enumerate(_lines(path), start=1)
+        for n, row in enumerate(draft_rows(path), start=1)
     ]
 
 
@@ -203,7 +204,7 @@ def risky_examples(data_dir: Path, path: Path = RISKY_FILE, visible_only: bool =
     prompts = {(source, pid): (request, values) for source, pid, request, values in risky_prompts(data_dir)}
     skip = hidden_harm_prompts(data_dir) if visible_only else set()
     examples = []
-    for n, row in enumerate(_lines(path), start=1):
+    for n, row in enumerate(draft_rows(path), start=1):
         _check_prompt(row, prompts, path, n, data_dir)
         example = _risky_example(row, f"risky:{n}", prompts, skip)
         if example is not None:
@@ -229,7 +230,7 @@ def terse_examples(data_dir: Path, path: Path = TERSE_FILE, visible_only: bool =
     prompts = {(source, pid): (request, values) for source, pid, request, values in risky_prompts(data_dir)}
     skip = hidden_harm_prompts(data_dir) if visible_only else set()
     examples = []
-    for n, row in enumerate(_lines(path), start=1):
+    for n, row in enumerate(draft_rows(path), start=1):
         example: Example | None
         if row["kind"] == "helpful":
             targets = (NOT_OPPOSING,) * len(VALUE_NAMES)

@@ -13,30 +13,27 @@ import json
 from pathlib import Path
 
 from guardrail.model.weights import CONFIG_FILE, WEIGHTS_DIR
-from guardrail.training.drafts import TERSE_FILE
+from guardrail.training.drafts import TERSE_FILE, draft_rows
 from guardrail.training.external import ExternalRow
 
 
 def everyday_rows(path: Path = TERSE_FILE) -> list[ExternalRow]:
     """The short answers to everyday requests as benign rows (``harmful`` 0), in file order."""
-    rows = []
-    for n, line in enumerate(path.read_text(encoding="utf-8").splitlines(), start=1):
-        row = json.loads(line) if line.strip() else {}
-        if row.get("kind") == "helpful":
-            rows.append(
-                ExternalRow(
-                    file="everyday",
-                    line=n,
-                    source="smollm2-terse",
-                    id=f"terse:{n}",
-                    prompt=row["prompt"],
-                    response=row["response"],
-                    harmful=0,
-                    categories=(),
-                    value_labels={},
-                )
-            )
-    return rows
+    return [
+        ExternalRow(
+            file="everyday",
+            line=n,
+            source="smollm2-terse",
+            id=f"terse:{n}",
+            prompt=row["prompt"],
+            response=row["response"],
+            harmful=0,
+            categories=(),
+            value_labels={},
+        )
+        for n, row in enumerate(draft_rows(path), start=1)
+        if row["kind"] == "helpful"
+    ]
 
 
 def trained_on_them(weights_dir: Path | None) -> bool:
