@@ -54,6 +54,13 @@ def test_diasafety_safe_speaks_only_for_its_category() -> None:
         assert mask == (NOT_OPPOSING if name == "universalism" else UNKNOWN)
 
 
+def test_a_violation_only_row_names_no_value_but_keeps_its_judgement() -> None:
+    for harmful in (0, 1):
+        ex = external_example(_row(harmful, {"security": -1}, file="diasafety"), {"": {"security"}}, True)
+        assert all(mask == UNKNOWN for mask in ex.targets)
+        assert ex.harmful == harmful
+
+
 def test_unjudged_row_keeps_its_exact_value_labels() -> None:
     ex = external_example(_row(None, {"hedonism": 1, "power": -1}))
     assert ex.targets[VALUE_NAMES.index("hedonism")] == EXACT[1]

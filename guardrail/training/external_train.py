@@ -61,13 +61,18 @@ def _is_refusal(row: ExternalRow) -> bool:
     return row.file == "do_not_answer" and row.label_raw.get("action") in REFUSAL_ACTIONS
 
 
-def external_example(row: ExternalRow, category_values: dict[str, set[str]] | None = None) -> Example:
-    """One external row as a training example (see the module docstring for the mapping)."""
+def external_example(
+    row: ExternalRow, category_values: dict[str, set[str]] | None = None, violation_only: bool = False
+) -> Example:
+    """One external row as a training example (see the module docstring for the mapping).
+    ``violation_only`` leaves every value unknown: the row teaches through the violation loss alone."""
     targets: list[Mask] = []
     related = (category_values or {}).get(str(row.label_raw.get("category", "")), set())
     for name in VALUE_NAMES:
         mark = row.value_labels.get(name)
-        if row.harmful == 1:
+        if violation_only:
+            targets.append(UNKNOWN)
+        elif row.harmful == 1:
             targets.append(EXACT[-1] if mark == -1 else UNKNOWN)
         elif row.harmful == 0 and row.file in PARTIAL_SOURCES:
             targets.append(NOT_OPPOSING if name in related or mark == 1 else UNKNOWN)
@@ -118,11 +123,16 @@ class ExternalTraining:
 
 
 def external_training_rows(
-    data_dir: Path, per_class: int, balance: bool = False, skip: Collection[str] = ()
+    data_dir: Path,
+    per_class: int,
+    balance: bool = False,
+    skip: Collection[str] = (),
+    violation_only: Collection[str] = (),
 ) -> ExternalTraining:
     """Per source, at most ``per_class`` harmful and ``per_class`` benign (or unjudged) rows of the
     train side outside the tuning slice, and every judged row of the tuning slice. ``balance``
-    weighs each source's classes alike; ``skip`` leaves out ``source/category`` pairs entirely."""
+    weighs each source's classes alike; ``skip`` leaves out ``source/category`` pairs entirely;
+    the rows of the pairs in ``violation_only`` name no value and teach through the violation loss."""
     train: list[Example] = []
     tune: list[Example] = []
     for rows in read_external(data_dir).values():
@@ -131,9 +141,11 @@ def external_training_rows(
         )
         categories = _category_values(side)
         held = [r for r in side if prompt_bucket(r.key) in TUNE_BUCKETS]
-        tune += [external_example(r, categories) for r in held if r.harmful is not None]
+        tune += [
+            external_example(r, categories, category_of(r) in violation_only) for r in held if r.harmful is not None
+        ]
         rest = [r for r in side if prompt_bucket(r.key) not in TUNE_BUCKETS]
         drawn = [r for judged in (1, 0, None) for r in [r for r in rest if r.harmful == judged][:per_class]]
-        examples = [external_example(r, categories) for r in drawn]
+        examples = [external_example(r, categories, category_of(r) in violation_only) for r in drawn]
         train += balanced(examples) if balance else examples
     return ExternalTraining(train, tune)

@@ -104,6 +104,9 @@ class TrainConfig(BaseModel):
     """``source/category`` pairs left out of training. DiaSafety calls any chatbot answer that gives
     medical or legal information unsafe; a general assistant is expected to give such information.
     Kept, they were learnable but fewer harmful how-tos were stopped (model card, "Variants")."""
+    violation_only_external: list[str] = []
+    """``source/category`` pairs trained on the source's ``harmful`` judgement alone (the violation loss),
+    every value unknown, as DICES is: the judgement is kept without tying it to a value's threshold."""
     min_allowed: float = 0.9
     """When tuning the default policy values' oppose thresholds on the tuning slice: the share of
     benign responses (mean over sources) that must pass."""

@@ -173,7 +173,13 @@ def train(cfg: TrainConfig, log: Callable[[str], None] = print) -> dict[str, obj
     log(f"train {len(train_set)} FULCRA + {len(aux)} ToxiGen rows; dev {len(dev_set)} rows (test split untouched)")
     external = ExternalTraining([], [])
     if cfg.external_per_class > 0:
-        external = external_training_rows(cfg.data_dir, cfg.external_per_class, cfg.balance_external, cfg.skip_external)
+        external = external_training_rows(
+            cfg.data_dir,
+            cfg.external_per_class,
+            cfg.balance_external,
+            cfg.skip_external,
+            cfg.violation_only_external,
+        )
         log(f"external: {len(external.train)} train rows; tuning slice {len(external.tune)} rows (dev rows untouched)")
     drafts: list[Example] = []
     if cfg.external_per_class and cfg.drafts_weight:
