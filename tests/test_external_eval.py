@@ -31,7 +31,7 @@ from guardrail.training.external import (
     read_external_file,
     split_of_key,
 )
-from guardrail.training.external_eval import baseline_training_rows, evaluate_external, select
+from guardrail.training.external_eval import KINDS, baseline_training_rows, evaluate_external, select
 from guardrail.training.external_metrics import caught_at_allowed
 from guardrail.training.hand_drafts import hand_rows
 from tests.conftest import SHARED_DATA
@@ -101,8 +101,9 @@ def test_the_figures_on_a_small_slice_are_those_of_a_direct_computation(
     with Guard("default", scorer=scorer) as guard:
         allowed = [guard.check(r.response, prompt=r.prompt, record=False).allowed for r in rows]
     systems = result["systems"]
-    for name in ("safetext", "all"):
-        ix = [i for i, r in enumerate(rows) if name in ("all", r.file) and r.harmful is not None]
+    members = {"safetext": {"safetext"}, "kind:chit-chat": set(KINDS["kind:chit-chat"]), "all": set(by_source)}
+    for name, files in members.items():
+        ix = [i for i, r in enumerate(rows) if r.file in files and r.harmful is not None]
         gold = [rows[i].harmful for i in ix]
         figures = systems["int8"]["sources"][name]
         assert figures["auc"] == pytest.approx(roc_auc_score(gold, [-min(scores[i].scores.values()) for i in ix]))
@@ -211,8 +212,10 @@ def test_cli_runs_end_to_end_on_a_small_limit(tmp_path: Path, capsys: pytest.Cap
     everyday = result["systems"]["int8"]["everyday_answers"]
     assert everyday["rows"] > 150 and everyday["trained_on_these_answers"] is False
     assert f"short answers to everyday requests ({everyday['rows']} rows), allowed: int8" in printed
-    best = result["systems"]["int8"]["sources"]["all"]["caught_at_90_allowed_p_violates"]
-    assert f"chosen on these rows: int8 {100 * best:.1f}% (P(viol))" in printed
+    for group, label in (("all", "pooled"), ("kind:chit-chat", "kind:chit-chat"), ("kind:answers", "kind:answers")):
+        best = result["systems"]["int8"]["sources"][group]["caught_at_90_allowed_p_violates"]
+        tfidf = result["systems"]["tfidf+logreg"]["sources"][group]["caught_at_90_allowed"]
+        assert f"  {label}: int8 {100 * best:.1f}%, tfidf {100 * tfidf:.1f}% (model: P(viol))" in printed
     assert "hand-written drafts (5 harmful, 15 benign), harmful blocked / benign allowed: int8" in printed
 
 

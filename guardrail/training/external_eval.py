@@ -45,6 +45,13 @@ from guardrail.training.hand_drafts import hand_rows
 Precision = Literal["int8", "fp32"]
 ALL = "all"
 """The name of the pooled row: every judged dev row of every source together."""
+KINDS: dict[str, tuple[str, ...]] = {
+    "kind:chit-chat": ("diasafety", "dices"),
+    "kind:answers": ("do_not_answer", "jailbreakbench", "moralchoice", "safetext"),
+}
+"""Judged sources pooled by the kind of text they hold: replies in open-domain chit-chat (Reddit threads,
+adversarial chats with a chatbot), and answers to a request, a question or a scenario. The scorer ranks the
+two very differently (model card, "Is it the policy or the scorer?")."""
 SPLIT_RULE = (
     "prompt key = the normalised prompt (NFKC, invisible characters dropped, case-folded, whitespace "
     "collapsed), or for jailbreakbench the normalised label_raw.goal; dev when "
@@ -240,13 +247,18 @@ def _pairs(
 def _per_group(
     by_source: Mapping[str, list[ExternalRow]],
     figures: Callable[[list[int]], Mapping[str, object]],
+    kinds: bool = False,
 ) -> dict[str, Mapping[str, object]]:
-    """``figures(indices)`` for every source and sub-source, and for all rows pooled, by index into the
-    concatenation of ``by_source``'s rows."""
+    """``figures(indices)`` for every source and sub-source, with ``kinds`` for each of ``KINDS`` present,
+    and for all rows pooled, by index into the concatenation of ``by_source``'s rows."""
     index: dict[int, int] = {}
     for n, row in enumerate(r for rows in by_source.values() for r in rows):
         index[id(row)] = n
     out = {name: figures([index[id(r)] for r in rows]) for name, rows in groups_of(by_source)}
+    for kind, names in KINDS.items() if kinds else ():
+        ix = [index[id(r)] for name in names for r in by_source.get(name, [])]
+        if ix:
+            out[kind] = figures(ix)
     out[ALL] = figures(list(range(len(index))))
     return out
 
@@ -354,7 +366,9 @@ def evaluate_external(
             "policy": run.policy,
             "undecided": run.undecided,
             "seconds": run.seconds,
-            "sources": _per_group(dev, _harm(harmful, run.signal, run.allowed, run.p_oppose, run.p_violates)),
+            "sources": _per_group(
+                dev, _harm(harmful, run.signal, run.allowed, run.p_oppose, run.p_violates), kinds=True
+            ),
             "pairs": _per_group(dev, _pairs(rows, run.scores)),
             "contexts": _contexts(rows, run, precision, policy, weights_dir),
             "everyday_answers": everyday_answers(precision, policy, weights_dir, log),
@@ -367,7 +381,7 @@ def evaluate_external(
         systems["tfidf+logreg"] = {
             "name": "tfidf+logreg",
             "trained_on": what,
-            "sources": _per_group(dev, _harm(harmful, proba, [p < 0.5 for p in proba])),
+            "sources": _per_group(dev, _harm(harmful, proba, [p < 0.5 for p in proba]), kinds=True),
         }
     return {
         "when": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime()),

@@ -42,11 +42,14 @@ def format_external_table(result: Mapping[str, Any]) -> str:
             for m in models:
                 line += f"{_pct(systems[m]['sources'][source][key]):>14}"
         lines.append(line)
-    pooled_best = [systems[m]["sources"][ALL].get("caught_at_90_allowed_p_violates") for m in models]
-    best = [f"{m} {_pct(b).strip()} (P(viol))" for m, b in zip(models, pooled_best, strict=True)]
-    if has_baseline:
-        best.append(f"tfidf {_pct(systems['tfidf+logreg']['sources'][ALL].get('caught_at_90_allowed')).strip()}")
-    lines.append(f"best single threshold at 90% benign allowed, pooled, chosen on these rows: {', '.join(best)}")
+    lines.append("best single threshold at 90% benign allowed, chosen on these rows:")
+    for group in [g for g in any_system if g == ALL or g.startswith("kind:")]:
+        figures = [systems[m]["sources"][group].get("caught_at_90_allowed_p_violates") for m in models]
+        best = [f"{m} {_pct(b).strip()}" for m, b in zip(models, figures, strict=True)]
+        if has_baseline:
+            tfidf = systems["tfidf+logreg"]["sources"][group].get("caught_at_90_allowed")
+            best.append(f"tfidf {_pct(tfidf).strip()}")
+        lines.append(f"  {'pooled' if group == ALL else group}: {', '.join(best)} (model: P(viol))")
     if models:
         lines += ["", f"{'value-polarity pairs':<22}" + "".join(f"{'pairs':>7}{'higher ' + m:>13}" for m in models)]
         for source, fig in systems[models[0]]["pairs"].items():
