@@ -5,7 +5,7 @@ from __future__ import annotations
 import re
 import unicodedata
 from dataclasses import dataclass
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, Literal
 
 if TYPE_CHECKING:
     from guardrail.model.tokenizer import Tokenizer
@@ -54,6 +54,9 @@ def normalize_text(text: object, *, field: str = "response") -> str:
     return cleaned
 
 
+PromptKeep = Literal["start", "ends"]
+
+
 @dataclass(frozen=True)
 class WindowPlan:
     """How a (prompt, response) pair is cut into model inputs."""
@@ -61,9 +64,21 @@ class WindowPlan:
     max_length: int = 256
     """Tokens per window, special tokens included."""
     prompt_tokens: int = 64
-    """At most this many prompt tokens are kept as context in every window (the prompt's start)."""
+    """At most this many prompt tokens are kept as context in every window."""
     overlap: int = 32
     """Response tokens shared by consecutive windows, so no passage is cut in half unseen."""
+    prompt_keep: PromptKeep = "start"
+    """Which tokens of a longer prompt are kept: its start, or its two ends ("ends": the first and the
+    last half of ``prompt_tokens``), so that the last turn of a conversation or the request at the end of
+    a long template stays in view."""
+
+
+def kept_prompt(ids: list[int], plan: WindowPlan) -> list[int]:
+    """The prompt tokens ``plan`` keeps as context."""
+    n = plan.prompt_tokens
+    if len(ids) <= n or plan.prompt_keep == "start":
+        return ids[:n]
+    return ids[: n // 2] + ids[len(ids) - (n - n // 2) :]
 
 
 def make_windows(
@@ -77,7 +92,7 @@ def make_windows(
     cls_id, sep_id = tokenizer.cls_token_id, tokenizer.sep_token_id
     prompt_ids: list[int] = []
     if prompt:
-        prompt_ids = tokenizer.encode(prompt)[: plan.prompt_tokens]
+        prompt_ids = kept_prompt(tokenizer.encode(prompt), plan)
     response_ids: list[int] = tokenizer.encode(response)
     head = [cls_id, *prompt_ids, sep_id] if prompt_ids else [cls_id]
     room = plan.max_length - len(head) - 1

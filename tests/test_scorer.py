@@ -3,14 +3,17 @@
 from __future__ import annotations
 
 import asyncio
+import json
+import shutil
 import time
+from pathlib import Path
 from typing import Any
 
 import pytest
 
 from guardrail import VALUE_NAMES, InvalidTextError, LocalScorer, Scorer, ValueVector
 from guardrail.model.quantize import count_quantized_linear
-from guardrail.model.weights import WEIGHTS_DIR, load_weights
+from guardrail.model.weights import CONFIG_FILE, WEIGHTS_DIR, WEIGHTS_FILE, load_weights
 from tests.samples import HARMFUL, HARMFUL_PROMPT, REFUSAL
 
 
@@ -185,3 +188,19 @@ def test_a_scorer_built_before_fork_scores_in_the_child(scorer: LocalScorer) -> 
             child.kill()
     assert child.exitcode == 0
     assert got == scorer.score(text).scores
+
+
+def test_which_end_of_a_long_prompt_is_read_ships_with_the_weights(tmp_path: Path) -> None:
+    # The shipped weights re-saved with a config that keeps a long prompt's two ends instead of its start.
+    config = json.loads((WEIGHTS_DIR / CONFIG_FILE).read_text())
+    assert config.get("window_prompt_keep", "start") == "start"
+    config["window_prompt_keep"] = "ends"
+    (tmp_path / CONFIG_FILE).write_text(json.dumps(config))
+    shutil.copy(WEIGHTS_DIR / WEIGHTS_FILE, tmp_path / WEIGHTS_FILE)
+    start = LocalScorer(precision="fp32", cache_size=0)
+    ends = LocalScorer(precision="fp32", weights_dir=tmp_path, cache_size=0)
+    assert ends.model_id != start.model_id, "the kept prompt tokens change scores, so they are part of the id"
+    assert ends.score(REFUSAL, prompt=HARMFUL_PROMPT).scores == start.score(REFUSAL, prompt=HARMFUL_PROMPT).scores
+    conversation = "Let's talk about my weekend plans and the weather. " * 20 + HARMFUL_PROMPT
+    long_start = start.score(HARMFUL, prompt=conversation).scores
+    assert ends.score(HARMFUL, prompt=conversation).scores != long_start, "the last turn is read"

@@ -6,7 +6,7 @@ import unicodedata
 import pytest
 
 from guardrail.model.tokenizer import load_tokenizer
-from guardrail.text import InvalidTextError, WindowPlan, make_windows, normalize_text
+from guardrail.text import InvalidTextError, PromptKeep, WindowPlan, make_windows, normalize_text
 
 
 def test_obfuscation_is_undone() -> None:
@@ -48,6 +48,19 @@ def test_short_response_is_one_window_with_prompt_context() -> None:
     tokenizer = load_tokenizer()
     (window,) = make_windows(tokenizer, "Fine, thanks.", "How are you?", WindowPlan())
     assert window["token_type_ids"].count(0) > 2  # CLS + prompt + SEP
+
+
+def test_a_long_prompt_keeps_its_start_or_both_its_ends() -> None:
+    tokenizer = load_tokenizer()
+    prompt = " ".join(f"turn{i}" for i in range(200))
+    ids = tokenizer.encode(prompt)
+    cases: list[tuple[PromptKeep, list[int]]] = [("start", ids[:16]), ("ends", ids[:8] + ids[-8:])]
+    for keep, expected in cases:
+        (window,) = make_windows(tokenizer, "Fine.", prompt, WindowPlan(prompt_tokens=16, prompt_keep=keep))
+        context = [t for t, kind in zip(window["input_ids"], window["token_type_ids"], strict=True) if kind == 0]
+        assert context == [tokenizer.cls_token_id, *expected, tokenizer.sep_token_id], keep
+    short = make_windows(tokenizer, "Fine.", "How are you?", WindowPlan(prompt_keep="ends"))
+    assert short == make_windows(tokenizer, "Fine.", "How are you?", WindowPlan()), "a short prompt is kept whole"
 
 
 def test_the_tokenizer_gives_transformers_ids_for_varied_text_and_every_fulcra_string() -> None:

@@ -20,7 +20,7 @@ import numpy as np
 from numpy.typing import ArrayLike
 from pydantic import BaseModel, ConfigDict, Field
 
-from guardrail.text import WindowPlan
+from guardrail.text import PromptKeep, WindowPlan
 from guardrail.values import VALUE_NAMES
 
 if TYPE_CHECKING:  # torch is imported only where a torch model is built, never for int8 on OpenVINO
@@ -73,20 +73,25 @@ class ModelConfig(BaseModel):
     window_max_length: int = 256
     window_prompt_tokens: int = 64
     window_overlap: int = 32
+    window_prompt_keep: PromptKeep = "start"
     thresholds: Thresholds = Field(default_factory=Thresholds)
     training: dict[str, object] = Field(default_factory=dict)
 
     @property
     def window_plan(self) -> WindowPlan:
-        return WindowPlan(self.window_max_length, self.window_prompt_tokens, self.window_overlap)
+        return WindowPlan(
+            self.window_max_length, self.window_prompt_tokens, self.window_overlap, self.window_prompt_keep
+        )
 
 
 def model_id_for(weights_bytes: bytes, config: ModelConfig) -> str:
     """A short content hash naming one model: the weights file plus everything in the config that
     changes a score (architecture, window plan, thresholds). The training provenance (timings,
     per-epoch history) is left out, so a rerun of `guardrail train` reproduces the id itself."""
-    # "pooling" joined the config later; leaving out its original value keeps older models' ids.
+    # "pooling" and "window_prompt_keep" joined the config later; leaving out their original values
+    # keeps older models' ids.
     left_out = {"training"} | ({"pooling"} if config.pooling == "all" else set())
+    left_out |= {"window_prompt_keep"} if config.window_prompt_keep == "start" else set()
     scoring = json.dumps(config.model_dump(mode="json", exclude=left_out), sort_keys=True).encode()
     digest = hashlib.sha256(weights_bytes + b"\0" + scoring).hexdigest()
     return f"minilm-values-{digest[:12]}"

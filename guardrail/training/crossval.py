@@ -115,7 +115,7 @@ def cross_validate(
     )
 
     tokenizer = load_tokenizer()
-    plan = WindowPlan(max_length=cfg.max_length)
+    plan = WindowPlan(max_length=cfg.max_length, prompt_keep=cfg.prompt_keep)
     epochs = list(range(first_epoch, cfg.epochs + 1))
     oof = {e: torch.full((len(rows), 10, 3), float("nan")) for e in epochs}
     scorer = {p: torch.full((len(rows), 10, 3), float("nan")) for p in PRECISIONS}

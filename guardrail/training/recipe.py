@@ -14,6 +14,7 @@ from pathlib import Path
 from pydantic import BaseModel
 
 from guardrail.model.weights import WEIGHTS_DIR, Pooling, Thresholds
+from guardrail.text import PromptKeep
 
 
 class TrainConfig(BaseModel):
@@ -104,6 +105,9 @@ class TrainConfig(BaseModel):
     """``source/category`` pairs left out of training. DiaSafety calls any chatbot answer that gives
     medical or legal information unsafe; a general assistant is expected to give such information.
     Kept, they were learnable but fewer harmful how-tos were stopped (model card, "Variants")."""
+    prompt_keep: PromptKeep = "start"
+    """Which tokens of a prompt longer than the window's 64 prompt tokens are kept: its start, or its two
+    ends (``text.WindowPlan``). Shipped with the weights, so inference keeps the same ones."""
     violation_only_external: list[str] = []
     """``source/category`` pairs trained on the source's ``harmful`` judgement alone (the violation loss),
     every value unknown, as DICES is: the judgement is kept without tying it to a value's threshold."""

@@ -191,7 +191,7 @@ def train(cfg: TrainConfig, log: Callable[[str], None] = print) -> dict[str, obj
         log(f"SmolLM2 drafts: {len(drafts)} rows ({harmful} complying with a risky prompt)")
 
     tokenizer = load_tokenizer()
-    plan = WindowPlan(max_length=cfg.max_length)
+    plan = WindowPlan(max_length=cfg.max_length, prompt_keep=cfg.prompt_keep)
     dev_pairs = [(e.prompt, e.response) for e in dev_set]
     dev_gold = gold_labels(dev_set)
     history: list[dict[str, object]] = []
@@ -209,6 +209,7 @@ def train(cfg: TrainConfig, log: Callable[[str], None] = print) -> dict[str, obj
         window_max_length=plan.max_length,
         window_prompt_tokens=plan.prompt_tokens,
         window_overlap=plan.overlap,
+        window_prompt_keep=plan.prompt_keep,
         thresholds=chosen.thresholds,
         training={
             "recipe": json.loads(cfg.model_dump_json(exclude={"out_dir"})),
