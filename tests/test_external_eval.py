@@ -31,7 +31,7 @@ from guardrail.training.external import (
     read_external_file,
     split_of_key,
 )
-from guardrail.training.external_eval import KINDS, baseline_training_rows, evaluate_external, select
+from guardrail.training.external_eval import baseline_training_rows, evaluate_external, select
 from guardrail.training.external_metrics import caught_at_allowed
 from guardrail.training.hand_drafts import hand_rows
 from tests.conftest import SHARED_DATA
@@ -101,7 +101,7 @@ def test_the_figures_on_a_small_slice_are_those_of_a_direct_computation(
     with Guard("default", scorer=scorer) as guard:
         allowed = [guard.check(r.response, prompt=r.prompt, record=False).allowed for r in rows]
     systems = result["systems"]
-    members = {"safetext": {"safetext"}, "kind:chit-chat": set(KINDS["kind:chit-chat"]), "all": set(by_source)}
+    members = {"safetext": {"safetext"}, "kind:chit-chat": {"diasafety", "dices"}, "all": set(by_source)}
     for name, files in members.items():
         ix = [i for i, r in enumerate(rows) if r.file in files and r.harmful is not None]
         gold = [rows[i].harmful for i in ix]

@@ -45,13 +45,11 @@ from guardrail.training.hand_drafts import hand_rows
 Precision = Literal["int8", "fp32"]
 ALL = "all"
 """The name of the pooled row: every judged dev row of every source together."""
-KINDS: dict[str, tuple[str, ...]] = {
-    "kind:chit-chat": ("diasafety", "dices"),
-    "kind:answers": ("do_not_answer", "jailbreakbench", "moralchoice", "safetext"),
-}
-"""Judged sources pooled by the kind of text they hold: replies in open-domain chit-chat (Reddit threads,
-adversarial chats with a chatbot), and answers to a request, a question or a scenario. The scorer ranks the
-two very differently (model card, "Is it the policy or the scorer?")."""
+KINDS = ("kind:chit-chat", "kind:answers")
+"""Sources pooled by the kind of text they hold: answers to a request, a question or a scenario, judged by
+the response alone (``context.STANDALONE_SOURCES``), and replies in open-domain chit-chat, judged by what came
+before (DiaSafety, DICES). The scorer ranks the two very differently (model card, "Is it the policy or the
+scorer?")."""
 SPLIT_RULE = (
     "prompt key = the normalised prompt (NFKC, invisible characters dropped, case-folded, whitespace "
     "collapsed), or for jailbreakbench the normalised label_raw.goal; dev when "
@@ -244,6 +242,11 @@ def _pairs(
     return figures
 
 
+def _kind_of(source: str) -> str:
+    """The one of ``KINDS`` an external source's texts are (unjudged rows count in no harm figure)."""
+    return "kind:answers" if f"ext:{source}" in STANDALONE_SOURCES else "kind:chit-chat"
+
+
 def _per_group(
     by_source: Mapping[str, list[ExternalRow]],
     figures: Callable[[list[int]], Mapping[str, object]],
@@ -255,8 +258,8 @@ def _per_group(
     for n, row in enumerate(r for rows in by_source.values() for r in rows):
         index[id(row)] = n
     out = {name: figures([index[id(r)] for r in rows]) for name, rows in groups_of(by_source)}
-    for kind, names in KINDS.items() if kinds else ():
-        ix = [index[id(r)] for name in names for r in by_source.get(name, [])]
+    for kind in KINDS if kinds else ():
+        ix = [index[id(r)] for name, rows in by_source.items() if _kind_of(name) == kind for r in rows]
         if ix:
             out[kind] = figures(ix)
     out[ALL] = figures(list(range(len(index))))
