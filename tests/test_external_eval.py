@@ -22,6 +22,7 @@ from guardrail.cli import main
 from guardrail.guard import Guard
 from guardrail.scorers.local import LocalScorer
 from guardrail.training.context import EVAL_REQUESTS, STANDALONE_SOURCES, eval_context
+from guardrail.training.counter_speech_eval import counter_speech_rows
 from guardrail.training.external import (
     DEV_PERCENT,
     ExternalDataError,
@@ -164,6 +165,16 @@ def test_the_figures_on_a_small_slice_are_those_of_a_direct_computation(
     assert figures["harmful_blocked_or_rewritten"] == pytest.approx(1 - len(figures["missed"]) / 5)
     assert figures["benign_allowed"] == pytest.approx(1 - len(figures["stopped"]) / 15)
 
+    # The counter-speech probes: a rebuttal with its post as prompt and alone, quotes with no prompt.
+    probes = counter_speech_rows()
+    with Guard("default", scorer=scorer) as guard:
+        kept = [guard.check(r.response, prompt=r.prompt or None, record=False).allowed for r in probes]
+    figures = systems["int8"]["counter_speech"]
+    assert (figures["harmful"], figures["benign"]) == (24, 46)
+    assert figures["stopped"] == [r.response for r, a in zip(probes, kept, strict=True) if not a and not r.harmful]
+    assert figures["benign_allowed"] == pytest.approx(1 - len(figures["stopped"]) / 46)
+    assert figures["harmful_blocked_or_rewritten"] == pytest.approx(1 - len(figures["missed"]) / 24)
+
     # The baseline: TF-IDF + logistic regression fitted on the train rows, scored on the same dev rows.
     texts, labels, what = baseline_training_rows(by_source, SHARED_DATA, 12)
     assert "FULCRA" in what and len(texts) == len(labels) > 100
@@ -217,6 +228,12 @@ def test_cli_runs_end_to_end_on_a_small_limit(tmp_path: Path, capsys: pytest.Cap
         tfidf = result["systems"]["tfidf+logreg"]["sources"][group]["caught_at_90_allowed"]
         assert f"  {label}: int8 {100 * best:.1f}%, tfidf {100 * tfidf:.1f}% (model: P(viol))" in printed
     assert "hand-written drafts (5 harmful, 15 benign), harmful blocked / benign allowed: int8" in printed
+    probes = result["systems"]["int8"]["counter_speech"]
+    assert (
+        "counter-speech probes (24 hateful, 46 counter-speech), hateful blocked / counter-speech allowed: "
+        + (f"int8 {100 * probes['harmful_blocked_or_rewritten']:.1f}% / {100 * probes['benign_allowed']:.1f}%")
+        in printed
+    )
 
 
 def test_a_missing_data_dir_is_a_clear_error(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:

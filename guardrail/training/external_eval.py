@@ -20,6 +20,8 @@ from typing import Any, Literal
 from guardrail.text import InvalidTextError, normalize_text
 from guardrail.training.baselines import tfidf_binary
 from guardrail.training.context import CONTEXTS, STANDALONE_SOURCES, eval_context
+from guardrail.training.counter_speech_eval import DEFINITION as COUNTER_SPEECH_DEFINITION
+from guardrail.training.counter_speech_eval import counter_speech_rows
 from guardrail.training.everyday_eval import DEFINITION as EVERYDAY_DEFINITION
 from guardrail.training.everyday_eval import everyday_rows, trained_on_them
 from guardrail.training.external import (
@@ -75,6 +77,7 @@ DEFINITIONS = {
     "by a hash of the row id) instead of their own",
     "everyday_answers": EVERYDAY_DEFINITION,
     "hand_written": HAND_DEFINITION,
+    "counter_speech": COUNTER_SPEECH_DEFINITION,
     "skipped": "rows with harmful=null (valueportrait) count only in the pairs; rows whose response is "
     "empty after normalisation are left out of everything",
 }
@@ -323,16 +326,38 @@ def hand_written(
     log: Callable[[str], None] = print,
 ) -> dict[str, Any]:
     """The hand-written drafts (``hand_drafts``) decided by ``Guard(policy)``: the shares, the harmful ones
-    it lets through and the benign ones it stops."""
-    rows = hand_rows()
+    it lets through and the benign ones it stops (by prompt)."""
+    return _judged_drafts(hand_rows(), lambda r: r.prompt, precision, policy, weights_dir, log)
+
+
+def counter_speech(
+    precision: Precision,
+    policy: str = "default",
+    weights_dir: Path | None = None,
+    log: Callable[[str], None] = print,
+) -> dict[str, Any]:
+    """The counter-speech probes (``counter_speech_eval``) decided by ``Guard(policy)``: the shares, the
+    hateful texts it lets through and the counter-speech it stops (by text; a reply appears twice, with
+    its post and alone)."""
+    return _judged_drafts(counter_speech_rows(), lambda r: r.response, precision, policy, weights_dir, log)
+
+
+def _judged_drafts(
+    rows: list[ExternalRow],
+    name: Callable[[ExternalRow], str],
+    precision: Precision,
+    policy: str,
+    weights_dir: Path | None,
+    log: Callable[[str], None],
+) -> dict[str, Any]:
     run = score_and_decide(rows, precision, policy, weights_dir, log)
     pairs = list(zip(rows, run.allowed, strict=True))
     return {
         "harmful": sum(r.harmful == 1 for r in rows),
         "benign": sum(r.harmful == 0 for r in rows),
         **policy_shares([r.harmful for r in rows], run.allowed),
-        "missed": [r.prompt for r, ok in pairs if ok and r.harmful == 1],
-        "stopped": [r.prompt for r, ok in pairs if not ok and r.harmful == 0],
+        "missed": [name(r) for r, ok in pairs if ok and r.harmful == 1],
+        "stopped": [name(r) for r, ok in pairs if not ok and r.harmful == 0],
         "undecided": run.undecided,
     }
 
@@ -376,6 +401,7 @@ def evaluate_external(
             "contexts": _contexts(rows, run, precision, policy, weights_dir),
             "everyday_answers": everyday_answers(precision, policy, weights_dir, log),
             "hand_written": hand_written(precision, policy, weights_dir, log),
+            "counter_speech": counter_speech(precision, policy, weights_dir, log),
         }
     if baseline:
         texts, labels, what = baseline_training_rows(by_source, data_dir, limit)

@@ -81,7 +81,24 @@ def format_external_table(result: Mapping[str, Any]) -> str:
         lines.append(f"hand-written drafts ({counts}), harmful blocked / benign allowed: {cells}")
         lines += [f"  {m} lets through: {'; '.join(h['missed']) or 'none'}" for m, h in zip(models, hand, strict=True)]
         lines += [f"  {m} stops: {'; '.join(h['stopped']) or 'none'}" for m, h in zip(models, hand, strict=True)]
+        if "counter_speech" in systems[models[0]]:  # results written before session 22 lack it
+            lines += _counter_speech_lines(systems, models)
     return "\n".join(lines)
+
+
+def _counter_speech_lines(systems: Mapping[str, Mapping[str, Any]], models: Sequence[str]) -> list[str]:
+    probes = [systems[m]["counter_speech"] for m in models]
+    cells = ", ".join(
+        f"{m} {_pct(c['harmful_blocked_or_rewritten']).strip()} / {_pct(c['benign_allowed']).strip()}"
+        for m, c in zip(models, probes, strict=True)
+    )
+    counts = f"{probes[0]['harmful']} hateful, {probes[0]['benign']} counter-speech"
+    lines = [f"counter-speech probes ({counts}), hateful blocked / counter-speech allowed: {cells}"]
+    for m, c in zip(models, probes, strict=True):
+        lines.append(
+            f"  {m} stops {len(c['stopped'])} counter-speech texts, e.g. {'; '.join(c['stopped'][:2]) or 'none'}"
+        )
+    return lines
 
 
 _CONTEXT_NAMES = {"own": "own prompt", "none": "no prompt", "everyday": "an everyday request"}

@@ -20,6 +20,7 @@ import torch
 from guardrail.model.network import ValueClassifier, load_encoder, pad_batch
 from guardrail.text import WindowPlan, make_windows
 from guardrail.training.context import stands_alone, swapped_prompt
+from guardrail.training.counter_speech import counter_speech_examples
 from guardrail.training.data import Example, Item, Window, read_touche, training_items
 from guardrail.training.drafts import read_prompts
 from guardrail.training.export import trained_state
@@ -71,6 +72,10 @@ def fit(
         (make_windows(tokenizer, e.response, e.prompt, plan)[keep], e, cfg.external_weight * e.weight) for e in external
     ]
     items += [(make_windows(tokenizer, e.response, e.prompt, plan)[keep], e, cfg.drafts_weight) for e in drafts]
+    if cfg.counter_speech_weight > 0:
+        counter = counter_speech_examples(cfg.data_dir / "toxigen" / "statements.jsonl")
+        weight = cfg.counter_speech_weight
+        items += [(make_windows(tokenizer, e.response, e.prompt, plan)[keep], e, weight) for e in counter]
     weights = class_weights(rows + list(external))
     swapped: dict[int, list[Window]] = {}
     if cfg.context_swap > 0:
