@@ -72,7 +72,7 @@ def fit(
         (make_windows(tokenizer, e.response, e.prompt, plan)[keep], e, cfg.external_weight * e.weight) for e in external
     ]
     items += [(make_windows(tokenizer, e.response, e.prompt, plan)[keep], e, cfg.drafts_weight) for e in drafts]
-    if cfg.counter_speech_weight > 0:
+    if cfg.use_toxigen and cfg.counter_speech_weight > 0:
         counter = counter_speech_examples(cfg.data_dir / "toxigen" / "statements.jsonl")
         weight = cfg.counter_speech_weight
         items += [(make_windows(tokenizer, e.response, e.prompt, plan)[keep], e, weight) for e in counter]
