@@ -11,6 +11,7 @@ it, and, for contrast, replies that agree with the post and texts that quote a c
 from __future__ import annotations
 
 from guardrail.training.external import ExternalRow
+from guardrail.training.hand_drafts import written_rows
 
 REBUTTALS = (
     (
@@ -171,20 +172,7 @@ def counter_speech_rows() -> list[ExternalRow]:
         + [(1, "", reply) for _, reply in AGREEMENTS]
         + [(1, "", text) for text in ENDORSING_QUOTES]
     )
-    return [
-        ExternalRow(
-            file="counter_speech",
-            line=n,
-            source="hand-written",
-            id=f"counter:{n}",
-            prompt=prompt,
-            response=response,
-            harmful=harmful,
-            categories=(),
-            value_labels={},
-        )
-        for n, (harmful, prompt, response) in enumerate(drafts, start=1)
-    ]
+    return written_rows("counter_speech", "counter", drafts)
 
 
 DEFINITION = (

@@ -9,6 +9,8 @@ them. The five harmful ones, the first four plain answers and the refusal were w
 
 from __future__ import annotations
 
+from collections.abc import Sequence
+
 from guardrail.training.external import ExternalRow
 
 _HARMFUL = (
@@ -115,12 +117,18 @@ def hand_rows() -> list[ExternalRow]:
     """The hand-written drafts as judged rows: the harmful ones ``harmful`` 1, the plain answers and the
     refusal 0."""
     drafts = [(1, p, r) for p, r in _HARMFUL] + [(0, p, r) for p, r in _PLAIN + _REFUSAL]
+    return written_rows("hand", "hand", drafts)
+
+
+def written_rows(file: str, prefix: str, drafts: Sequence[tuple[int, str, str]]) -> list[ExternalRow]:
+    """``(harmful, prompt, response)`` triples written by hand as judged rows of ``file``, with ids
+    ``prefix:1``, ``prefix:2``... in order (``prompt`` "" for none)."""
     return [
         ExternalRow(
-            file="hand",
+            file=file,
             line=n,
             source="hand-written",
-            id=f"hand:{n}",
+            id=f"{prefix}:{n}",
             prompt=prompt,
             response=response,
             harmful=harmful,
