@@ -6,6 +6,8 @@ from __future__ import annotations
 import json
 from pathlib import Path
 
+from guardrail.model.tokenizer import load_tokenizer
+from guardrail.text import WindowPlan
 from guardrail.training.counter_speech import (
     AGREEING_REPLIES,
     CONDEMNING_QUOTES,
@@ -14,7 +16,9 @@ from guardrail.training.counter_speech import (
     counter_speech_examples,
 )
 from guardrail.training.counter_speech_eval import counter_speech_rows
-from guardrail.training.data import EXACT, NOT_OPPOSING, UNKNOWN
+from guardrail.training.data import EXACT, NOT_OPPOSING, UNKNOWN, Example
+from guardrail.training.loop import fit
+from guardrail.training.recipe import TrainConfig
 from guardrail.values import VALUE_NAMES
 
 UNI = VALUE_NAMES.index("universalism")
@@ -73,3 +77,21 @@ def test_the_held_out_probes_share_no_framing_sentence_with_training() -> None:
     for probe in probes:
         for frame in frames:
             assert len(frame) < 8 or frame not in probe.response, (frame, probe.response)
+
+
+def test_training_sees_the_counter_speech_rows_at_their_weight_only_when_asked(tmp_path: Path) -> None:
+    (tmp_path / "toxigen").mkdir()
+    _statements(
+        tmp_path / "toxigen",
+        [
+            {"text": "refugees are all criminals", "kind": "hate", "group": "immigrant"},
+            {"text": "refugees have started many small businesses", "kind": "neutral", "group": "immigrant"},
+        ],
+    )
+    rows = [Example("Tips for a garden?", "Water it in the morning.", (NOT_OPPOSING,) * 10, "fulcra", "f:1")]
+    plan, tokenizer = WindowPlan(max_length=64), load_tokenizer()
+    for weight, expected in ((0.0, 0), (0.25, 4)):
+        cfg = TrainConfig(data_dir=tmp_path, num_layers=1, epochs=1, counter_speech_weight=weight, batch_size=64)
+        _, items = fit(cfg, rows, [], tokenizer, plan, 1, lambda *_: None)
+        added = [(e.source, w) for _, e, w in items if e.source == "counter_speech"]
+        assert added == [("counter_speech", weight)] * expected

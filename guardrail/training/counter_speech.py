@@ -14,7 +14,7 @@ stance, so that the words of the claim cannot decide the label:
 - the statement quoted inside the same kind of sentence endorsing it, no prompt: opposes universalism.
 
 The framing sentences are written for training only; the held-out probes that measure counter-speech
-(``hand_drafts.py``) were written before them and share none of them. Frames and partners are chosen
+(``counter_speech_eval.py``) were written before them and share none of them. Frames and partners are chosen
 by a hash of the statement, so the rows are the same on every run.
 """
 

@@ -111,8 +111,8 @@ class TrainConfig(BaseModel):
     counter_speech_weight: float = 0.0
     """Sample weight of the counter-speech rows built from ToxiGen's hateful statements
     (``counter_speech.py``; only with ``use_toxigen``): each claim rejected and agreed with in reply to it,
-    condemned and endorsed in quotation, so that rebutting hate is not read as hate (at ToxiGen's weight).
-    0 = off."""
+    condemned and endorsed in quotation, so that rebutting hate is not read as hate. 0 = off; the runs in
+    the model card's Variants used 0.5, ToxiGen's weight."""
     violation_only_external: list[str] = []
     """``source/category`` pairs trained on the source's ``harmful`` judgement alone (the violation loss),
     every value unknown, as DICES is: the judgement is kept without tying it to a value's threshold."""
