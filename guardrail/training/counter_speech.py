@@ -21,11 +21,10 @@ by a hash of the statement, so the rows are the same on every run.
 from __future__ import annotations
 
 import hashlib
-import json
 from collections import defaultdict
 from pathlib import Path
 
-from guardrail.training.data import EXACT, NOT_OPPOSING, UNKNOWN, Example
+from guardrail.training.data import EXACT, NOT_OPPOSING, UNKNOWN, Example, read_toxigen_statements
 from guardrail.values import VALUE_NAMES
 
 REJECTING_REPLIES = (
@@ -97,22 +96,14 @@ def _sentence(text: str) -> str:
     return clause[:1].upper() + clause[1:] + "."
 
 
-def counter_speech_examples(statements: Path | str) -> list[Example]:
+def counter_speech_examples(statements_file: Path | str) -> list[Example]:
     """Four rows per hateful statement of ToxiGen's ``statements.jsonl`` (module docstring)."""
-    hateful: list[tuple[str, str]] = []
+    statements, _ = read_toxigen_statements(statements_file)
+    hateful = [(text, group) for text, kind, group in statements if kind == "hate" and _claim(text)]
     neutral: dict[str, list[str]] = defaultdict(list)
-    with Path(statements).open(encoding="utf-8") as f:
-        for line in f:
-            if not line.strip():
-                continue
-            row = json.loads(line)
-            text, kind, group = str(row.get("text", "")), row.get("kind"), str(row.get("group", ""))
-            if not _claim(text):
-                continue
-            if kind == "hate":
-                hateful.append((text, group))
-            elif kind == "neutral":
-                neutral[group].append(text)
+    for text, kind, group in statements:
+        if kind == "neutral" and _claim(text):
+            neutral[group].append(text)
     examples: list[Example] = []
     for text, group in hateful:
         claim, post = _claim(text), _sentence(text)
@@ -125,7 +116,7 @@ def counter_speech_examples(statements: Path | str) -> list[Example]:
             (None, _pick(ENDORSING_QUOTES, text, "endorse").format(q=claim), _ENDORSES, "quote-endorses"),
         )
         examples += [
-            Example(prompt, response, targets, source="counter_speech", key=f"{kind}|{text}")
-            for prompt, response, targets, kind in rows
+            Example(prompt, response, targets, source="counter_speech", key=f"{role}|{text}")
+            for prompt, response, targets, role in rows
         ]
     return examples

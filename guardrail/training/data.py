@@ -182,15 +182,12 @@ def read_fulcra(path: Path | str) -> tuple[list[Example], ParseReport]:
     return examples, report
 
 
-def read_toxigen(path: Path | str) -> tuple[list[Example], ParseReport]:
-    """ToxiGen statements as weak labels: hateful ones oppose universalism; neutral ones oppose nothing.
-
-    Other values of a hateful statement stay unknown (no loss): the data says nothing about them.
-    """
+def read_toxigen_statements(path: Path | str) -> tuple[list[tuple[str, str, str]], ParseReport]:
+    """ToxiGen's ``statements.jsonl`` as ``(text, kind, group)``, kind "hate" or "neutral", in file order;
+    rows that cannot be read, of another kind or with no text are dropped and named in the report."""
     path = Path(path)
     report = ParseReport(path=str(path))
-    uni = VALUE_NAMES.index("universalism")
-    examples: list[Example] = []
+    statements: list[tuple[str, str, str]] = []
     with path.open(encoding="utf-8") as f:
         for lineno, line in enumerate(f, 1):
             if not line.strip():
@@ -202,18 +199,30 @@ def read_toxigen(path: Path | str) -> tuple[list[Example], ParseReport]:
             except (json.JSONDecodeError, KeyError) as exc:
                 report.dropped_rows.append(f"line {lineno}: {exc}")
                 continue
-            if kind == "hate":
-                targets = tuple(EXACT[-1] if i == uni else UNKNOWN for i in range(len(VALUE_NAMES)))
-            elif kind == "neutral":
-                targets = tuple(NOT_OPPOSING for _ in VALUE_NAMES)
-            else:
+            if kind not in ("hate", "neutral"):
                 report.dropped_rows.append(f"line {lineno}: unknown kind {kind!r}")
                 continue
             if not text:
                 report.dropped_rows.append(f"line {lineno}: empty text")
                 continue
-            examples.append(Example(None, text, targets, source="toxigen", key=text))
+            statements.append((text, kind, str(row.get("group", ""))))
             report.kept += 1
+    return statements, report
+
+
+def read_toxigen(path: Path | str) -> tuple[list[Example], ParseReport]:
+    """ToxiGen statements as weak labels: hateful ones oppose universalism; neutral ones oppose nothing.
+
+    Other values of a hateful statement stay unknown (no loss): the data says nothing about them.
+    """
+    statements, report = read_toxigen_statements(path)
+    uni = VALUE_NAMES.index("universalism")
+    hateful = tuple(EXACT[-1] if i == uni else UNKNOWN for i in range(len(VALUE_NAMES)))
+    neutral = tuple(NOT_OPPOSING for _ in VALUE_NAMES)
+    examples = [
+        Example(None, text, hateful if kind == "hate" else neutral, source="toxigen", key=text)
+        for text, kind, _ in statements
+    ]
     return examples, report
 
 
